@@ -1,0 +1,385 @@
+"""The backend SPI: everything a backend plugin needs from lockapi, and the only module it may import.
+
+A backend is a class registered in the entry-point group ``lockapi.backends`` under the URL scheme it
+serves (``redis``, ``postgresql``, ...). lockapi constructs it as ``Backend(config)`` with a
+:class:`BackendConfig` and calls the methods below. Each method is ONE attempt: it never waits for a lock
+to become free (lockapi's core does the waiting, renewal, validation and job bookkeeping, once for every
+backend), and it returns or raises :class:`BackendUnavailable` within ``config.timeout`` seconds.
+
+Arguments reach a backend already validated: names are non-empty ``str`` of at most 1024 UTF-8 bytes
+without NUL, ttls are finite floats in (0, 10 years], permits are ints >= 1. Holder ids are opaque
+strings unique per lease (at most 128 ASCII characters).
+
+The rules every backend keeps (checked by :mod:`lockapi.testing`):
+
+1. at most one live lease per lock name; at most ``permits`` live permits per semaphore name;
+2. a lease or permit expires ``ttl`` seconds after its grant or last extension, by the BACKEND's clock;
+3. fencing tokens are ints that strictly increase per name over every grant, never reused, surviving
+   release, expiry and client restarts (locks and semaphores each have their own sequence per name);
+4. not reentrant: a held name is refused to every other holder id, including the same process;
+5. release, extend and holds check the holder id AND token; they return False (never raise) for a
+   lease that is not held;
+6. done markers are independent of locks and expire after their own ttl.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from lockapi.errors import (
+    BackendUnavailable,
+    ConfigError,
+    LockError,
+    UnsupportedFeature,
+)
+
+__all__ = [
+    "Attempt",
+    "Backend",
+    "BackendConfig",
+    "BackendUnavailable",
+    "Capability",
+    "ConfigError",
+    "LockError",
+    "LockInfo",
+    "Options",
+    "UnsupportedFeature",
+    "Wake",
+    "redact_url",
+]
+
+
+class Capability(enum.Enum):
+    """What a backend can do beyond the required minimum. ``manager.capabilities`` lists them."""
+
+    FAIR = "fair"
+    """``try_acquire(..., queue_ttl=...)`` keeps a FIFO queue of waiters per name."""
+    PUSH_WAKEUP = "push_wakeup"
+    """``watch`` delivers release notifications, so waiters need not poll."""
+    ATOMIC_BATCH = "atomic_batch"
+    """``try_acquire_many`` takes many names in one round trip."""
+    MULTI_PROCESS = "multi_process"
+    """Several processes on one host share the locks."""
+    MULTI_HOST = "multi_host"
+    """Several hosts share the locks."""
+    ITER_DONE = "iter_done"
+    """``iter_done`` lists live done markers (needed to migrate them)."""
+    ADMIN = "admin"
+    """``force_release`` and ``set_fence_floor`` work (migration and operators)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one acquire attempt.
+
+    ``token`` is the fencing token when granted, else None. ``retry_after`` is, when not granted and
+    known, the seconds until the current holder's lease expires (by the backend's clock); waiters never
+    sleep longer than that, so a lost wake-up costs at most one ttl.
+    """
+
+    token: int | None
+    retry_after: float | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.token is not None
+
+
+DENIED = Attempt(None)
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """What ``inspect`` knows about a held lock: holder id, fencing token and seconds left."""
+
+    name: str
+    holder: str
+    token: int
+    ttl_remaining: float
+
+
+Wake = Callable[[], None]
+"""A callback a backend calls (from any thread) when a watched name may have become free."""
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password or secret query value replaced by ``***``.
+
+    Use it in every message, log line and report that shows a URL.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{quote(k)}={'***' if _is_secret(k) else quote(v)}" for k, v in pairs
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in ("password", "secret", "token", "key")) and key != "keyfile"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Options:
+    """Backend options, merged from the URL query string, the config file and ``connect(**options)``.
+
+    Values from URLs and environment variables arrive as strings; the typed getters convert them and
+    raise :class:`ConfigError` naming the option. Call :meth:`finish` after reading every option the
+    backend knows, so a misspelt option is an error before any connection is made.
+    """
+
+    def __init__(self, values: Mapping[str, Any], *, source: str = "options") -> None:
+        self._values = dict(values)
+        self._used: set[str] = set()
+        self._source = source
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self._used.add(key)
+        return self._values.get(key, default)
+
+    def str(self, key: str, default: str | None = None, *, choices: Sequence[str] | None = None) -> str | None:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"option {key!r} must be a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"option {key!r} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def float(self, key: str, default: float, *, minimum: float = 0.0, strict: bool = True) -> float:
+        value = self.raw(key, default)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {key!r} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number) or number < minimum or (
+            strict and number == minimum
+        ):
+            bound = ">" if strict else ">="
+            raise ConfigError(f"option {key!r} must be a finite number {bound} {minimum}, got {value!r}")
+        return number
+
+    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool):
+            raise ConfigError(f"option {key!r} must be an integer, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {key!r} must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"option {key!r} must be >= {minimum}, got {value!r}")
+        return number
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"option {key!r} must be true or false, got {value!r}")
+
+    def list(self, key: str) -> list[str]:
+        """A list option: a TOML array, or a comma-separated string."""
+        value = self.raw(key, None)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"option {key!r} must be a list of strings, got {value!r}")
+
+    def remaining(self) -> dict[str, Any]:
+        """The options not read so far (for backends that pass them on to their client library)."""
+        return {k: v for k, v in self._values.items() if k not in self._used}
+
+    def finish(self, known: Sequence[str] = ()) -> None:
+        """Raise :class:`ConfigError` if any option was never read."""
+        unknown = sorted(set(self._values) - self._used - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown {self._source} {', '.join(map(repr, unknown))}; "
+                f"this backend accepts: {', '.join(sorted(self._used | set(known)))}"
+            )
+
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass
+class BackendConfig:
+    """What a backend is constructed from.
+
+    ``url`` is the connection URL without its query string (backends may need the original scheme,
+    e.g. ``postgresql+psycopg``); ``options`` holds the query parameters and every other option.
+    ``timeout`` (seconds) bounds every single backend operation, including connecting.
+    """
+
+    url: str
+    scheme: str
+    options: Options
+    timeout: float = DEFAULT_TIMEOUT
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Python objects passed to ``connect()`` that cannot travel in a URL (e.g. an injectable clock)."""
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+
+class Backend(abc.ABC):
+    """A connection to one lock store. Implementations are thread-safe.
+
+    Subclasses set :attr:`capabilities` and implement the abstract methods; the others have working
+    defaults built on them. All methods raise :class:`BackendUnavailable` (and only lockapi errors) when
+    the store cannot be reached within ``config.timeout``.
+    """
+
+    capabilities: frozenset[Capability] = frozenset()
+    description: str = ""
+    """One line shown by ``lockapi backends``."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    # -- locks -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        """Grant the lock ``name`` to ``holder`` for ``ttl`` seconds if it is free (or expired).
+
+        With ``queue_ttl`` (only if the backend has :attr:`Capability.FAIR`): join or stay in the name's
+        FIFO queue of waiters, valid for ``queue_ttl`` seconds from now unless refreshed by another
+        call; waiters whose entry expired are dropped first; the lock is granted only to the head of
+        the queue, which then leaves the queue. Without it, the queue is not consulted.
+        """
+
+    @abc.abstractmethod
+    def release(self, name: str, holder: str, token: int) -> bool:
+        """Free the lock if ``holder``/``token`` still hold it; True if it did, False otherwise."""
+
+    @abc.abstractmethod
+    def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        """Set the lease to expire ``ttl`` seconds from now if ``holder``/``token`` still hold it."""
+
+    @abc.abstractmethod
+    def inspect(self, name: str) -> LockInfo | None:
+        """The live lease on ``name``, or None if it is free."""
+
+    def holds(self, name: str, holder: str, token: int) -> bool:
+        """True if ``holder``/``token`` hold a live lease on ``name``."""
+        info = self.inspect(name)
+        return info is not None and info.holder == holder and info.token == token
+
+    def cancel_wait(self, name: str, holder: str) -> None:  # noqa: B027 - optional hook
+        """Leave the fair queue of ``name`` (a fair waiter gave up). Backends without FAIR ignore it."""
+
+    def try_acquire_many(
+        self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
+    ) -> dict[str, int]:
+        """Try each name once; return {name: token} for the granted ones.
+
+        With ``skip_done``, a name whose done marker is live is not granted. Backends with
+        :attr:`Capability.ATOMIC_BATCH` do all of it in one round trip.
+        """
+        granted: dict[str, int] = {}
+        try:
+            for name in names:
+                attempt = self.try_acquire(name, holder, ttl)
+                if attempt.token is not None:
+                    granted[name] = attempt.token
+            if skip_done and granted:
+                for name in self.done(list(granted)):
+                    self.release(name, holder, granted.pop(name))
+        except LockError:
+            for name, token in granted.items():
+                with contextlib.suppress(LockError):
+                    self.release(name, holder, token)
+            raise
+        return granted
+
+    # -- semaphores --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
+        """Grant one of ``permits`` permits of semaphore ``name`` if fewer than ``permits`` are live.
+
+        ``retry_after`` on denial: seconds until the soonest live permit expires.
+        """
+
+    @abc.abstractmethod
+    def release_permit(self, name: str, holder: str, token: int) -> bool:
+        """Return the permit if it is still live; True if it was."""
+
+    @abc.abstractmethod
+    def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        """Set the permit to expire ``ttl`` seconds from now if it is still live."""
+
+    @abc.abstractmethod
+    def holds_permit(self, name: str, holder: str, token: int) -> bool:
+        """True if the permit is live."""
+
+    # -- done markers ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def mark_done(self, name: str, ttl: float) -> None:
+        """Record that ``name`` was processed; the marker expires after ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    def done(self, names: Sequence[str]) -> set[str]:
+        """The subset of ``names`` whose done marker is live (one round trip where possible)."""
+
+    def iter_done(self) -> Iterator[tuple[str, float]]:
+        """Yield (name, seconds left) for every live done marker. Needs :attr:`Capability.ITER_DONE`."""
+        raise UnsupportedFeature(f"{type(self).__name__} cannot list done markers")
+
+    # -- administration (migration, operators) -----------------------------------------------------
+    def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
+        """Ensure the next token issued for ``name`` is greater than ``token``. Needs ADMIN."""
+        raise UnsupportedFeature(f"{type(self).__name__} cannot move fencing counters")
+
+    def force_release(self, name: str) -> bool:
+        """Free ``name`` whoever holds it; True if it was held. Needs ADMIN."""
+        raise UnsupportedFeature(f"{type(self).__name__} cannot force-release locks")
+
+    # -- waiting -----------------------------------------------------------------------------------
+    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Call ``wake()`` whenever ``name`` may have become free, while the context is open.
+
+        The subscription is in effect when ``__enter__`` returns (lockapi re-checks the lock only after
+        that, so no release is missed). Backends with :attr:`Capability.PUSH_WAKEUP` override this;
+        the default delivers nothing and lockapi polls with jittered backoff.
+        """
+        return contextlib.nullcontext()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the store answers within ``timeout``."""
+        self.inspect("lockapi:ping")
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and background threads. Idempotent."""

@@ -1,0 +1,75 @@
+"""Argument checks shared by every entry point. They run before any I/O, so a rejected call writes nothing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from lockapi.errors import InvalidArgument, InvalidArgumentType, InvalidName, InvalidNameType
+
+MAX_NAME_BYTES = 1024
+"""Longest accepted name, in bytes of UTF-8."""
+
+MAX_TTL = 10 * 365 * 24 * 3600.0
+"""Longest accepted ttl (ten years): every backend can represent it."""
+
+MAX_PERMITS = 2**31 - 1
+
+
+def check_name(name: object, what: str = "lock name") -> str:
+    """Return ``name`` if it is a usable name, else raise :class:`InvalidName`."""
+    if not isinstance(name, str):
+        raise InvalidNameType(f"{what} must be a str, got {type(name).__name__}")
+    if not name:
+        raise InvalidName(f"{what} must not be empty")
+    if "\x00" in name:
+        raise InvalidName(f"{what} must not contain NUL characters (\\x00)")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidName(f"{what} is not valid Unicode text (lone surrogate at {exc.start})") from None
+    if size > MAX_NAME_BYTES:
+        raise InvalidName(f"{what} is {size} bytes of UTF-8; the limit is {MAX_NAME_BYTES}")
+    return name
+
+
+def check_names(names: object) -> list[str]:
+    """Return ``names`` as a list of distinct valid names (order kept), else raise."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise InvalidArgumentType(f"names must be an iterable of str, got {type(names).__name__}")
+    return list(dict.fromkeys(check_name(n) for n in names))
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentType(f"{what} must be a number of seconds, got {type(value).__name__}")
+    return float(value)
+
+
+def check_ttl(ttl: object) -> float:
+    """Return ``ttl`` as float seconds if 0 < ttl <= MAX_TTL, else raise."""
+    value = _number(ttl, "ttl")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+    if value > MAX_TTL:
+        raise InvalidArgument(f"ttl must be at most {MAX_TTL:.0f} seconds (10 years), got {ttl!r}")
+    return value
+
+
+def check_wait(wait: object) -> float | None:
+    """Return ``wait`` as float seconds, or None for "forever" (``None`` or ``math.inf``)."""
+    if wait is None:
+        return None
+    value = _number(wait, "wait")
+    if math.isnan(value) or value < 0:
+        raise InvalidArgument(f"wait must be None (forever) or a number of seconds >= 0, got {wait!r}")
+    return None if math.isinf(value) else value
+
+
+def check_permits(permits: object) -> int:
+    """Return ``permits`` if it is an int in 1..MAX_PERMITS, else raise."""
+    if isinstance(permits, bool) or not isinstance(permits, int):
+        raise InvalidArgumentType(f"permits must be an int, got {type(permits).__name__}")
+    if not 1 <= permits <= MAX_PERMITS:
+        raise InvalidArgument(f"permits must be between 1 and {MAX_PERMITS}, got {permits}")
+    return permits
