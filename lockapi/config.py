@@ -1,0 +1,79 @@
+"""Where the backend URL and options come from when the application does not pass them.
+
+Order: ``connect(url=...)``; else ``$LOCKAPI_URL``; else the TOML file named by ``$LOCKAPI_CONFIG``; else
+``./lockapi.toml``; else the embedded default, a SQLite file in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lockapi.errors import ConfigError
+
+DEFAULT_URL = "sqlite:///lockapi.sqlite3"
+MIGRATION_KEYS = ("target", "phase", "record")
+
+
+@dataclass
+class Settings:
+    url: str
+    options: dict[str, Any]
+    source: str
+    """Where ``url`` came from (argument, $LOCKAPI_URL, a file path, or default)."""
+    migration: dict[str, Any] = field(default_factory=dict)
+    """The ``[lockapi.migration]`` table merged with ``$LOCKAPI_MIGRATION_*``; empty when not migrating."""
+
+
+def load_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Read a lockapi.toml: ([lockapi].url, the other [lockapi] keys, [lockapi.migration])."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (named by LOCKAPI_CONFIG?)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    table = data.get("lockapi")
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path} has no [lockapi] table (it needs at least url = \"...\")")
+    table = dict(table)
+    migration = table.pop("migration", {})
+    if not isinstance(migration, dict):
+        raise ConfigError(f"{path}: [lockapi.migration] must be a table")
+    url = table.pop("url", None)
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"{path}: [lockapi] url must be a string")
+    return url, table, migration
+
+
+def resolve(url: str | None, options: dict[str, Any], env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Settings:
+    """Work out the URL, options and migration settings, without any I/O beyond reading the config file."""
+    env = dict(os.environ) if env is None else env
+    migration = {k[len("LOCKAPI_MIGRATION_"):].lower(): v for k, v in env.items()
+                 if k.startswith("LOCKAPI_MIGRATION_")}
+    if url is not None:
+        settings = Settings(url, dict(options), "argument")
+    elif env.get("LOCKAPI_URL"):
+        settings = Settings(env["LOCKAPI_URL"], dict(options), "$LOCKAPI_URL")
+    else:
+        named = env.get("LOCKAPI_CONFIG")
+        path = Path(named) if named else (cwd or Path.cwd()) / "lockapi.toml"
+        if named or path.is_file():
+            file_url, file_options, file_migration = load_file(path)
+            if file_url is None:
+                raise ConfigError(f"{path}: [lockapi] needs url = \"scheme://...\"")
+            settings = Settings(file_url, {**file_options, **options}, str(path))
+            migration = {**file_migration, **migration}
+        else:
+            settings = Settings(DEFAULT_URL, dict(options), "default")
+    unknown = sorted(set(migration) - set(MIGRATION_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown migration settings {unknown}; known: {', '.join(MIGRATION_KEYS)}")
+    if migration and "target" not in migration:
+        raise ConfigError("migration settings need target = \"scheme://...\" (the backend to move to)")
+    settings.migration = migration
+    return settings

@@ -1,0 +1,267 @@
+"""The LockManager: the application's handle on one backend."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from lockapi.errors import InvalidArgumentType, LockError, UnsupportedFeature
+from lockapi.events import Event, Listener, Listeners
+from lockapi.lease import Lease, OnLost, Permit
+from lockapi.spi import Attempt, Backend, Capability, LockInfo
+from lockapi.validation import check_name, check_names, check_permits, check_ttl, check_wait
+from lockapi.waiting import QUEUE_TTL, LocalBus, wait_for_grant
+
+if TYPE_CHECKING:
+    from lockapi.jobs import JobLockManager, JobSemaphore
+
+_AttemptFn = Callable[[], Attempt]
+
+_NODE = "".join(c for c in socket.gethostname() if c.isascii() and c.isprintable())[:64] or "host"
+
+
+def new_holder_id() -> str:
+    """A holder id unique to one lease: host, pid and 64 random bits (thread ids are reused)."""
+    return f"{_NODE}:{os.getpid()}:{secrets.token_hex(8)}"
+
+
+def _check_callback(on_lost: object) -> OnLost | None:
+    if on_lost is not None and not callable(on_lost):
+        raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
+    return on_lost  # type: ignore[return-value]
+
+
+class LockManager:
+    """Locks, semaphores and job locks on one backend. Thread-safe; a context manager that closes.
+
+    Obtain one with :func:`lockapi.connect`.
+    """
+
+    def __init__(self, backend: Backend, *, url: str = "") -> None:
+        self._backend = backend
+        self._bus = LocalBus()
+        self._listeners = Listeners()
+        self.url = url
+        """The connection URL, with any password redacted."""
+
+    def __repr__(self) -> str:
+        return f"<LockManager {self.url or type(self._backend).__name__}>"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend plugin instance (for tools built on the SPI, e.g. migration)."""
+        return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self._backend.capabilities
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` after every lock decision (see :class:`lockapi.events.Event`)."""
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    # -- locks -------------------------------------------------------------------------------------
+    def acquire(
+        self,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        wait: float | None = None,
+        fair: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+    ) -> Lease:
+        """Take the lock ``name`` for ``ttl`` seconds, waiting up to ``wait`` seconds (None: forever).
+
+        Raises :class:`LockTimeout` if it was not granted in time. ``fair`` grants waiters in arrival
+        order. ``auto_renew`` extends the lease every ttl/3 until released; if that fails, ``lease.lost``
+        becomes True and ``on_lost(lease)`` is called once.
+        """
+        return self._acquire("acquire", name, ttl, check_wait(wait), fair, auto_renew, on_lost)
+
+    def try_acquire(
+        self,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        fair: bool = False,
+        auto_renew: bool = False,
+        on_lost: OnLost | None = None,
+    ) -> Lease | None:
+        """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
+        try:
+            return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost)
+        except _NotGranted:
+            return None
+
+    def _acquire(
+        self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
+        on_lost: object,
+    ) -> Lease:
+        name = check_name(name)
+        ttl = check_ttl(ttl)
+        callback = _check_callback(on_lost)
+        if fair and Capability.FAIR not in self._backend.capabilities:
+            raise UnsupportedFeature(f"{type(self._backend).__name__} has no fair locks (fair=True)")
+        holder = new_holder_id()
+        queue_ttl = QUEUE_TTL if fair else None
+        backend = self._backend
+        started = time.monotonic()
+
+        def attempt() -> Attempt:
+            return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+
+        token = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
+        self._emit(op, name, True, token, started)
+        return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, started,
+                     auto_renew=bool(auto_renew), on_lost=callback)
+
+    def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
+              started: float, *, fair: bool = False, holder: str = "") -> int:
+        name = key[1]
+        try:
+            if wait == 0.0:
+                token = attempt().token
+                if token is None:
+                    raise _NotGranted
+                return token
+            return wait_for_grant(self._backend, self._bus, key, attempt, wait, fair=fair)
+        except _NotGranted:
+            self._emit(op, name, False, None, started)
+            self._give_up(fair, name, holder)
+            raise
+        except LockError as exc:
+            self._emit(op, name, None, None, started, exc)
+            self._give_up(fair, name, holder)
+            raise
+
+    def _give_up(self, fair: bool, name: str, holder: str) -> None:
+        if fair:
+            try:
+                self._backend.cancel_wait(name, holder)
+            except LockError:
+                pass  # the queue entry expires on its own within QUEUE_TTL
+
+    def acquire_many(self, names: Iterable[str], *, ttl: float = 30.0) -> dict[str, Lease]:
+        """Try each name once, without waiting; return the granted ones as {name: lease}.
+
+        Backends with ``Capability.ATOMIC_BATCH`` do it in one round trip.
+        """
+        checked = check_names(names)
+        ttl = check_ttl(ttl)
+        return self._acquire_many(checked, ttl, skip_done=False)
+
+    def _acquire_many(self, names: list[str], ttl: float, *, skip_done: bool) -> dict[str, Lease]:
+        if not names:
+            return {}
+        holder = new_holder_id()
+        started = time.monotonic()
+        try:
+            granted = self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done)
+        except LockError as exc:
+            self._emit("acquire_many", f"<{len(names)} names>", None, None, started, exc)
+            raise
+        self._emit("acquire_many", f"<{len(names)} names>", bool(granted), None, started)
+        return {
+            name: Lease(self._backend, self._bus, self._listeners, name, holder, token, ttl, started)
+            for name, token in granted.items()
+        }
+
+    def inspect(self, name: str) -> LockInfo | None:
+        """The live lease on ``name`` (holder id, token, seconds left), or None if it is free."""
+        return self._backend.inspect(check_name(name))
+
+    # -- semaphores --------------------------------------------------------------------------------
+    def semaphore(self, name: str, permits: int) -> Semaphore:
+        """A semaphore of ``permits`` permits shared by every client using the same name."""
+        return Semaphore(self, check_name(name, "semaphore name"), check_permits(permits))
+
+    # -- job API -----------------------------------------------------------------------------------
+    def jobs(self) -> JobLockManager:
+        """The job lock manager (lock/unlock/successfully_processed/lock_many) on this backend."""
+        from lockapi.jobs import BackendJobLockManager
+
+        return BackendJobLockManager(self)
+
+    def job_semaphore(self) -> JobSemaphore:
+        """The job semaphore (at most ``job.max_concurrency`` holders cluster-wide) on this backend."""
+        from lockapi.jobs import BackendJobSemaphore
+
+        return BackendJobSemaphore(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the backend answers within its timeout."""
+        self._backend.ping()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> LockManager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _emit(self, op: str, name: str, outcome: bool | None, token: int | None, started: float,
+              error: BaseException | None = None) -> None:
+        if self._listeners:
+            self._listeners.emit(Event(op, name, outcome, token, time.monotonic() - started,
+                                       None if error is None else repr(error)))
+
+
+class _NotGranted(Exception):
+    """Internal: a no-wait attempt was denied."""
+
+
+
+
+
+class Semaphore:
+    """A counting semaphore: at most ``permits`` live permits per name, each expiring like a lease."""
+
+    def __init__(self, manager: LockManager, name: str, permits: int) -> None:
+        self._manager = manager
+        self.name = name
+        self.permits = permits
+
+    def __repr__(self) -> str:
+        return f"<Semaphore {self.name!r} permits={self.permits}>"
+
+    def acquire(self, *, ttl: float = 30.0, wait: float | None = None) -> Permit:
+        """Take a permit for ``ttl`` seconds, waiting up to ``wait`` seconds (None: forever).
+
+        Raises :class:`LockTimeout` if none was free in time.
+        """
+        return self._acquire("permit_acquire", check_ttl(ttl), check_wait(wait))
+
+    def try_acquire(self, *, ttl: float = 30.0) -> Permit | None:
+        """Take a permit if one is free right now; None otherwise."""
+        try:
+            return self._acquire("permit_try_acquire", check_ttl(ttl), 0.0)
+        except _NotGranted:
+            return None
+
+    def _acquire(self, op: str, ttl: float, wait: float | None) -> Permit:
+        mgr = self._manager
+        backend = mgr.backend
+        holder = new_holder_id()
+        name, permits = self.name, self.permits
+        started = time.monotonic()
+
+        def attempt() -> Attempt:
+            return backend.try_acquire_permit(name, permits, holder, ttl)
+
+        token = mgr._wait(op, (True, name), attempt, wait, started)
+        mgr._emit(op, name, True, token, started)
+        return Permit(backend, mgr._bus, mgr._listeners, name, holder, token, ttl, started)

@@ -1,0 +1,109 @@
+"""Backend discovery: plugins are entry points in the group ``lockapi.backends``, loaded with stevedore.
+
+The entry point's name is the URL scheme. ``scheme+driver`` URLs (``postgresql+psycopg``) resolve to the
+full scheme if a plugin registered it (``redis+sentinel``), else to the part before the ``+``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import stevedore
+import stevedore.exception
+
+from lockapi.errors import ConfigError
+from lockapi.spi import Backend, BackendConfig, Options, redact_url
+
+BACKENDS_GROUP = "lockapi.backends"
+COMMANDS_GROUP = "lockapi.commands"
+
+
+def installed_schemes() -> list[str]:
+    """The URL schemes of every installed backend plugin (without importing them)."""
+    return sorted({ep.name for ep in entry_points(group=BACKENDS_GROUP)})
+
+
+@dataclass(frozen=True)
+class ParsedURL:
+    scheme: str
+    """The scheme as written, lower-cased (e.g. ``postgresql+psycopg``)."""
+    plugin: str
+    """The entry-point name it resolved to (e.g. ``postgresql``)."""
+    base: str
+    """The URL without its query string."""
+    query: dict[str, str]
+
+
+def parse_url(url: object) -> ParsedURL:
+    """Split ``url`` and find the plugin for its scheme; :class:`ConfigError` if there is none."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"a lock backend URL looks like scheme://..., got {redact_url(str(url))!r}; "
+            f"installed schemes: {', '.join(installed_schemes()) or 'none'}"
+        )
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse URL {redact_url(url)!r}: {exc}") from None
+    scheme = url.split("://", 1)[0].lower()
+    schemes = installed_schemes()
+    plugin = scheme if scheme in schemes else scheme.split("+", 1)[0]
+    if plugin not in schemes:
+        raise ConfigError(
+            f"no lock backend is installed for scheme {scheme!r}; installed: {', '.join(schemes) or 'none'}. "
+            "Backends are extras: pip install 'lockapi[redis]' (or sql, hazelcast, all)"
+        )
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
+    return ParsedURL(scheme, plugin, base, query)
+
+
+def backend_class(plugin: str) -> type[Backend]:
+    """Load the backend class registered for ``plugin``."""
+    try:
+        driver = stevedore.DriverManager(BACKENDS_GROUP, plugin, invoke_on_load=False)
+    except stevedore.exception.NoMatches:
+        raise ConfigError(
+            f"no lock backend is installed for scheme {plugin!r}; installed: {', '.join(installed_schemes())}"
+        ) from None
+    except (ImportError, RuntimeError) as exc:
+        raise ConfigError(
+            f"the {plugin!r} backend is registered but cannot be loaded ({exc}); "
+            f"install its extra, e.g. pip install 'lockapi[{_extra_for(plugin)}]'"
+        ) from exc
+    cls = driver.driver
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ConfigError(f"entry point {plugin!r} in {BACKENDS_GROUP} is not a lockapi.spi.Backend subclass")
+    return cls
+
+
+def _extra_for(plugin: str) -> str:
+    if plugin.startswith("redis"):
+        return "redis"
+    if plugin in ("sqlite", "postgresql", "mysql", "mariadb"):
+        return "sql"
+    return plugin
+
+
+def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
+    """Construct the backend for ``url``. Options: the URL query string, overridden by ``options``.
+
+    Every option is checked (by core and by the plugin) before any connection is made.
+    """
+    parsed = parse_url(url)
+    merged = Options({**parsed.query, **(options or {})}, source="option")
+    timeout = merged.float("timeout", 5.0)
+    cls = backend_class(parsed.plugin)
+    config = BackendConfig(url=parsed.base, scheme=parsed.scheme.split("+", 1)[0], options=merged,
+                           timeout=timeout)
+    return cls(config)
+
+
+def command_plugins() -> list[Any]:
+    """The ``register(subparsers)`` functions of CLI command plugins (group ``lockapi.commands``)."""
+    manager = stevedore.ExtensionManager(COMMANDS_GROUP, invoke_on_load=False,
+                                         on_load_failure_callback=lambda *_: None)
+    return [ext.plugin for ext in manager]

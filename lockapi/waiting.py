@@ -1,0 +1,103 @@
+"""The one waiting policy every backend shares.
+
+A waiter subscribes to wake-ups first (the backend's push channel, if any, and the in-process bus),
+then re-checks, then sleeps until woken, bounded by the current holder's remaining ttl (so a lost
+wake-up costs at most one ttl) and by the caller's deadline. Backends without push wake-ups are
+polled with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from lockapi.errors import LockTimeout
+from lockapi.spi import Attempt, Backend, Capability
+
+POLL_FIRST = 0.002
+"""First pause of a polling waiter, in seconds."""
+POLL_MAX = 0.05
+"""Longest pause of a polling waiter: bounds the hand-off latency on backends without push."""
+PUSH_MAX = 2.0
+"""Longest pause of a push-woken waiter when the holder's remaining ttl is unknown."""
+QUEUE_TTL = 1.0
+"""How long a fair waiter's place in the queue lives without being refreshed."""
+QUEUE_REFRESH = QUEUE_TTL / 4
+
+BusKey = tuple[bool, str]
+"""(is_semaphore, name)."""
+
+
+class LocalBus:
+    """Wakes waiters in this process as soon as a lease or permit of the same manager is released."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[BusKey, list[Callable[[], None]]] = {}
+
+    @contextlib.contextmanager
+    def listen(self, key: BusKey, wake: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            self._waiters.setdefault(key, []).append(wake)
+        try:
+            yield
+        finally:
+            with self._lock:
+                waiters = self._waiters[key]
+                waiters.remove(wake)
+                if not waiters:
+                    del self._waiters[key]
+
+    def notify(self, key: BusKey) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(key, ()))
+        for wake in waiters:
+            wake()
+
+
+def wait_for_grant(
+    backend: Backend,
+    bus: LocalBus,
+    key: BusKey,
+    attempt: Callable[[], Attempt],
+    wait: float | None,
+    *,
+    fair: bool = False,
+) -> int:
+    """Call ``attempt`` until it grants; return the token, or raise :class:`LockTimeout` after ``wait``.
+
+    ``wait`` None waits forever. With ``fair``, attempts are repeated at least every QUEUE_REFRESH to
+    keep the waiter's place in the backend's queue.
+    """
+    started = time.monotonic()
+    deadline = None if wait is None else started + wait
+    push = Capability.PUSH_WAKEUP in backend.capabilities
+    woken = threading.Event()
+    semaphore, name = key
+    with backend.watch(name, woken.set, semaphore=semaphore), bus.listen(key, woken.set):
+        poll = POLL_FIRST
+        while True:
+            woken.clear()
+            result = attempt()
+            if result.token is not None:
+                return result.token
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise LockTimeout(
+                    f"{'semaphore' if semaphore else 'lock'} {name!r} not granted within {wait:g} s"
+                )
+            if push:
+                pause = PUSH_MAX
+            else:
+                pause = random.uniform(poll / 2, poll)
+                poll = min(poll * 2, POLL_MAX)
+            if result.retry_after is not None:
+                pause = min(pause, max(result.retry_after, 0.001))
+            if fair:
+                pause = min(pause, QUEUE_REFRESH)
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+            woken.wait(pause)

@@ -1,0 +1,1 @@
+"""Migration tooling between lock backends (shadow mode, phases, reports)."""
