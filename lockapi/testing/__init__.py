@@ -1,0 +1,19 @@
+"""The conformance suite every lockapi backend runs, including third-party ones.
+
+Subclass :class:`LockConformance` in a pytest module and provide a ``lock_url`` fixture (and optionally
+``lock_options``, a dict of extra connect options)::
+
+    from lockapi.testing import LockConformance
+
+    class TestMyBackend(LockConformance):
+        @pytest.fixture(scope="class")
+        def lock_url(self, my_server):
+            return my_server.url
+
+Class attributes tune timing for slow backends (``short_ttl``, ``margin``). Tests that need a capability
+the backend does not declare (multi-process, fair) check that the backend refuses cleanly instead.
+"""
+
+from lockapi.testing.suite import LockConformance
+
+__all__ = ["LockConformance"]

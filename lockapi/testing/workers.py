@@ -1,0 +1,32 @@
+"""Functions the conformance suite runs in child processes (importable, so 'spawn' can pickle them)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lockapi
+
+
+def contend(url: str, options: dict[str, Any], name: str, rounds: int, out: str, ttl: float) -> None:
+    """Take ``name`` ``rounds`` times; append "start end token" (monotonic ns, system-wide) per grant."""
+    lines = []
+    with lockapi.connect(url, **options) as mgr:
+        for _ in range(rounds):
+            with mgr.acquire(name, ttl=ttl, wait=120) as lease:
+                start = time.monotonic_ns()
+                time.sleep(0.002)
+                end = time.monotonic_ns()
+                lines.append(f"{start} {end} {lease.token}\n")
+    Path(out).write_text("".join(lines))
+
+
+def wait_then_report(url: str, options: dict[str, Any], name: str, ready: Any, out: str) -> None:
+    """Signal ``ready`` once connected, wait for ``name``, write the monotonic ns of the grant."""
+    with lockapi.connect(url, **options) as mgr:
+        ready.set()
+        lease = mgr.acquire(name, ttl=30, wait=60)
+        granted = time.monotonic_ns()
+        lease.release()
+    Path(out).write_text(str(granted))
