@@ -1,0 +1,315 @@
+"""RedisBackend: locks, fair locks, semaphores and done markers on Redis (standalone, TLS, sentinel,
+cluster), every operation one Lua script; see docs/backends/redis.md."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from redis.cluster import RedisCluster
+from redis.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from lockapi.spi import (
+    Attempt,
+    Backend,
+    BackendConfig,
+    BackendUnavailable,
+    Capability,
+    LockInfo,
+    Wake,
+)
+
+from . import scripts
+from .clients import Client, Script, build, pubsub_connection
+from .keys import Keys
+from .pubsub import ConnectionFactory, PubSubHub
+from .settings import Settings, parse
+
+T = TypeVar("T")
+DENIED = Attempt(None)
+
+
+def _attempt(result: bytes | int) -> Attempt:
+    """Decode an acquire script's reply: a token (bulk string), or the integer ``-1 - retry_after_ms``."""
+    if isinstance(result, bytes):
+        return Attempt(int(result))
+    return Attempt(None, (-1 - result) / 1000.0)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisBackend(Backend):
+    """Locks on Redis. Thread-safe; one command connection pool and one pub/sub connection (per node)."""
+
+    capabilities = frozenset({
+        Capability.FAIR, Capability.PUSH_WAKEUP, Capability.ATOMIC_BATCH, Capability.MULTI_PROCESS,
+        Capability.MULTI_HOST, Capability.ITER_DONE, Capability.ADMIN,
+    })
+    description = "Redis / Redis Sentinel / Redis Cluster (Lua scripts, pub/sub wake-ups, fencing)"
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        self.settings: Settings = parse(config)
+        self.keys = Keys(self.settings.prefix)
+        self._where = config.redacted_url
+        publish = "SPUBLISH" if self.settings.sharded_pubsub else "PUBLISH"
+        s = {name: Script(scripts.source(getattr(scripts, name), publish)) for name in (
+            "ACQUIRE", "FAIR_ACQUIRE", "RELEASE", "EXTEND", "INSPECT", "CANCEL_WAIT", "FORCE_RELEASE",
+            "SET_FENCE_FLOOR", "ACQUIRE_MANY", "SEM_ACQUIRE", "SEM_RELEASE", "SEM_EXTEND", "SEM_HOLDS")}
+        self._acquire, self._fair_acquire, self._release = s["ACQUIRE"], s["FAIR_ACQUIRE"], s["RELEASE"]
+        self._extend, self._inspect, self._cancel_wait = s["EXTEND"], s["INSPECT"], s["CANCEL_WAIT"]
+        self._force_release, self._set_floor = s["FORCE_RELEASE"], s["SET_FENCE_FLOOR"]
+        self._acquire_many, self._sem_acquire = s["ACQUIRE_MANY"], s["SEM_ACQUIRE"]
+        self._sem_release, self._sem_extend = s["SEM_RELEASE"], s["SEM_EXTEND"]
+        self._sem_holds = s["SEM_HOLDS"]
+        self._client_lock = threading.Lock()
+        self._client_obj: Client | None = None
+        if self.settings.kind != "cluster":  # no I/O: build now, keep the hot path free of checks
+            self._client_obj = build(self.settings, config.timeout)
+        self._hub = PubSubHub(sharded=self.settings.sharded_pubsub, timeout=config.timeout,
+                              node_for=self._node_for)
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def _client(self) -> Client:
+        client = self._client_obj
+        if client is None:
+            with self._client_lock:
+                if self._closed:
+                    raise BackendUnavailable(f"the redis backend for {self._where} is closed")
+                if self._client_obj is None:
+                    self._client_obj = build(self.settings, self.config.timeout)
+                client = self._client_obj
+        return client
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except RedisError as exc:
+            raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
+
+    def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return script(self._client, keys, args)
+        except RedisError as exc:
+            raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
+
+    def _node_client(self, key: str) -> Any:
+        """A client bound to the one server that owns ``key`` (the master itself on a cluster)."""
+        client = self._client
+        if isinstance(client, RedisCluster):
+            return client.get_redis_connection(client.get_node_from_key(key))
+        return client
+
+    def _node_for(self, channel: str) -> tuple[str, ConnectionFactory]:
+        node_client = self._run(lambda: self._node_client(channel))
+
+        def factory() -> AbstractConnection:
+            return pubsub_connection(node_client)
+
+        kwargs = node_client.connection_pool.connection_kwargs
+        return f"{kwargs.get('host')}:{kwargs.get('port')}", factory
+
+    def _granting(self, script: Script, keys: list[str], args: list[str | int]) -> tuple[Any, int | None]:
+        """Run an acquire script; returns its reply and, with ``wait_replicas``, how many replicas
+        acknowledged (WAIT runs in the same pipeline, on the same connection, right after it)."""
+        if not self.settings.wait_replicas:
+            return self._eval(script, keys, args), None
+        n, wait_ms = self.settings.wait_replicas, _ms(self.settings.wait_replicas_timeout)
+
+        def run() -> tuple[Any, int]:
+            pipe = self._node_client(keys[0]).pipeline(transaction=False)
+            pipe.execute_command("EVAL", script.text, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", n, wait_ms)
+            reply, acked = pipe.execute()
+            return reply, int(acked)
+
+        return self._run(run)
+
+    def _check_replicas(self, acked: int | None, undo: Callable[[], object]) -> None:
+        """Undo a grant and raise BackendUnavailable if too few replicas acknowledged it."""
+        if acked is not None and acked < self.settings.wait_replicas:
+            with contextlib.suppress(BackendUnavailable):
+                undo()
+            raise BackendUnavailable(
+                f"redis at {self._where}: only {acked} of {self.settings.wait_replicas} replicas "
+                f"acknowledged the grant within {self.settings.wait_replicas_timeout:g}s; released it")
+
+    # -- locks ------------------------------------------------------------------------------------
+    def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        b = self.keys.base(name)
+        if queue_ttl is None:
+            result, acked = self._granting(self._acquire, [b + ":lock", b + ":fence"], [holder, _ms(ttl)])
+        else:
+            result, acked = self._granting(
+                self._fair_acquire, [b + ":lock", b + ":fence", b + ":ch", b + ":queue", b + ":qtime"],
+                [holder, _ms(ttl), _ms(queue_ttl)])
+        attempt = _attempt(result)
+        if attempt.token is not None:
+            token = attempt.token
+            self._check_replicas(acked, lambda: self.release(name, holder, token))
+        return attempt
+
+    def release(self, name: str, holder: str, token: int) -> bool:
+        b = self.keys.base(name)
+        keys = [b + ":lock", b + ":ch", b + ":queue"]
+        return bool(self._eval(self._release, keys, [f"{token}:{holder}"]) == 1)
+
+    def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        key = self.keys.base(name) + ":lock"
+        return bool(self._eval(self._extend, [key], [f"{token}:{holder}", _ms(ttl)]) == 1)
+
+    def inspect(self, name: str) -> LockInfo | None:
+        reply = self._eval(self._inspect, [self.keys.base(name) + ":lock"], [])
+        if not reply:
+            return None
+        value, pttl = reply
+        token, _, holder = value.decode().partition(":")
+        return LockInfo(name=name, holder=holder, token=int(token), ttl_remaining=max(pttl, 0) / 1000.0)
+
+    def holds(self, name: str, holder: str, token: int) -> bool:
+        value = self._run(lambda: self._client.get(self.keys.base(name) + ":lock"))
+        return bool(value == f"{token}:{holder}".encode())
+
+    def cancel_wait(self, name: str, holder: str) -> None:
+        b = self.keys.base(name)
+        self._eval(self._cancel_wait, [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"], [holder])
+
+    def try_acquire_many(
+        self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
+    ) -> dict[str, int]:
+        """One script per hash slot (so one round trip on standalone/sentinel); see the docs."""
+        groups: dict[int, list[str]] = defaultdict(list)
+        client = self._client
+        if isinstance(client, RedisCluster):
+            for name in dict.fromkeys(names):
+                groups[client.keyslot(self.keys.base(name))].append(name)
+        else:
+            groups[0] = list(dict.fromkeys(names))
+        granted: dict[str, int] = {}
+        args: list[str | int] = [holder, _ms(ttl), "1" if skip_done else "0"]
+        try:
+            for group in groups.values():
+                keys = []
+                for name in group:
+                    b = self.keys.base(name)
+                    keys += [b + ":lock", b + ":fence", b + ":done"]
+                tokens, acked = self._granting(self._acquire_many, keys, args)
+                granted.update((n, int(t)) for n, t in zip(group, tokens, strict=True) if t != 0)
+                self._check_replicas(acked, lambda: None)
+        except BackendUnavailable:
+            for name, token in granted.items():
+                with contextlib.suppress(BackendUnavailable):
+                    self.release(name, holder, token)
+            raise
+        return granted
+
+    # -- semaphores -------------------------------------------------------------------------------
+    def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
+        b = self.keys.base(name)
+        result, acked = self._granting(self._sem_acquire, [b + ":sem", b + ":sfence"],
+                                       [holder, permits, _ms(ttl)])
+        attempt = _attempt(result)
+        if attempt.token is not None:
+            token = attempt.token
+            self._check_replicas(acked, lambda: self.release_permit(name, holder, token))
+        return attempt
+
+    def release_permit(self, name: str, holder: str, token: int) -> bool:
+        b = self.keys.base(name)
+        return bool(self._eval(self._sem_release, [b + ":sem", b + ":sch"], [f"{token}:{holder}"]) == 1)
+
+    def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return bool(self._eval(self._sem_extend, [self.keys.base(name) + ":sem"],
+                          [f"{token}:{holder}", _ms(ttl)]) == 1)
+
+    def holds_permit(self, name: str, holder: str, token: int) -> bool:
+        return bool(self._eval(self._sem_holds, [self.keys.base(name) + ":sem"], [f"{token}:{holder}"]) == 1)
+
+    # -- done markers -----------------------------------------------------------------------------
+    def mark_done(self, name: str, ttl: float) -> None:
+        self._run(lambda: self._client.set(self.keys.done(name), b"1", px=_ms(ttl)))
+
+    def done(self, names: Sequence[str]) -> set[str]:
+        if not names:
+            return set()
+        names = list(names)
+        keys = [self.keys.done(n) for n in names]
+        client = self._client
+        if isinstance(client, RedisCluster):
+            values = self._run(lambda: client.mget_nonatomic(keys))
+        else:
+            values = self._run(lambda: client.mget(keys))
+        return {n for n, v in zip(names, values, strict=True) if v is not None}
+
+    def iter_done(self) -> Iterator[tuple[str, float]]:
+        """SCAN the done markers (every master on a cluster), then PTTL them in one pipeline per batch."""
+        pattern = self.keys.done_pattern()
+        client = self._client
+        batch: list[bytes] = []
+
+        def flush() -> list[tuple[str, float]]:
+            pipe = client.pipeline(transaction=False)
+            for key in batch:
+                pipe.pttl(key)
+            ttls = self._run(pipe.execute)
+            out = []
+            for key, pttl in zip(batch, ttls, strict=True):
+                name = self.keys.name_of_done(key.decode())
+                if name is not None and pttl > 0:
+                    out.append((name, pttl / 1000.0))
+            batch.clear()
+            return out
+
+        keys = iter(self._run(lambda: client.scan_iter(match=pattern, count=1000)))
+        while True:
+            key = self._run(lambda: next(keys, None))
+            if key is None:
+                break
+            batch.append(key)
+            if len(batch) >= 500:
+                yield from flush()
+        if batch:
+            yield from flush()
+
+    # -- administration ---------------------------------------------------------------------------
+    def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
+        key = self.keys.base(name) + (":sfence" if semaphore else ":fence")
+        self._eval(self._set_floor, [key], [str(int(token))])
+
+    def force_release(self, name: str) -> bool:
+        b = self.keys.base(name)
+        return bool(self._eval(self._force_release, [b + ":lock", b + ":ch", b + ":queue"], []) == 1)
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        channel = self.keys.semaphore_channel(name) if semaphore else self.keys.lock_channel(name)
+        return self._hub.watch(channel, wake)
+
+    def watcher_count(self) -> int:
+        """Live watch() contexts (for tests and diagnostics)."""
+        return self._hub.watcher_count()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def ping(self) -> None:
+        self._run(lambda: self._client.ping())
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._closed:
+                return
+            self._closed = True
+            client, self._client_obj = self._client_obj, None
+        self._hub.close()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()

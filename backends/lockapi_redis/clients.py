@@ -1,0 +1,80 @@
+"""Build the redis-py client for a :class:`~lockapi_redis.settings.Settings` and run scripts on it.
+
+No retries anywhere (``Retry(NoBackoff(), 0)``): every call is one attempt bounded by the timeouts,
+and every redis-py error becomes :class:`BackendUnavailable` (with a redacted URL) in the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis import BlockingConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import AbstractConnection, SSLConnection
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from .settings import Settings
+
+Client = Redis | RedisCluster
+
+
+def no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def build(settings: Settings, timeout: float) -> Client:
+    """The command client. Standalone and sentinel clients make no I/O here; a cluster client
+    connects to discover the slots (call it lazily)."""
+    conn = dict(settings.connection)
+    if settings.kind == "standalone":
+        if "ssl_cert_reqs" in conn:
+            conn["connection_class"] = SSLConnection
+        host, port = settings.hosts[0]
+        pool = BlockingConnectionPool(host=host, port=port, max_connections=settings.max_connections,
+                                      timeout=timeout, retry=no_retry(), **conn)
+        return Redis(connection_pool=pool, retry=no_retry())
+    if settings.kind == "sentinel":
+        ssl = "ssl_cert_reqs" in conn
+        sentinel = Sentinel(settings.hosts, sentinel_kwargs=dict(settings.sentinel_connection,
+                                                                 retry=no_retry()),
+                            retry=no_retry(), ssl=ssl, **conn)
+        assert settings.service_name is not None
+        master: Redis = sentinel.master_for(settings.service_name, max_connections=settings.max_connections,
+                                            retry=no_retry())
+        return master
+    if "ssl_cert_reqs" in conn:
+        conn["ssl"] = True
+    nodes = [ClusterNode(host, port) for host, port in settings.hosts]
+    return RedisCluster(startup_nodes=nodes, max_connections=settings.max_connections,
+                        retry=no_retry(), require_full_coverage=True, **conn)
+
+
+def pubsub_connection(client: Redis) -> AbstractConnection:
+    """A fresh connection (not from the pool) to the server behind ``client``'s pool."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["health_check_interval"] = 0
+    kwargs["retry"] = no_retry()
+    conn: AbstractConnection = pool.connection_class(**kwargs)
+    return conn
+
+
+class Script:
+    """A Lua script run with EVALSHA; on NOSCRIPT (new or restarted server) with EVAL, which caches it."""
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.execute_command("EVAL", self.text, len(keys), *keys, *args)

@@ -1,0 +1,220 @@
+"""Release notifications: one shared pub/sub connection (per server node) with one reader thread.
+
+:class:`PubSubHub` reference-counts subscriptions per channel: the first watcher of a channel sends
+SUBSCRIBE (SSUBSCRIBE with sharded pub/sub), the last one to leave sends UNSUBSCRIBE, and
+:meth:`PubSubHub.watch` returns only once the server confirmed the subscription. A standalone or
+sentinel backend uses one connection; a cluster uses one per master that owns a watched channel's slot
+(sharded channels live on their slot's node).
+
+When a connection breaks, every watcher on it is woken (a message may have been lost) and the reader
+reconnects and re-subscribes. Waiters never rely on a message alone: lockapi re-checks after
+subscribing and bounds every wait by the holder's remaining ttl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from redis.connection import AbstractConnection
+from redis.exceptions import RedisError, ResponseError
+
+from lockapi.spi import BackendUnavailable, Wake
+
+log = logging.getLogger(__name__)
+
+ConnectionFactory = Callable[[], AbstractConnection]
+
+
+class _Channel:
+    __slots__ = ("confirmed", "node", "wakes")
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.wakes: list[Wake] = []
+        self.confirmed = threading.Event()
+
+
+class _Subscriber:
+    """One pub/sub connection and its reader thread. All state is guarded by the hub's lock."""
+
+    def __init__(self, hub: PubSubHub, node: str, factory: ConnectionFactory) -> None:
+        self.hub = hub
+        self.node = node
+        self.factory = factory
+        self.conn: AbstractConnection | None = None
+        self.thread = threading.Thread(target=self._run, name=f"lockapi-redis-pubsub-{node}", daemon=True)
+        self.thread.start()
+
+    def send(self, *args: str) -> None:
+        """Send a command if connected (else the reader subscribes everything once it connects)."""
+        if self.conn is not None:
+            try:
+                self.conn.send_packed_command(self.conn.pack_command(*args), check_health=False)
+            except (RedisError, OSError):
+                self._drop()
+
+    def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+    def _run(self) -> None:
+        hub = self.hub
+        backoff = 0.05
+        while not hub.closed:
+            try:
+                conn = self.factory()
+                conn.connect()
+            except (RedisError, OSError) as exc:
+                log.debug("pub/sub connect to %s failed: %s", self.node, exc)
+                hub.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            with hub.lock:
+                if hub.closed:
+                    conn.disconnect()
+                    return
+                self.conn = conn
+                for channel, state in hub.channels.items():
+                    if state.node == self.node:
+                        hub.pending[channel] = hub.pending.get(channel, 0) + 1
+                        self.send(hub.subscribe_cmd, channel)
+            self._read(conn)
+            with hub.lock:
+                if self.conn is conn:
+                    self._drop()
+                wakes = [w for s in hub.channels.values() if s.node == self.node for w in s.wakes]
+            hub.call(wakes)
+
+    def _read(self, conn: AbstractConnection) -> None:
+        while not self.hub.closed:
+            try:
+                reply: Any = conn.read_response(disconnect_on_error=False, timeout=None)
+            except ResponseError as exc:  # e.g. MOVED for a sharded subscribe: that watch times out
+                log.debug("pub/sub on %s: %s", self.node, exc)
+                continue
+            except Exception as exc:  # broken, or closed under us by close() or a failed watch
+                log.debug("pub/sub connection to %s ended: %s", self.node, exc)
+                return
+            if isinstance(reply, list) and len(reply) >= 2:
+                self.hub.dispatch(reply)
+
+
+class PubSubHub:
+    """Reference-counted subscriptions over shared connections; see the module docstring."""
+
+    def __init__(self, *, sharded: bool, timeout: float,
+                 node_for: Callable[[str], tuple[str, ConnectionFactory]]) -> None:
+        self.subscribe_cmd = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self.unsubscribe_cmd = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self.timeout = timeout
+        self.node_for = node_for
+        self.lock = threading.Lock()
+        self.channels: dict[str, _Channel] = {}
+        self.pending: dict[str, int] = {}
+        self.subscribers: dict[str, _Subscriber] = {}
+        self.closed = False
+        self.stop_event = threading.Event()
+
+    # -- used by the backend ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def watch(self, channel: str, wake: Wake) -> Iterator[None]:
+        """Call ``wake`` on every message on ``channel`` while open; subscribed when entered."""
+        state = self._join(channel, wake)
+        try:
+            if not state.confirmed.wait(self.timeout):
+                with self.lock:
+                    sub = self.subscribers.get(state.node)
+                    if sub is not None:
+                        sub._drop()  # a silent connection: make the reader reconnect
+                raise BackendUnavailable(
+                    f"redis did not confirm the subscription within {self.timeout:g}s")
+            yield
+        finally:
+            self._leave(channel, wake)
+
+    def watcher_count(self) -> int:
+        with self.lock:
+            return sum(len(s.wakes) for s in self.channels.values())
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.stop_event.set()
+            subscribers = list(self.subscribers.values())
+            for sub in subscribers:
+                sub._drop()
+        for sub in subscribers:
+            sub.thread.join(5)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _join(self, channel: str, wake: Wake) -> _Channel:
+        with self.lock:
+            if self.closed:
+                raise BackendUnavailable("the redis backend is closed")
+            state = self.channels.get(channel)
+            if state is None:
+                node, factory = self.node_for(channel)
+                state = self.channels[channel] = _Channel(node)
+                sub = self.subscribers.get(node)
+                if sub is None:
+                    sub = self.subscribers[node] = _Subscriber(self, node, factory)
+                elif sub.conn is not None:
+                    self.pending[channel] = self.pending.get(channel, 0) + 1
+                    sub.send(self.subscribe_cmd, channel)
+            state.wakes.append(wake)
+            return state
+
+    def _leave(self, channel: str, wake: Wake) -> None:
+        with self.lock:
+            state = self.channels.get(channel)
+            if state is None:
+                return
+            with contextlib.suppress(ValueError):
+                state.wakes.remove(wake)
+            if not state.wakes:
+                del self.channels[channel]
+                sub = self.subscribers.get(state.node)
+                if sub is not None:
+                    sub.send(self.unsubscribe_cmd, channel)
+
+    def dispatch(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        raw = reply[1]
+        channel = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
+        if kind in (b"message", b"smessage"):
+            with self.lock:
+                state = self.channels.get(channel)
+                wakes = list(state.wakes) if state is not None else []
+            self.call(wakes)
+        elif kind in (b"subscribe", b"ssubscribe"):
+            with self.lock:
+                left = self.pending.get(channel, 1) - 1
+                if left > 0:
+                    self.pending[channel] = left
+                else:
+                    self.pending.pop(channel, None)
+                    state = self.channels.get(channel)
+                    if state is not None:
+                        state.confirmed.set()
+        elif kind == b"sunsubscribe":  # the server dropped a sharded channel (slot moved)
+            with self.lock:
+                state = self.channels.get(channel)
+                wakes = list(state.wakes) if state is not None else []
+            self.call(wakes)
+
+    @staticmethod
+    def call(wakes: list[Wake]) -> None:
+        for wake in wakes:
+            try:
+                wake()
+            except Exception:
+                log.exception("a lockapi wake-up callback failed")
