@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -30,10 +31,10 @@ def new_holder_id() -> str:
     return f"{_NODE}:{os.getpid()}:{secrets.token_hex(8)}"
 
 
-def _check_callback(on_lost: object) -> OnLost | None:
+def _check_callback(on_lost: OnLost | None) -> OnLost | None:
     if on_lost is not None and not callable(on_lost):
         raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
-    return on_lost  # type: ignore[return-value]
+    return on_lost
 
 
 class LockManager:
@@ -104,7 +105,7 @@ class LockManager:
 
     def _acquire(
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
-        on_lost: object,
+        on_lost: OnLost | None,
     ) -> Lease:
         name = check_name(name)
         ttl = check_ttl(ttl)
@@ -145,10 +146,8 @@ class LockManager:
 
     def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:
-            try:
+            with contextlib.suppress(LockError):  # the queue entry expires on its own within QUEUE_TTL
                 self._backend.cancel_wait(name, holder)
-            except LockError:
-                pass  # the queue entry expires on its own within QUEUE_TTL
 
     def acquire_many(self, names: Iterable[str], *, ttl: float = 30.0) -> dict[str, Lease]:
         """Try each name once, without waiting; return the granted ones as {name: lease}.

@@ -64,28 +64,24 @@ def parse_url(url: object) -> ParsedURL:
 def backend_class(plugin: str) -> type[Backend]:
     """Load the backend class registered for ``plugin``."""
     try:
-        driver = stevedore.DriverManager(BACKENDS_GROUP, plugin, invoke_on_load=False)
+        driver: stevedore.DriverManager[Any] = stevedore.DriverManager(BACKENDS_GROUP, plugin, invoke_on_load=False)
     except stevedore.exception.NoMatches:
         raise ConfigError(
             f"no lock backend is installed for scheme {plugin!r}; installed: {', '.join(installed_schemes())}"
         ) from None
-    except (ImportError, RuntimeError) as exc:
-        raise ConfigError(
-            f"the {plugin!r} backend is registered but cannot be loaded ({exc}); "
-            f"install its extra, e.g. pip install 'lockapi[{_extra_for(plugin)}]'"
-        ) from exc
+    except Exception as exc:  # a plugin that fails to import: say which extra to install
+        extra = _EXTRAS.get(plugin.split("+", 1)[0])
+        hint = f"install its extra: pip install 'lockapi[{extra}]'" if extra else "reinstall the plugin's package"
+        raise ConfigError(f"the {plugin!r} backend is registered but cannot be loaded ({exc}); {hint}") from exc
     cls = driver.driver
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigError(f"entry point {plugin!r} in {BACKENDS_GROUP} is not a lockapi.spi.Backend subclass")
     return cls
 
 
-def _extra_for(plugin: str) -> str:
-    if plugin.startswith("redis"):
-        return "redis"
-    if plugin in ("sqlite", "postgresql", "mysql", "mariadb"):
-        return "sql"
-    return plugin
+_EXTRAS = {"redis": "redis", "rediss": "redis", "sqlite": "sql", "postgresql": "sql", "mysql": "sql",
+           "mariadb": "sql", "hazelcast": "hazelcast"}
+"""The pip extra that brings each first-party backend's client library."""
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
@@ -104,6 +100,6 @@ def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
 
 def command_plugins() -> list[Any]:
     """The ``register(subparsers)`` functions of CLI command plugins (group ``lockapi.commands``)."""
-    manager = stevedore.ExtensionManager(COMMANDS_GROUP, invoke_on_load=False,
+    manager: stevedore.ExtensionManager[Any] = stevedore.ExtensionManager(COMMANDS_GROUP, invoke_on_load=False,
                                          on_load_failure_callback=lambda *_: None)
     return [ext.plugin for ext in manager]

@@ -25,6 +25,7 @@ The rules every backend keeps (checked by :mod:`lockapi.testing`):
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import enum
 import math
@@ -129,6 +130,8 @@ def redact_url(url: str) -> str:
         query = "&".join(
             f"{quote(k)}={'***' if _is_secret(k) else quote(v)}" for k, v in pairs
         )
+    if netloc == parts.netloc and query == parts.query:
+        return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -149,19 +152,22 @@ class Options:
     backend knows, so a misspelt option is an error before any connection is made.
     """
 
-    def __init__(self, values: Mapping[str, Any], *, source: str = "options") -> None:
+    def __init__(self, values: Mapping[builtins.str, Any], *, source: builtins.str = "options") -> None:
         self._values = dict(values)
-        self._used: set[str] = set()
+        self._used: set[builtins.str] = set()
         self._source = source
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: builtins.str) -> bool:
         return key in self._values
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         self._used.add(key)
         return self._values.get(key, default)
 
-    def str(self, key: str, default: str | None = None, *, choices: Sequence[str] | None = None) -> str | None:
+    def str(
+        self, key: builtins.str, default: builtins.str | None = None, *,
+        choices: Sequence[builtins.str] | None = None,
+    ) -> builtins.str | None:
         value = self.raw(key, default)
         if value is None:
             return None
@@ -171,7 +177,8 @@ class Options:
             raise ConfigError(f"option {key!r} must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def float(self, key: str, default: float, *, minimum: float = 0.0, strict: bool = True) -> float:
+    def float(self, key: builtins.str, default: builtins.float, *, minimum: builtins.float = 0.0,
+              strict: builtins.bool = True) -> builtins.float:
         value = self.raw(key, default)
         try:
             number = float(value)
@@ -184,7 +191,7 @@ class Options:
             raise ConfigError(f"option {key!r} must be a finite number {bound} {minimum}, got {value!r}")
         return number
 
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def int(self, key: builtins.str, default: builtins.int, *, minimum: builtins.int = 0) -> builtins.int:
         value = self.raw(key, default)
         if isinstance(value, bool):
             raise ConfigError(f"option {key!r} must be an integer, got {value!r}")
@@ -196,7 +203,7 @@ class Options:
             raise ConfigError(f"option {key!r} must be >= {minimum}, got {value!r}")
         return number
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self.raw(key, default)
         if isinstance(value, bool):
             return value
@@ -204,7 +211,7 @@ class Options:
             return value.lower() in _TRUE
         raise ConfigError(f"option {key!r} must be true or false, got {value!r}")
 
-    def list(self, key: str) -> list[str]:
+    def list(self, key: builtins.str) -> builtins.list[builtins.str]:
         """A list option: a TOML array, or a comma-separated string."""
         value = self.raw(key, None)
         if value is None:
@@ -215,11 +222,11 @@ class Options:
             return list(value)
         raise ConfigError(f"option {key!r} must be a list of strings, got {value!r}")
 
-    def remaining(self) -> dict[str, Any]:
+    def remaining(self) -> dict[builtins.str, Any]:
         """The options not read so far (for backends that pass them on to their client library)."""
         return {k: v for k, v in self._values.items() if k not in self._used}
 
-    def finish(self, known: Sequence[str] = ()) -> None:
+    def finish(self, known: Sequence[builtins.str] = ()) -> None:
         """Raise :class:`ConfigError` if any option was never read."""
         unknown = sorted(set(self._values) - self._used - set(known))
         if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import threading
@@ -116,7 +117,7 @@ class LockConformance:
         assert [p.exitcode for p in procs] == [0] * 4
         grants = sorted(tuple(map(int, line.split())) for out in outs for line in out.read_text().splitlines())
         assert len(grants) == 60
-        for (_, end, token), (start, _, next_token) in zip(grants, grants[1:], strict=False):
+        for (_, end, token), (start, _, next_token) in itertools.pairwise(grants):
             assert start >= end, "two processes held the lock at the same time"
             assert next_token > token, "fencing tokens did not increase in grant order"
 
@@ -180,7 +181,7 @@ class LockConformance:
         after_expiry.release()
         tokens.append(next(iter(manager.acquire_many([name], ttl=30).values())).token)
         assert all(isinstance(t, int) for t in tokens)
-        assert all(b > a for a, b in zip(tokens, tokens[1:], strict=False)), tokens
+        assert all(b > a for a, b in itertools.pairwise(tokens)), tokens
 
     # -- 4. not reentrant --------------------------------------------------------------------------
     def test_4_not_reentrant_in_the_same_thread(self, manager: LockManager, name: str) -> None:
@@ -246,7 +247,8 @@ class LockConformance:
         ready = ctx.Event()
         out = tmp_path / "granted.txt"
         lease = manager.acquire(name, ttl=30)
-        proc = ctx.Process(target=workers.wait_then_report, args=(lock_url, lock_options, name, ready, str(out)))
+        proc = ctx.Process(target=workers.wait_then_report,
+                           args=(lock_url, lock_options, name, ready, str(out)))
         proc.start()
         assert ready.wait(120)
         time.sleep(0.5)  # let it start waiting
@@ -427,8 +429,12 @@ class LockConformance:
         ttl = self.short_ttl
         calls: list[Any] = []
         reported = threading.Event()
-        lease = manager.acquire(name, ttl=ttl, auto_renew=True,
-                                on_lost=lambda lost: (calls.append(lost), reported.set()))
+
+        def on_lost(lost: lockapi.Lease) -> None:
+            calls.append(lost)
+            reported.set()
+
+        lease = manager.acquire(name, ttl=ttl, auto_renew=True, on_lost=on_lost)
         # Someone else's release takes the lease away (as an operator or an expiry would).
         assert manager.backend.release(name, lease.holder, lease.token) is True
         thief = other.acquire(name, ttl=30, wait=5)

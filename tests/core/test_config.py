@@ -1,0 +1,115 @@
+"""Where the URL and options come from, and how bad configuration is reported (before any I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lockapi
+from lockapi.config import DEFAULT_URL, resolve
+from lockapi.errors import ConfigError
+
+
+def test_argument_wins(tmp_path: Path) -> None:
+    s = resolve("memory://a", {"timeout": 2}, env={"LOCKAPI_URL": "memory://b"}, cwd=tmp_path)
+    assert (s.url, s.options, s.source) == ("memory://a", {"timeout": 2}, "argument")
+
+
+def test_environment_url(tmp_path: Path) -> None:
+    (tmp_path / "lockapi.toml").write_text('[lockapi]\nurl = "memory://file"\n')
+    s = resolve(None, {}, env={"LOCKAPI_URL": "memory://env"}, cwd=tmp_path)
+    assert (s.url, s.source) == ("memory://env", "$LOCKAPI_URL")
+
+
+def test_named_config_file_with_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('[lockapi]\nurl = "memory://file"\ntimeout = 1.5\n')
+    s = resolve(None, {"timeout": 3}, env={"LOCKAPI_CONFIG": str(cfg)}, cwd=tmp_path)
+    assert (s.url, s.options) == ("memory://file", {"timeout": 3})
+    s = resolve(None, {}, env={"LOCKAPI_CONFIG": str(cfg)}, cwd=tmp_path)
+    assert s.options == {"timeout": 1.5}
+
+
+def test_lockapi_toml_in_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "lockapi.toml").write_text('[lockapi]\nurl = "memory://cwd"\n')
+    assert resolve(None, {}, env={}, cwd=tmp_path).url == "memory://cwd"
+
+
+def test_embedded_default(tmp_path: Path) -> None:
+    s = resolve(None, {}, env={}, cwd=tmp_path)
+    assert (s.url, s.source) == (DEFAULT_URL, "default")
+    assert s.url.startswith("sqlite:///") and not s.migration
+
+
+def test_migration_table_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "lockapi.toml").write_text(
+        '[lockapi]\nurl = "memory://h"\n[lockapi.migration]\ntarget = "memory://r"\nphase = "shadow"\n'
+    )
+    s = resolve(None, {}, env={"LOCKAPI_MIGRATION_PHASE": "dual"}, cwd=tmp_path)
+    assert s.migration == {"target": "memory://r", "phase": "dual"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not toml [", "cannot read"),
+        ('[other]\nurl = "memory://"\n', r"no \[lockapi\] table"),
+        ("[lockapi]\ntimeout = 1\n", "needs url"),
+        ("[lockapi]\nurl = 5\n", "url must be a string"),
+        ('[lockapi]\nurl = "memory://"\n[lockapi.migration]\nphase = "dual"\n', "need target"),
+        ('[lockapi]\nurl = "memory://"\n[lockapi.migration]\ntarget = "memory://r"\nfoo = 1\n', "unknown"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "lockapi.toml").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        resolve(None, {}, env={}, cwd=tmp_path)
+
+
+def test_missing_named_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve(None, {}, env={"LOCKAPI_CONFIG": str(tmp_path / "nope.toml")}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("no-scheme", "looks like scheme://"),
+        ("bogus://host", "installed: .*memory"),
+        ("memory://?timeout=0", "timeout"),
+        ("memory://?timeout=abc", "timeout"),
+        ("memory://?colour=blue", "unknown option 'colour'"),
+    ],
+)
+def test_bad_urls_fail_before_connecting(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        lockapi.connect(url)
+
+
+def test_scheme_plus_driver_resolves_by_first_part() -> None:
+    from lockapi.plugins import parse_url
+
+    assert parse_url("memory+anything://x?timeout=2").plugin == "memory"
+    parsed = parse_url("memory://x?timeout=2&a=b")
+    assert (parsed.base, parsed.query) == ("memory://x", {"timeout": "2", "a": "b"})
+
+
+def test_connect_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKAPI_URL", "memory://from-env?timeout=2")
+    with lockapi.connect() as mgr:
+        assert mgr.url == "memory://from-env?timeout=2"
+        assert mgr.backend.config.timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
+        ("rediss://:key@cache.example:6380", "rediss://:***@cache.example:6380"),
+        ("postgresql://u@h/db?password=x&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_urls_are_redacted(url: str, shown: str) -> None:
+    assert lockapi.redact_url(url) == shown
