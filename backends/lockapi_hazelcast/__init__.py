@@ -1,0 +1,10 @@
+"""lockapi backend for Hazelcast: ``hazelcast://host:port[,host:port...]?cluster_name=dev&mode=map``.
+
+``mode=map`` (default) keeps leases in IMaps (any edition); ``mode=cp`` uses the CP subsystem's
+FencedLock and ISemaphore. See docs/backends/hazelcast.md for what each mode guarantees.
+"""
+
+from ._base import HazelcastBackend
+from ._map_backend import MapBackend
+
+__all__ = ["HazelcastBackend", "MapBackend"]

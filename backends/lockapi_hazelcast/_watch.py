@@ -1,0 +1,52 @@
+"""Push wake-ups: ONE entry listener per watched map and client, shared by every ``watch`` of the backend.
+
+The listener (removed, expired, evicted events, keys only) is registered on the cluster before the
+first ``watch().__enter__`` returns, and registered again on a replacement client. Events are routed
+by name to the wake callbacks of open watches. An event lost while disconnected costs a waiter at most
+one ``retry_after`` (the core never sleeps longer than the holder's remaining ttl).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from lockapi.spi import Wake
+
+
+class WatchRegistry:
+    """Open watches per name; ``dispatch(name)`` wakes them; ``key_to_name`` maps a map key to a name."""
+
+    def __init__(self, key_to_name: Callable[[str], str | None]) -> None:
+        self._key_to_name = key_to_name
+        self._lock = threading.Lock()
+        self._wakes: defaultdict[str, list[Wake]] = defaultdict(list)
+
+    def on_event(self, event: Any) -> None:
+        """Entry-listener callback (runs on the client's reactor thread: only wakes, never blocks)."""
+        name = self._key_to_name(event.key) if isinstance(event.key, str) else None
+        if name is None:
+            return
+        with self._lock:
+            wakes = list(self._wakes.get(name, ()))
+        for wake in wakes:
+            with contextlib.suppress(Exception):
+                wake()
+
+    @contextlib.contextmanager
+    def watching(self, name: str, wake: Wake, ensure_listener: Callable[[], None]) -> Iterator[None]:
+        """Route events for ``name`` to ``wake`` while open; ``ensure_listener`` registers (blocking)."""
+        with self._lock:
+            self._wakes[name].append(wake)
+        try:
+            ensure_listener()
+            yield
+        finally:
+            with self._lock:
+                wakes = self._wakes[name]
+                wakes.remove(wake)
+                if not wakes:
+                    del self._wakes[name]
