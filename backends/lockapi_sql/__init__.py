@@ -1,0 +1,5 @@
+"""lockapi's SQL backend: lease rows in SQLite, PostgreSQL or MariaDB/MySQL (see docs/backends/sql.md)."""
+
+from lockapi_sql.backend import SQLBackend
+
+__all__ = ["SQLBackend"]

@@ -1,0 +1,133 @@
+"""PostgreSQL push wake-ups: ONE ``LISTEN`` connection per backend, shared by every watch.
+
+Releasing transactions run ``pg_notify(channel, payload)``; PostgreSQL delivers it on commit. A daemon
+thread owns the listening connection and calls the wake callbacks registered for each payload. While
+that connection is down (or before it first comes up) the thread falls back to polling: it calls every
+registered callback every ``poll_interval`` seconds and reconnects with backoff; after (re)connecting it
+wakes everyone once, since notifications sent meanwhile were lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from lockapi.spi import Wake
+
+MAX_BACKOFF = 5.0
+
+
+class Listener:
+    """Dispatches NOTIFY payloads on ``channel`` to watchers; thread-safe; started on first use."""
+
+    def __init__(self, connect_params: dict[str, Any], channel: str, *, timeout: float,
+                 poll_interval: float = 0.5) -> None:
+        self._params = {**connect_params, "autocommit": True, "keepalives": 1, "keepalives_idle": 5,
+                        "keepalives_interval": 2, "keepalives_count": 3}
+        self._channel = channel
+        self._timeout = timeout
+        self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._watchers: dict[str, dict[int, Wake]] = {}
+        self._ids = itertools.count()
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def watch(self, payload: str, wake: Wake) -> Iterator[None]:
+        """Call ``wake`` on every notification of ``payload`` while open.
+
+        On entry, waits (up to the backend timeout) until LISTEN is in effect; if the listening
+        connection cannot be made, the thread's polling fallback calls ``wake`` periodically instead.
+        """
+        ident = next(self._ids)
+        with self._lock:
+            self._watchers.setdefault(payload, {})[ident] = wake
+            self._start()
+        try:
+            self._listening.wait(self._timeout)
+            yield
+        finally:
+            with self._lock:
+                entries = self._watchers.get(payload, {})
+                entries.pop(ident, None)
+                if not entries:
+                    self._watchers.pop(payload, None)
+
+    @property
+    def listening(self) -> bool:
+        """True while LISTEN is in effect (false during the polling fallback)."""
+        return self._listening.is_set()
+
+    def close(self) -> None:
+        """Stop the thread (it closes its connection). Idempotent."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._poll_interval + self._timeout + 1)
+
+    def _start(self) -> None:
+        """Start the thread if it is not running (also in a forked child, whose parent's thread is gone)."""
+        if self._stopping.is_set():
+            return
+        if self._pid != os.getpid():  # forked: the parent's connection is not ours to use or close
+            self._pid = os.getpid()
+            self._listening.clear()
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="lockapi-sql-listen", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        backoff = self._poll_interval
+        next_attempt = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_attempt:
+                try:
+                    with psycopg.connect(**self._params) as conn:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                        backoff = self._poll_interval
+                        self._listening.set()
+                        self._wake_all()  # notifications sent while we were not listening are lost
+                        self._listen(conn)
+                except psycopg.Error:
+                    pass
+                finally:
+                    self._listening.clear()
+                next_attempt = time.monotonic() + backoff
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            if self._stopping.is_set():
+                break
+            self._wake_all()  # polling fallback
+            self._stopping.wait(self._poll_interval)
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stopping.is_set():
+            for notify in conn.notifies(timeout=self._poll_interval):
+                self._dispatch(self._targets(notify.payload))
+
+    def _targets(self, payload: str) -> list[Wake]:
+        with self._lock:
+            return list(self._watchers.get(payload, {}).values())
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            wakes = [w for entries in self._watchers.values() for w in entries.values()]
+        self._dispatch(wakes)
+
+    @staticmethod
+    def _dispatch(wakes: list[Wake]) -> None:
+        for wake in wakes:
+            with contextlib.suppress(Exception):  # a waiter's callback must not kill the listener
+                wake()
+
