@@ -220,12 +220,13 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
     with temp_dir("redis-cluster") as folder:
         nodes: list[RedisServer] = []
         try:
-            for port in free_ports(masters):
+            ports = free_ports(2 * masters)  # client ports, then cluster bus ports (not port + 10000)
+            for port, bus_port in zip(ports[:masters], ports[masters:], strict=True):
                 node_dir = folder / str(port)
                 node_dir.mkdir()
                 node = RedisServer(port=port, folder=node_dir, extra_args=[
                     "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                    "--cluster-node-timeout", "5000"])
+                    "--cluster-port", str(bus_port), "--cluster-node-timeout", "5000"])
                 nodes.append(node)
                 node.start()
             subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),

@@ -1,0 +1,351 @@
+"""Redis-specific behaviour on real servers: fencing across a restart, pub/sub wake-ups (shared
+connection, cross-process hand-off), fair-queue dead waiters, key layout and cleanup, unreachable servers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import lockapi
+from lockapi.spi import BackendConfig, BackendUnavailable, Options
+from lockapi_redis import RedisBackend
+from lockapi_redis.keys import escape, unescape
+from tests.servers.common import free_port, wait_until
+from tests.servers.redis import RedisCluster, RedisServer, redis_server
+
+AWKWARD = ["a}b", "{x}", "}{", "ü{}ü", "\\]", "}", "x\\", "{", "}}}", "\\", "名前 with spaces", "e" * 1024]
+
+
+def backend(url: str, timeout: float = 5.0, **options: Any) -> RedisBackend:
+    scheme = url.split("://", 1)[0]
+    return RedisBackend(BackendConfig(url=url, scheme=scheme, options=Options(options), timeout=timeout))
+
+
+@pytest.fixture
+def b(redis_standalone: RedisServer) -> Iterator[RedisBackend]:
+    be = backend(redis_standalone.url)
+    yield be
+    be.close()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"t:{uuid.uuid4().hex}"
+
+
+def keys_of(server: RedisServer, name: str) -> set[str]:
+    client = server.client()
+    try:
+        base = "lockapi:{" + escape(name).replace("\\", "\\\\").replace("*", "\\*") + "}"
+        return {k.decode() for k in client.scan_iter(match=base + ":*", count=1000)}
+    finally:
+        client.close()
+
+
+# -- fencing ---------------------------------------------------------------------------------------
+def test_tokens_stay_monotonic_across_a_restart_without_persistence() -> None:
+    with redis_server() as server:
+        be = backend(server.url)
+        try:
+            tokens = []
+            for _ in range(5):
+                token = be.try_acquire("restart-me", "h", 30).token
+                assert token is not None
+                tokens.append(token)
+                assert be.release("restart-me", "h", token)
+            server.restart()
+            client = server.client()
+            assert client.dbsize() == 0  # really lost every key
+            client.close()
+            after = wait_until_value(lambda: be.try_acquire("restart-me", "h2", 30).token)
+            assert after > max(tokens)
+            assert tokens == sorted(set(tokens))
+            # the same holds for semaphores
+            permit = be.try_acquire_permit("restart-me", 2, "p", 30).token
+            assert permit is not None and permit > after
+        finally:
+            be.close()
+
+
+def wait_until_value(fn: Any, timeout: float = 10.0) -> Any:
+    """Retry ``fn`` while the backend is unavailable (the pool reconnects after a restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_fence_floor_beyond_double_precision_is_exact(b: RedisBackend, name: str) -> None:
+    floor = 2**60 + 1  # not representable as a double: Lua numbers would round it
+    b.set_fence_floor(name, floor)
+    b.set_fence_floor(name, 5)  # never lowers
+    assert b.try_acquire(name, "h", 5).token == floor + 1
+    b.set_fence_floor(name, 7, semaphore=True)
+    token = b.try_acquire_permit(name, 1, "h", 5).token
+    assert token is not None and token > 7
+
+
+# -- wake-ups --------------------------------------------------------------------------------------
+def test_one_shared_pubsub_connection_for_many_waiting_threads(
+        redis_standalone: RedisServer, b: RedisBackend) -> None:
+    names = [f"shared:{uuid.uuid4().hex}" for _ in range(10)]
+    client = redis_standalone.client()
+    client_name = f"lockapi-test-{uuid.uuid4().hex}"
+
+    def pubsub_connections() -> int:
+        return sum(1 for c in client.client_list() if "P" in c["flags"])
+
+    before = pubsub_connections()
+    release = threading.Event()
+    woken = [threading.Event() for _ in range(30)]
+    inside = threading.Semaphore(0)
+
+    def waiter(i: int) -> None:
+        with b.watch(names[i % 10], woken[i].set):
+            inside.release()
+            release.wait(30)
+
+    threads = [threading.Thread(target=waiter, args=(i,), name=client_name) for i in range(30)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        assert inside.acquire(timeout=30)
+    try:
+        assert b.watcher_count() == 30
+        assert pubsub_connections() == before + 1
+        channels = {c.decode() for c in client.pubsub_channels("lockapi:*")}
+        assert channels >= {b.keys.lock_channel(n) for n in names}
+        # a release wakes exactly the watchers of that name
+        token = b.try_acquire(names[3], "h", 30).token
+        assert token is not None and b.release(names[3], "h", token)
+        for i in (3, 13, 23):
+            assert woken[i].wait(5)
+        assert not any(woken[i].is_set() for i in range(30) if i % 10 != 3)
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+    wait_until(lambda: not set(client.pubsub_channels("lockapi:*")) & {
+        b.keys.lock_channel(n).encode() for n in names}, 10, "unsubscribe after the last watcher left")
+    assert b.watcher_count() == 0
+    client.close()
+
+
+CHILD_WAITER = textwrap.dedent("""
+    import sys, time, lockapi
+    url, name, fair = sys.argv[1], sys.argv[2], sys.argv[3] == "fair"
+    with lockapi.connect(url) as mgr:
+        print("ready", flush=True)
+        lease = mgr.acquire(name, ttl=30, wait=120, fair=fair)
+        print("granted", time.monotonic(), flush=True)
+        lease.release()
+""")
+
+
+def start_child(url: str, name: str, fair: bool = False) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_WAITER, url, name, "fair" if fair else "plain"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_waiter_in_another_process_is_woken_by_pubsub(redis_standalone: RedisServer, name: str) -> None:
+    with lockapi.connect(redis_standalone.url) as mgr:
+        lease = mgr.acquire(name, ttl=60)  # long ttl: only a wake-up can explain a prompt grant
+        proc = start_child(redis_standalone.url, name)
+        try:
+            client = redis_standalone.client()
+            channel = f"lockapi:{{{escape(name)}}}:ch"
+            wait_until(lambda: client.pubsub_numsub(channel)[0][1] == 1, 30, "the child to subscribe")
+            time.sleep(0.3)  # let the child settle into its (up to 2 s) push wait
+            released = time.monotonic()
+            assert lease.release()
+            assert proc.stdout is not None
+            word, granted = proc.stdout.readline().split()
+            assert word == "granted"
+            assert float(granted) - released < 0.5, "hand-off took longer than a poll would"
+            assert proc.wait(30) == 0
+            client.close()
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_fair_queue_drops_a_killed_waiter_quickly(redis_standalone: RedisServer, name: str) -> None:
+    client = redis_standalone.client()
+    queue = f"lockapi:{{{escape(name)}}}:queue"
+    with lockapi.connect(redis_standalone.url) as mgr:
+        lease = mgr.acquire(name, ttl=60)
+        dead = start_child(redis_standalone.url, name, fair=True)
+        alive = None
+        try:
+            wait_until(lambda: client.llen(queue) == 1, 30, "the first waiter to queue")
+            alive = start_child(redis_standalone.url, name, fair=True)
+            wait_until(lambda: client.llen(queue) == 2, 30, "the second waiter to queue")
+            dead.send_signal(signal.SIGKILL)
+            dead.wait(10)
+            released = time.monotonic()
+            assert lease.release()
+            assert alive.stdout is not None
+            word, granted = alive.stdout.readline().split()
+            assert word == "granted"
+            # queue entries live 1 s (lockapi's QUEUE_TTL) unless refreshed: the dead one is dropped
+            assert float(granted) - released < 2.5
+            assert alive.wait(30) == 0
+        finally:
+            for proc in (dead, alive):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait(10)
+            client.close()
+
+
+# -- key layout and cleanup ------------------------------------------------------------------------
+@pytest.mark.parametrize("awkward", AWKWARD)
+def test_escaping_is_reversible_and_brace_free(awkward: str) -> None:
+    tag = escape(awkward)
+    assert "}" not in tag
+    assert unescape(tag) == awkward
+
+
+def test_escaping_is_injective() -> None:
+    names = [*AWKWARD, "a\\]b", "a]b", "\\\\]", "\\}"]
+    assert len({escape(n) for n in names}) == len(set(names))
+
+
+@pytest.mark.slow
+def test_every_key_of_an_awkward_name_shares_one_cluster_slot(redis_cluster_nodes: RedisCluster) -> None:
+    import redis
+
+    be = backend(redis_cluster_nodes.url)
+    suffix = uuid.uuid4().hex
+    names = [n + suffix for n in AWKWARD[:-1]] + [suffix + n for n in AWKWARD]
+    try:
+        for n in names:
+            token = be.try_acquire(n, "h", 30).token
+            assert token is not None
+            assert be.try_acquire(n, "waiter", 30, queue_ttl=30).token is None  # queue + qtime keys
+            assert be.try_acquire_permit(n, 2, "p", 30).token is not None
+            be.mark_done(n, 30)
+        cluster = redis.RedisCluster(host="127.0.0.1", port=redis_cluster_nodes.nodes[0].port)
+        try:
+            for n in names:
+                base = be.keys.base(n)
+                keys = [base + s for s in (":lock", ":fence", ":queue", ":qtime", ":sem", ":sfence", ":done")]
+                assert all(cluster.exists(k) for k in keys), n
+                slots = {cluster.keyslot(k) for k in keys} | {cluster.keyslot(be.keys.lock_channel(n))}
+                assert slots == {cluster.keyslot(escape(n))}, n
+            assert {n for n, _ in be.iter_done()} >= set(names)
+            # the hash tags spread names over the masters
+            nodes = {cluster.get_node_from_key(be.keys.base(n)).name for n in names}
+            assert len(nodes) == len(redis_cluster_nodes.nodes)
+        finally:
+            cluster.close()
+    finally:
+        be.close()
+
+
+def test_keys_of_a_released_lock_are_deleted(redis_standalone: RedisServer, b: RedisBackend,
+                                             name: str) -> None:
+    token = b.try_acquire(name, "h", 30).token
+    assert token is not None
+    assert keys_of(redis_standalone, name) == {b.keys.base(name) + ":lock", b.keys.base(name) + ":fence"}
+    assert b.release(name, "h", token)
+    assert keys_of(redis_standalone, name) == {b.keys.base(name) + ":fence"}
+
+    # fair: a waiter queues, then takes the lock and leaves the queue; nothing but counters remain
+    token = b.try_acquire(name, "h", 30).token
+    assert token is not None
+    assert b.try_acquire(name, "w", 30, queue_ttl=30).token is None
+    assert b.release(name, "h", token)
+    fair_token = b.try_acquire(name, "w", 30, queue_ttl=30).token
+    assert fair_token is not None and b.release(name, "w", fair_token)
+    # semaphores
+    permit = b.try_acquire_permit(name, 3, "p", 30).token
+    assert permit is not None and b.release_permit(name, "p", permit)
+    assert keys_of(redis_standalone, name) == {b.keys.base(name) + ":fence", b.keys.base(name) + ":sfence"}
+
+
+def test_queue_keys_expire_when_every_waiter_is_gone(redis_standalone: RedisServer, b: RedisBackend,
+                                                     name: str) -> None:
+    token = b.try_acquire(name, "h", 30).token
+    assert token is not None
+    assert b.try_acquire(name, "w", 30, queue_ttl=0.3).token is None
+    assert b.keys.base(name) + ":queue" in keys_of(redis_standalone, name)
+    wait_until(lambda: b.keys.base(name) + ":queue" not in keys_of(redis_standalone, name), 5,
+               "the abandoned queue to expire")
+    assert b.keys.base(name) + ":qtime" not in keys_of(redis_standalone, name)
+
+
+def test_memory_per_held_lock(redis_standalone: RedisServer, b: RedisBackend, name: str) -> None:
+    holder = uuid.uuid4().hex  # lockapi holder ids are about this long
+    token = b.try_acquire(name, holder, 30).token
+    assert token is not None
+    client = redis_standalone.client()
+    lock = client.memory_usage(b.keys.base(name) + ":lock", samples=0)
+    fence = client.memory_usage(b.keys.base(name) + ":fence", samples=0)
+    client.close()
+    print(f"\nMEMORY USAGE for a {len(name)}-byte name: lock key {lock} B, fence key {fence} B")
+    assert lock < 200 and fence < 120
+
+
+# -- failures --------------------------------------------------------------------------------------
+def test_unreachable_server_is_backend_unavailable_within_timeout() -> None:
+    be = backend(f"redis://127.0.0.1:{free_port()}", timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            be.try_acquire("x", "h", 5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        be.close()
+
+
+def test_frozen_server_is_backend_unavailable_within_timeout() -> None:
+    with redis_server() as server:
+        be = backend(server.url, timeout=1.0)
+        try:
+            assert be.try_acquire("x", "h", 5).token is not None
+            assert server.process is not None
+            server.process.signal(signal.SIGSTOP)
+            try:
+                for op in (lambda: be.try_acquire("y", "h", 5), lambda: be.inspect("x")):
+                    started = time.monotonic()
+                    with pytest.raises(BackendUnavailable):
+                        op()
+                    assert time.monotonic() - started < 2.0
+                started = time.monotonic()
+                with pytest.raises(BackendUnavailable):  # no confirmation of the SUBSCRIBE
+                    with be.watch("x", lambda: None):
+                        pass
+                assert time.monotonic() - started < 2.5
+            finally:
+                server.process.signal(signal.SIGCONT)
+            assert wait_until_value(lambda: be.inspect("x")) is not None
+        finally:
+            be.close()
+
+
+def test_errors_never_show_the_password() -> None:
+    with redis_server(password="s3cret-pw") as server:
+        be = backend(f"redis://:wrong-pw@127.0.0.1:{server.port}")
+        try:
+            with pytest.raises(BackendUnavailable) as info:
+                be.try_acquire("x", "h", 5)
+            assert "wrong-pw" not in str(info.value)
+        finally:
+            be.close()
