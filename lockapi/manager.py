@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from lockapi.errors import InvalidArgumentType, LockError, UnsupportedFeature
+from lockapi.errors import InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
 from lockapi.events import Event, Listener, Listeners
 from lockapi.lease import Lease, OnLost, Permit
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
@@ -132,7 +132,7 @@ class LockManager:
             if wait == 0.0:
                 token = attempt().token
                 if token is None:
-                    raise _NotGranted
+                    raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
                 return token
             return wait_for_grant(self._backend, self._bus, key, attempt, wait, fair=fair)
         except _NotGranted:
@@ -219,8 +219,8 @@ class LockManager:
                                        None if error is None else repr(error)))
 
 
-class _NotGranted(Exception):
-    """Internal: a no-wait attempt was denied."""
+class _NotGranted(LockTimeout):
+    """A no-wait attempt was denied: ``try_acquire`` turns it into None, ``acquire(wait=0)`` raises it."""
 
 
 

@@ -259,6 +259,16 @@ class LockConformance:
         handoff = (int(out.read_text()) - released) / 1e9
         assert handoff < 0.5 + self.margin, f"cross-process hand-off took {handoff:.3f}s"
 
+    def test_6_zero_wait_raises_lock_timeout(self, manager: LockManager, other: LockManager,
+                                             name: str) -> None:
+        lease = manager.acquire(name, ttl=30)
+        with pytest.raises(LockTimeout):
+            other.acquire(name, wait=0)
+        permit = manager.semaphore(name, 1).acquire(ttl=30, wait=0)
+        with pytest.raises(LockTimeout):
+            other.semaphore(name, 1).acquire(wait=0)
+        assert lease.release() and permit.release()
+
     def test_6_timeout_is_honoured(self, manager: LockManager, other: LockManager, name: str) -> None:
         lease = manager.acquire(name, ttl=30)
         started = time.monotonic()
