@@ -1,0 +1,145 @@
+"""TLS with a password, Sentinel discovery, wait_replicas with a real replica, and URL parsing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import lockapi
+from lockapi.spi import BackendConfig, BackendUnavailable, ConfigError, Options
+from lockapi_redis import RedisBackend
+from lockapi_redis.settings import parse
+from tests.servers.redis import RedisServer, SentinelGroup, redis_server, sentinel_group
+
+PASSWORD = "p@ss:w/rd"  # needs percent-encoding in a URL
+
+
+def backend(url: str, timeout: float = 5.0, **options: Any) -> RedisBackend:
+    return RedisBackend(BackendConfig(url=url, scheme=url.split("://")[0], options=Options(options),
+                                      timeout=timeout))
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[RedisServer]:
+    with redis_server(password=PASSWORD, tls=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelGroup]:
+    with sentinel_group() as group:
+        yield group
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+def test_tls_with_password(tls_server: RedisServer) -> None:
+    assert tls_server.tls is not None and tls_server.url.startswith("rediss://:p%40ss%3Aw%2Frd@")
+    with lockapi.connect(tls_server.url, ssl_ca_certs=str(tls_server.tls.ca)) as mgr:
+        lease = mgr.acquire("tls-lock", ttl=10)
+        assert mgr.try_acquire("tls-lock") is None
+        assert lease.release()
+    client = tls_server.client()
+    assert client.exists("lockapi:{tls-lock}:fence") == 1
+    client.close()
+
+
+def test_tls_rejects_an_unknown_ca(tls_server: RedisServer) -> None:
+    be = backend(tls_server.url, timeout=2.0)  # system CAs only: the test CA is unknown
+    try:
+        with pytest.raises(BackendUnavailable):
+            be.try_acquire("x", "h", 5)
+    finally:
+        be.close()
+
+
+def test_tls_wakeups_use_tls_too(tls_server: RedisServer) -> None:
+    import threading
+
+    assert tls_server.tls is not None
+    be = backend(tls_server.url, ssl_ca_certs=str(tls_server.tls.ca))
+    try:
+        token = be.try_acquire("tls-wake", "h", 30).token
+        assert token is not None
+        woken = threading.Event()
+        with be.watch("tls-wake", woken.set):
+            assert be.release("tls-wake", "h", token)
+            assert woken.wait(5)
+    finally:
+        be.close()
+
+
+# -- Sentinel and replicas -------------------------------------------------------------------------
+def test_sentinel_finds_the_master(sentinels: SentinelGroup) -> None:
+    name = f"sentinel:{uuid.uuid4().hex}"
+    with lockapi.connect(sentinels.url) as mgr:
+        lease = mgr.acquire(name, ttl=10)
+        master = sentinels.master.client()
+        assert master.exists(f"lockapi:{{{name}}}:lock") == 1
+        master.close()
+        assert lease.release()
+
+
+def test_wait_replicas_grants_when_the_replica_acknowledges(sentinels: SentinelGroup) -> None:
+    name = f"replicated:{uuid.uuid4().hex}"
+    be = backend(sentinels.url, wait_replicas=1, wait_replicas_timeout=5)
+    try:
+        token = be.try_acquire(name, "h", 30).token
+        assert token is not None
+        replica = sentinels.replica.client()
+        assert replica.get(f"lockapi:{{{name}}}:lock") == f"{token}:h".encode()
+        replica.close()
+        assert be.try_acquire_permit(name, 1, "p", 30).token is not None
+    finally:
+        be.close()
+
+
+def test_wait_replicas_releases_and_fails_when_too_few_acknowledge(sentinels: SentinelGroup) -> None:
+    name = f"unreplicated:{uuid.uuid4().hex}"
+    be = backend(sentinels.url, wait_replicas=2, wait_replicas_timeout=0.2)  # only one replica exists
+    try:
+        with pytest.raises(BackendUnavailable, match="only 1 of 2 replicas"):
+            be.try_acquire(name, "h", 30)
+        assert be.inspect(name) is None  # the grant was undone
+    finally:
+        be.close()
+
+
+# -- URL parsing (no I/O) --------------------------------------------------------------------------
+def settings(url: str, **options: Any) -> Any:
+    return parse(BackendConfig(url=url, scheme=url.split("://")[0].split("+")[0], options=Options(options),
+                               timeout=3.0))
+
+
+def test_url_forms() -> None:
+    s = settings("redis://alice:p%40ss@10.0.0.1:6380/2", max_connections="7", prefix="app")
+    assert (s.kind, s.hosts, s.max_connections, s.prefix) == ("standalone", [("10.0.0.1", 6380)], 7, "app")
+    assert (s.connection["username"], s.connection["password"], s.connection["db"]) == ("alice", "p@ss", 2)
+    assert s.connection["socket_connect_timeout"] == s.connection["socket_timeout"] == 3.0
+    assert settings("redis://onlypassword@h").connection["password"] == "onlypassword"
+    s = settings("rediss://:key@cache.example.net:6380", ssl_ca_certs="/ca.pem", ssl_cert_reqs="optional")
+    assert s.connection["ssl_ca_certs"] == "/ca.pem" and s.connection["ssl_cert_reqs"] == "optional"
+    s = settings("redis+sentinel://:pw@s1,s2:26380,[::1]:26381/mymaster/3", sentinel_password="sp")
+    assert s.hosts == [("s1", 26379), ("s2", 26380), ("::1", 26381)]
+    assert (s.service_name, s.connection["db"], s.sentinel_connection["password"]) == ("mymaster", 3, "sp")
+    s = settings("redis+cluster://n1:7000,n2:7001")
+    assert s.kind == "cluster" and s.sharded_pubsub and "db" not in s.connection
+
+
+@pytest.mark.parametrize(("url", "options"), [
+    ("redis://h:notaport", {}),
+    ("redis://h1,h2", {}),
+    ("redis://h/notadb", {}),
+    ("redis+sentinel://h1,h2", {}),
+    ("redis://h", {"prefix": "a{b"}),
+    ("redis://h", {"max_conections": "3"}),
+    ("redis://h", {"ssl_ca_certs": "/ca.pem"}),
+    ("rediss://h", {"ssl_cert_reqs": "maybe"}),
+    ("redis://h", {"sentinel_password": "x"}),
+    ("redis://h", {"wait_replicas": "-1"}),
+])
+def test_bad_urls_and_options_fail_before_io(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        backend(url, **options)
