@@ -37,7 +37,7 @@ CHUNK = 500
 """Most names per statement in batch operations (keeps under every dialect's bind-parameter limit)."""
 
 
-class _Rollback(Exception):  # noqa: N818 - control flow, not an error
+class _Rollback(Exception):
     """Raised inside an operation to roll its transaction back and return ``value``."""
 
     def __init__(self, value: Any) -> None:
@@ -81,7 +81,8 @@ class SQLBackend(Backend):
 
         self.dialect: SQLDialect = dialect_type(config.timeout)
         try:
-            url = self.dialect.engine_url(sa.make_url(config.url))
+            raw = SQLiteDialect.repair(config.url) if dialect_type is SQLiteDialect else config.url
+            url = self.dialect.engine_url(sa.make_url(raw))
             self.engine: Engine = sa.create_engine(url, **self.dialect.engine_kwargs(pool_size, max_overflow))
         except sa.exc.ArgumentError as exc:
             raise ConfigError(f"bad SQL URL {config.redacted_url}: {exc}") from None

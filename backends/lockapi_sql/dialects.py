@@ -106,7 +106,7 @@ class _ReturningDialect(SQLDialect):
             set_=self._claim_values(table, holder, ttl_us, fence),
             where=table.c.expires_us <= self.now() if holder is not None else None,
         ).returning(table.c.name_hash, table.c.fence)
-        return {h: f for h, f in conn.execute(stmt).tuples()}
+        return {h: f for h, f in conn.execute(stmt)}
 
     def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],
                update: Mapping[str, Any]) -> None:
@@ -155,6 +155,17 @@ class SQLiteDialect(_ReturningDialect):
     now_sql = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
     READ_ONLY = "lockapi_read_only"
     """Execution option: begin with a deferred ``BEGIN`` (the operation only reads)."""
+
+    @staticmethod
+    def repair(url: str) -> str:
+        """Undo ``urlunsplit``'s rewriting of file URLs (``sqlite:////abs`` -> ``sqlite://abs``,
+        ``sqlite:///rel`` -> ``sqlite:/rel``), which lockapi's URL parsing applies; a proper URL is kept."""
+        scheme, _, rest = url.partition(":")
+        if rest.startswith("//") and not rest.startswith("///"):
+            return f"{scheme}:////{rest[2:]}"
+        if rest.startswith("/") and not rest.startswith("//"):
+            return f"{scheme}://{rest}"
+        return url
 
     def engine_url(self, url: URL) -> URL:
         database = url.database or ""
@@ -230,7 +241,7 @@ class MySQLDialect(SQLDialect):
             ], {"kind": c.kind})
             conn.execute(take)
         held = sa.and_(target, c.holder == holder, c.expires_us > self.now()) if holder is not None else target
-        return {h: f for h, f in conn.execute(sa.select(c.name_hash, c.fence).where(held)).tuples()}
+        return {h: f for h, f in conn.execute(sa.select(c.name_hash, c.fence).where(held))}
 
     def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],
                update: Mapping[str, Any]) -> None:
