@@ -118,19 +118,22 @@ def judge(log: Path, settings: DemoSettings, seconds: float) -> Verdict:
 
 
 def _progress(log: Path, total: int, stop: threading.Event, out: TextIO) -> None:
-    width = 40
+    """A bar redrawn in place on a terminal; a line per quarter elsewhere (logs, CI)."""
+    width, tty, shown = 40, out.isatty(), -1
     while True:
+        finished = stop.wait(0.2)
         try:
-            done = log.read_bytes().count(b"\n")
+            done = min(log.read_bytes().count(b"\n"), total)
         except OSError:
             done = 0
-        filled = width * min(done, total) // total
-        out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if tty:
+            filled = width * done // total
+            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}" + ("\n" if finished else ""))
+        elif 4 * done // total > shown:
+            shown = 4 * done // total
+            out.write(f"{done}/{total} sent\n")
         out.flush()
-        if stop.wait(0.2):
-            done = log.read_bytes().count(b"\n")
-            filled = width * min(done, total) // total
-            out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}\n")
+        if finished:
             return
 
 
