@@ -5,6 +5,7 @@ FencedLock and ISemaphore. See docs/backends/hazelcast.md for what each mode gua
 """
 
 from ._base import HazelcastBackend
+from ._cp_backend import CPBackend
 from ._map_backend import MapBackend
 
-__all__ = ["HazelcastBackend", "MapBackend"]
+__all__ = ["CPBackend", "HazelcastBackend", "MapBackend"]

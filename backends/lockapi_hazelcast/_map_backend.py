@@ -9,8 +9,8 @@ Works on every Hazelcast edition, including community 5.5+ without the CP subsys
 * ``P.done``:    ``name -> "1"``, entry ttl = marker ttl + :data:`TTL_SLACK`.
 
 Expiry is the members' business (entry ttl, the partition owner's clock). Members keep entry times
-with ONE-SECOND resolution (an entry put at 12.9 s with ttl 1 s expires at 13.0 s), so every ttl is
-sent as ``ttl + 1 s``: a lease never ends before ``ttl``, and at most one second after it.
+with ONE-SECOND resolution, so every ttl is sent as ``ttl + 1 s`` (:data:`TTL_SLACK`): a lease never
+ends before ``ttl``, and at most one second after it.
 
 A semaphore token is ``(sequence << SLOT_BITS) | slot``: it increases with the per-name sequence and
 tells release/extend which slot entry is the permit's, whichever process calls them.
@@ -26,7 +26,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hazelcast.client import HazelcastClient
-from hazelcast.core import SimpleEntryView
 from hazelcast.proxy.map import Map
 
 from lockapi.spi import (
@@ -40,18 +39,16 @@ from lockapi.spi import (
 
 from ._base import HazelcastBackend
 from ._client import ClientHolder
+from ._done import TTL_SLACK, DoneMarkers, seconds_left
 from ._fences import Counters
 from ._watch import WatchRegistry
 
-TTL_SLACK = 1.0
-"""Seconds added to every ttl sent to the members (their entry times have one-second resolution)."""
 SLOT_BITS = 20
 MAX_PERMITS = 1 << SLOT_BITS
 STALE_RETRIES = 3
 """Attempts when a proposed token turned out stale (another grant was confirmed meanwhile)."""
 VIEWS_FOR_RETRY_AFTER = 64
 """Above this many permits, a denied semaphore attempt reports no ``retry_after`` (too many reads)."""
-DONE_VIEW_BATCH = 256
 
 
 @dataclass
@@ -72,13 +69,6 @@ def _value(token: int, holder: str) -> str:
 def _parse(value: str) -> tuple[int, str]:
     token, _, holder = value.partition(":")
     return int(token), holder
-
-
-def _seconds_left(view: SimpleEntryView[str, str], now: float) -> float:
-    """Seconds until the member expires the entry: its expiration time (member clock, 1 s resolution)
-    minus this host's wall clock ``now``, clamped to [0, the entry's ttl] so clock skew cannot stretch it.
-    """
-    return min(max(0.0, view.expiration_time / 1000 - now), view.ttl / 1000)
 
 
 def _permit_key(slot: int, name: str) -> str:
@@ -103,6 +93,7 @@ class MapBackend(HazelcastBackend, mode="map"):
         super().__init__(config)
         self._holder = ClientHolder(self.settings, self.where, self._set_up)
         self._counters = Counters(self._holder)
+        self._done = DoneMarkers(self._holder, lambda: self._current().done)
         self._maps: _Maps | None = None
         self._listen_lock = threading.Lock()
         self._watches = {
@@ -153,7 +144,7 @@ class MapBackend(HazelcastBackend, mode="map"):
         """
         views = self._holder.wait_all([target.get_entry_view(k) for k in keys], deadline, "entry view")
         now = time.time()
-        return min((_seconds_left(view, now) for view in views if view is not None), default=0.0)
+        return min((seconds_left(view, now) for view in views if view is not None), default=0.0)
 
     def _extend_entry(self, target: Map[str, str], key: str, value: str, ttl: float) -> bool:
         """Set the entry's ttl if it still holds ``value``.
@@ -211,7 +202,7 @@ class MapBackend(HazelcastBackend, mode="map"):
             return None
         token, holder = _parse(view.value)
         # What the holder was promised (ttl), not the member's extra second of slack.
-        remaining = min(_seconds_left(view, time.time()), view.ttl / 1000 - TTL_SLACK)
+        remaining = min(seconds_left(view, time.time()), view.ttl / 1000 - TTL_SLACK)
         return LockInfo(name, holder, token, max(remaining, 0.0))
 
     def holds(self, name: str, holder: str, token: int) -> bool:
@@ -271,30 +262,13 @@ class MapBackend(HazelcastBackend, mode="map"):
 
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
-        maps = self._current()
-        self._holder.wait(maps.done.set(name, "1", ttl + TTL_SLACK), self._holder.deadline(), "mark done")
+        self._done.mark(name, ttl)
 
     def done(self, names: Sequence[str]) -> set[str]:
-        if not names:
-            return set()
-        maps = self._current()
-        found = self._holder.wait(maps.done.get_all(list(dict.fromkeys(names))), self._holder.deadline(),
-                                  "read done markers")
-        return set(found)
+        return self._done.live(names)
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
-        maps = self._current()
-        names = self._holder.wait(maps.done.key_set(), self._holder.deadline(), "list done markers")
-        for start in range(0, len(names), DONE_VIEW_BATCH):
-            batch = names[start:start + DONE_VIEW_BATCH]
-            views = self._holder.wait_all([maps.done.get_entry_view(n) for n in batch],
-                                          self._holder.deadline(), "read done markers")
-            now = time.time()
-            for name, view in zip(batch, views, strict=True):
-                if view is not None:
-                    remaining = min(_seconds_left(view, now), view.ttl / 1000 - TTL_SLACK)
-                    if remaining > 0:
-                        yield name, remaining
+        return self._done.iterate()
 
     # -- administration ----------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
