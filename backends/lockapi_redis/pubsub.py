@@ -137,7 +137,7 @@ class PubSubHub:
                     f"redis did not confirm the subscription within {self.timeout:g}s")
             yield
         finally:
-            self._leave(channel, wake)
+            self._leave(channel, state, wake)
 
     def watcher_count(self) -> int:
         with self.lock:
@@ -173,14 +173,11 @@ class PubSubHub:
             state.wakes.append(wake)
             return state
 
-    def _leave(self, channel: str, wake: Wake) -> None:
+    def _leave(self, channel: str, state: _Channel, wake: Wake) -> None:
         with self.lock:
-            state = self.channels.get(channel)
-            if state is None:
-                return
             with contextlib.suppress(ValueError):
                 state.wakes.remove(wake)
-            if not state.wakes:
+            if not state.wakes and self.channels.get(channel) is state:
                 del self.channels[channel]
                 sub = self.subscribers.get(state.node)
                 if sub is not None:
@@ -205,9 +202,13 @@ class PubSubHub:
                     state = self.channels.get(channel)
                     if state is not None:
                         state.confirmed.set()
-        elif kind == b"sunsubscribe":  # the server dropped a sharded channel (slot moved)
+        elif kind == b"sunsubscribe":
+            # Also sent unasked when the channel's slot moved to another node: forget the channel
+            # (the next watch subscribes on the slot's new owner) and wake its watchers to re-check.
             with self.lock:
                 state = self.channels.get(channel)
+                if state is not None and state.confirmed.is_set():
+                    del self.channels[channel]
                 wakes = list(state.wakes) if state is not None else []
             self.call(wakes)
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from lockapi_redis import RedisBackend
+from lockapi_redis.settings import parse
 
 import lockapi
 from lockapi.spi import BackendConfig, BackendUnavailable, ConfigError, Options
-from lockapi_redis import RedisBackend
-from lockapi_redis.settings import parse
 from tests.servers.redis import RedisServer, SentinelGroup, redis_server, sentinel_group
 
 PASSWORD = "p@ss:w/rd"  # needs percent-encoding in a URL
