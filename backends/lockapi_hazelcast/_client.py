@@ -23,6 +23,9 @@ from ._settings import Settings
 
 T = TypeVar("T")
 
+_NO_CP = ("licensed feature", "Enterprise feature", "CP Subsystem is not enabled")
+"""How members without a usable CP subsystem word their refusal (5.5+ community, CP off)."""
+
 
 class ClientHolder:
     """Owns the client; ``client()`` returns a running one or raises BackendUnavailable in time.
@@ -82,7 +85,7 @@ class ClientHolder:
         except LockError:
             raise
         except HazelcastError as exc:
-            if "licensed feature" in str(exc) or "CP Subsystem is not enabled" in str(exc):
+            if any(sign in str(exc) for sign in _NO_CP):
                 raise UnsupportedFeature(
                     f"{self.where}: the cluster has no CP subsystem (community 5.5+ removed it); "
                     "use mode=map"

@@ -85,6 +85,9 @@ def _member_yaml(cluster_name: str, port: int, ports: list[int], cp_members: int
         "properties": {
             "hazelcast.internal.map.expiration.task.period.seconds": EXPIRATION_TASK_PERIOD,
             "hazelcast.logging.type": "jdk",
+            # A killed member is declared dead within seconds (default: 60 s without heartbeats).
+            "hazelcast.heartbeat.interval.seconds": 1,
+            "hazelcast.max.no.heartbeat.seconds": 8,
         },
     }
     if cp_members:
