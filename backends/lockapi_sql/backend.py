@@ -116,12 +116,15 @@ class SQLBackend(Backend):
         detail = (str(cause).strip().splitlines() or [""])[0]
         return BackendUnavailable(f"{self.config.redacted_url}: {type(cause).__name__}: {detail}")
 
-    def ensure_schema(self) -> None:
-        """Create the tables if they are missing (once per backend; concurrent creators are fine)."""
-        if self._schema_ready:
+    def ensure_schema(self, *, force: bool = False) -> None:
+        """Create the tables if they are missing; concurrent creators (other processes) are fine.
+
+        Runs on the first operation unless ``create_schema`` is off; ``force`` runs it now regardless.
+        """
+        if self._schema_ready and not force:
             return
         with self._schema_lock:
-            if self._schema_ready:
+            if self._schema_ready and not force:
                 return
             try:
                 self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)

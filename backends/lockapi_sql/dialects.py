@@ -161,6 +161,8 @@ class SQLiteDialect(_ReturningDialect):
         """Undo ``urlunsplit``'s rewriting of file URLs (``sqlite:////abs`` -> ``sqlite://abs``,
         ``sqlite:///rel`` -> ``sqlite:/rel``), which lockapi's URL parsing applies; a proper URL is kept."""
         scheme, _, rest = url.partition(":")
+        if rest in ("", "//"):
+            return f"{scheme}://"
         if rest.startswith("//") and not rest.startswith("///"):
             return f"{scheme}:////{rest[2:]}"
         if rest.startswith("/") and not rest.startswith("//"):

@@ -1,16 +1,22 @@
 """Real database servers for tests/sql, each started once per test session and stopped after.
 
-* ``postgres_server``: PostgreSQL from /usr/lib/postgresql/<major>/bin, run as the postgres user.
-* ``mariadb_server``: MariaDB from mariadb-install-db + mariadbd.
+* ``pg``: PostgreSQL from /usr/lib/postgresql/<major>/bin, run as the postgres user.
+* ``maria``: MariaDB from mariadb-install-db + mariadbd.
 * ``sql_url``: parametrised over sqlite (a fresh file), postgresql and mariadb, for dialect-neutral tests.
+* ``make_backend``: builds SQLBackends through the SPI and closes them at teardown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+from lockapi_sql import SQLBackend
 
+from lockapi.spi import BackendConfig, Options
 from tests.servers.mariadb import MariaDBServer, mariadb_server
 from tests.servers.postgres import PostgresServer, postgres_server
 
@@ -36,3 +42,44 @@ def sql_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'locks.db'}"
     server = request.getfixturevalue("pg" if request.param == "postgresql" else "maria")
     return str(server.url)
+
+
+Factory = Callable[..., SQLBackend]
+
+
+def backend_for(url: str, timeout: float = 10.0, **options: Any) -> SQLBackend:
+    """An SQLBackend for ``url`` built straight through the SPI (as lockapi.connect would)."""
+    base, _, query = url.partition("?")
+    merged = {**dict(parse_qsl(query)), **options}
+    scheme = base.split("://", 1)[0].split("+", 1)[0]
+    return SQLBackend(BackendConfig(url=base, scheme=scheme, options=Options(merged), timeout=timeout))
+
+
+@pytest.fixture
+def make_backend() -> Iterator[Factory]:
+    """Build backends with :func:`backend_for`; all are closed at teardown."""
+    made: list[SQLBackend] = []
+
+    def make(url: str, timeout: float = 10.0, **options: Any) -> SQLBackend:
+        made.append(backend_for(url, timeout, **options))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A table prefix of its own for one test (fresh, empty tables)."""
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
+@pytest.fixture
+def name() -> str:
+    return f"sql-test:{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def pg_url(pg: PostgresServer) -> str:
+    return pg.url
