@@ -30,7 +30,6 @@ from .pubsub import ConnectionFactory, PubSubHub
 from .settings import Settings, parse
 
 T = TypeVar("T")
-DENIED = Attempt(None)
 
 
 def _attempt(result: bytes | int) -> Attempt:

@@ -83,7 +83,7 @@ class _Subscriber:
                 self.conn = conn
                 for channel, state in hub.channels.items():
                     if state.node == self.node:
-                        hub.pending[channel] = hub.pending.get(channel, 0) + 1
+                        hub.pending[channel] = 1  # replies owed on the old connection died with it
                         self.send(hub.subscribe_cmd, channel)
             self._read(conn)
             with hub.lock:

@@ -348,3 +348,23 @@ def test_errors_never_show_the_password() -> None:
             assert "wrong-pw" not in str(info.value)
         finally:
             be.close()
+
+
+def test_watchers_are_woken_and_resubscribed_after_a_restart() -> None:
+    with redis_server() as server:
+        be = backend(server.url)
+        try:
+            woken = threading.Event()
+            with be.watch("resub", woken.set):
+                server.restart()
+                assert woken.wait(10), "a broken pub/sub connection must wake its watchers"
+                client = server.client()
+                channel = be.keys.lock_channel("resub")
+                wait_until(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "re-subscription")
+                woken.clear()
+                token = wait_until_value(lambda: be.try_acquire("resub", "h", 30).token)
+                assert be.release("resub", "h", token)
+                assert woken.wait(5)
+                client.close()
+        finally:
+            be.close()
