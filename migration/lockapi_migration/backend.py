@@ -1,0 +1,216 @@
+"""``migration://``: the backend lockapi.connect() opens when a migration is configured.
+
+It reads the options lockapi's config resolution passes (``source``, ``source_options``, ``target``,
+``phase``, ``record``), joins the fleet registry (refusing a phase that is not equal or adjacent to every
+live node's), opens the backends the phase needs and delegates every SPI call to the phase's strategy:
+
+======== ============================ ==========================================
+phase    application sees             background / extra
+======== ============================ ==========================================
+off      H                            nothing (no records)
+shadow   H                            every operation mirrored to R and recorded
+dual     H and R (both required)      both decisions recorded
+cutover  R                            every operation mirrored to H and recorded
+done     R                            nothing (no records)
+======== ============================ ==========================================
+
+Tuning options (only when the backend is opened directly with ``open_backend("migration://", {...})``;
+lockapi's config accepts only the keys above): ``node`` (registry id, default ``host:pid``),
+``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat`` (seconds, 2), ``live_after``
+(seconds, 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from lockapi import open_backend
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, ConfigError, LockError, LockInfo, Wake
+from lockapi_migration.dual import Dual
+from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, default_node_id
+from lockapi_migration.ops import Recorder
+from lockapi_migration.phases import H, Phase, R
+from lockapi_migration.shadow import SHADOW_TIMEOUT, ShadowExecutor
+from lockapi_migration.shadowed import Shadowed
+from lockapi_migration.sink import RecordSink
+from lockapi_migration.store import RecordStore, open_record_store
+
+
+class MigrationBackend(Backend):
+    """Two backends composed according to the configured migration phase."""
+
+    description = "migration between two backends (phases off/shadow/dual/cutover/done)"
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        o = config.options
+        source = _required_url(o.str("source"), "source (the [lockapi] url in use today)")
+        source_options = o.raw("source_options") or {}
+        target = _required_url(o.str("target"), "target (the backend to move to)")
+        self.phase = Phase.parse(o.raw("phase", Phase.OFF.value))
+        record = o.str("record")
+        self.node = o.str("node") or default_node_id()
+        workers = o.int("shadow_workers", 4, minimum=1)
+        capacity = o.int("shadow_queue", 10_000, minimum=1)
+        heartbeat = o.float("heartbeat", HEARTBEAT)
+        live_after = o.float("live_after", LIVE_AFTER)
+        o.finish()
+        if not isinstance(source_options, dict):
+            raise ConfigError("migration option 'source_options' must be a dict")
+        if record is None and self.phase is not Phase.OFF:
+            raise ConfigError(
+                f"migration phase {self.phase.value!r} needs record = \"<SQL or Redis URL>\" in [lockapi.migration] "
+                "(decision records and the fleet registry live there)")
+        self.store: RecordStore | None = open_record_store(record) if record else None
+        self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
+                                 live_after=live_after) if self.store else None
+        self.sink: RecordSink | None = None
+        self.executor: ShadowExecutor | None = None
+        self._backends: dict[str, Backend] = {}
+        try:
+            if self.registry is not None:
+                self.registry.join()
+            shadow = self.phase.shadow
+            urls = {H: (source, dict(source_options)), R: (target, {})}
+            for label in sorted(self.phase.opens):
+                url, options = urls[label]
+                if label == shadow and "timeout" not in options and "timeout" not in _query(url):
+                    options["timeout"] = SHADOW_TIMEOUT
+                self._backends[label] = open_backend(url, options)
+            self._impl = self._strategy(workers, capacity)
+        except BaseException:
+            self.close()
+            raise
+        self.capabilities = self._impl.capabilities
+
+    def _strategy(self, workers: int, capacity: int) -> Backend:
+        phase, backends = self.phase, self._backends
+        if phase in (Phase.OFF, Phase.DONE):
+            return backends[phase.primary]
+        if Capability.ADMIN not in backends[R].capabilities and phase is Phase.DUAL:
+            raise ConfigError(
+                f"the target backend {backends[R].config.redacted_url} cannot move fencing counters "
+                "(no ADMIN capability): tokens would go backwards in dual")
+        assert self.store is not None
+        self.sink = RecordSink(self.store)
+        recorder = Recorder(self.sink, self.node, phase.value)
+        if phase is Phase.DUAL:
+            return Dual(self.config, backends[H], backends[R], recorder)
+        self.executor = ShadowExecutor(workers=workers, capacity=capacity)
+        primary, shadow = phase.primary, phase.shadow
+        assert shadow is not None
+        return Shadowed(self.config, backends[primary], backends[shadow], primary, shadow, recorder,
+                        self.executor, union_done=phase is Phase.CUTOVER)
+
+    def backend(self, label: str) -> Backend:
+        """The H or R backend this node opened (KeyError if the phase does not use it)."""
+        return self._backends[label]
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for queued shadow operations and write queued records (tests, shutdown)."""
+        if self.executor is not None:
+            self.executor.drain(timeout)
+        if self.sink is not None:
+            self.sink.flush()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: shadow tasks dropped/failed, records dropped/failed/written."""
+        ex, sink = self.executor, self.sink
+        return {
+            "shadow_dropped": ex.dropped if ex else 0,
+            "shadow_failed": ex.failed if ex else 0,
+            "records_dropped": sink.dropped if sink else 0,
+            "records_failed": sink.failed if sink else 0,
+            "records_written": sink.written if sink else 0,
+        }
+
+    # -- delegation --------------------------------------------------------------------------------
+    def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        return self._impl.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+
+    def release(self, name: str, holder: str, token: int) -> bool:
+        return self._impl.release(name, holder, token)
+
+    def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return self._impl.extend(name, holder, token, ttl)
+
+    def inspect(self, name: str) -> LockInfo | None:
+        return self._impl.inspect(name)
+
+    def holds(self, name: str, holder: str, token: int) -> bool:
+        return self._impl.holds(name, holder, token)
+
+    def cancel_wait(self, name: str, holder: str) -> None:
+        self._impl.cancel_wait(name, holder)
+
+    def try_acquire_many(
+        self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
+    ) -> dict[str, int]:
+        return self._impl.try_acquire_many(names, holder, ttl, skip_done=skip_done)
+
+    def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
+        return self._impl.try_acquire_permit(name, permits, holder, ttl)
+
+    def release_permit(self, name: str, holder: str, token: int) -> bool:
+        return self._impl.release_permit(name, holder, token)
+
+    def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return self._impl.extend_permit(name, holder, token, ttl)
+
+    def holds_permit(self, name: str, holder: str, token: int) -> bool:
+        return self._impl.holds_permit(name, holder, token)
+
+    def mark_done(self, name: str, ttl: float) -> None:
+        self._impl.mark_done(name, ttl)
+
+    def done(self, names: Sequence[str]) -> set[str]:
+        return self._impl.done(names)
+
+    def iter_done(self) -> Iterator[tuple[str, float]]:
+        return self._impl.iter_done()
+
+    def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
+        self._impl.set_fence_floor(name, token, semaphore=semaphore)
+
+    def force_release(self, name: str) -> bool:
+        return self._impl.force_release(name)
+
+    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
+        return self._impl.watch(name, wake, semaphore=semaphore)
+
+    def ping(self) -> None:
+        self._impl.ping()
+
+    def close(self) -> None:
+        """Drain the shadow queue and records (bounded), leave the registry, close both backends."""
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+        if self.registry is not None:
+            self.registry.leave()
+        for backend in self._backends.values():
+            with contextlib.suppress(LockError):
+                backend.close()
+        self._backends = {}
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _required_url(value: str | None, what: str) -> str:
+    if not value:
+        raise ConfigError(f"migration needs {what}")
+    return value
+
+
+def _query(url: str) -> dict[str, Any]:
+    try:
+        return dict(parse_qsl(urlsplit(url).query))
+    except ValueError:
+        return {}

@@ -1,0 +1,80 @@
+"""What the phase strategies share: lock/semaphore operations as values, and the recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from lockapi.spi import Attempt, Backend, LockError
+from lockapi_migration.phases import H
+from lockapi_migration.records import Record, Side
+from lockapi_migration.sink import RecordSink
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """Locks or semaphores: the same four SPI calls under different names.
+
+    ``permits`` is the semaphore size (ignored for locks); ``queue_ttl`` only applies to locks.
+    """
+
+    label: str
+    semaphore: bool
+
+    def op(self, verb: str) -> str:
+        return f"permit_{verb}" if self.semaphore else verb
+
+    def acquire(self, backend: Backend, name: str, holder: str, ttl: float, permits: int,
+                queue_ttl: float | None = None) -> Attempt:
+        if self.semaphore:
+            return backend.try_acquire_permit(name, permits, holder, ttl)
+        return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+
+    def release(self, backend: Backend, name: str, holder: str, token: int) -> bool:
+        if self.semaphore:
+            return backend.release_permit(name, holder, token)
+        return backend.release(name, holder, token)
+
+    def extend(self, backend: Backend, name: str, holder: str, token: int, ttl: float) -> bool:
+        if self.semaphore:
+            return backend.extend_permit(name, holder, token, ttl)
+        return backend.extend(name, holder, token, ttl)
+
+    def holds(self, backend: Backend, name: str, holder: str, token: int) -> bool:
+        if self.semaphore:
+            return backend.holds_permit(name, holder, token)
+        return backend.holds(name, holder, token)
+
+    def undo(self, backend: Backend, name: str, holder: str, token: int) -> None:
+        """Release a grant that must not stand; errors are ignored (the grant then expires by its ttl)."""
+        with contextlib.suppress(LockError):
+            self.release(backend, name, holder, token)
+
+    def floor(self, backend: Backend, name: str, token: int) -> None:
+        """Make ``backend``'s next token for ``name`` greater than ``token``."""
+        backend.set_fence_floor(name, token, semaphore=self.semaphore)
+
+
+LOCK = Kind("lock", False)
+SEMAPHORE = Kind("sem", True)
+
+
+class Recorder:
+    """Builds records for one node and phase and hands them to the sink (never blocks)."""
+
+    def __init__(self, sink: RecordSink, node: str, phase: str) -> None:
+        self.sink = sink
+        self.node = node
+        self.phase = phase
+
+    def record(self, op: str, name: str, holder: str, ttl: float | None, h: Side, r: Side,
+               *, delay: float | None = None, detail: str = "", ts: float | None = None) -> None:
+        self.sink.put(Record(time.time() if ts is None else ts, self.node, self.phase, op, name, holder, ttl,
+                             h, r, delay, detail))
+
+    def record_sides(self, primary: str, op: str, name: str, holder: str, ttl: float | None, p: Side,
+                     s: Side, *, delay: float | None = None, detail: str = "", ts: float | None = None) -> None:
+        """Record with sides given as (primary, shadow); ``primary`` is the primary's label (H or R)."""
+        h, r = (p, s) if primary == H else (s, p)
+        self.record(op, name, holder, ttl, h, r, delay=delay, detail=detail, ts=ts)

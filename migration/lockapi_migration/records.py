@@ -1,0 +1,135 @@
+"""Decision records: one per operation and name, with each backend's side of it.
+
+A record is written for every operation a migrating node performs on a name (acquire, release, extend,
+permits, done markers, batches), in every phase that talks to both backends (shadow, dual, cutover).
+Records never contain URLs; error texts are passed through :func:`clean_error` first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+from lockapi.spi import Attempt, BackendUnavailable, LockError
+
+GRANTED = "granted"
+DENIED = "denied"
+TRUE = "true"
+FALSE = "false"
+OK = "ok"
+DONE = "done"
+ABSENT = "absent"
+DROPPED = "dropped: shadow queue full"
+
+ERROR_LIMIT = 300
+_URL_SECRET = re.compile(r"(\w[\w+.-]*://[^/\s:@]*):[^@\s/]*@")
+
+T = TypeVar("T")
+
+
+def clean_error(exc: BaseException) -> str:
+    """A short, password-free description of ``exc`` for records and reports."""
+    text = f"{type(exc).__name__}: {exc}"
+    return _URL_SECRET.sub(r"\1:***@", text)[:ERROR_LIMIT]
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One backend's part of a record. ``decision`` None: that backend was not asked."""
+
+    decision: str | None = None
+    token: int | None = None
+    latency: float | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def asked(self) -> bool:
+        return self.decision is not None or self.error is not None
+
+
+NOT_ASKED = Side()
+
+
+def timed(call: Callable[[], T], decide: Callable[[T], Side]) -> tuple[Side, T | None, LockError | None]:
+    """Run ``call``; return its Side (decision from ``decide``, latency in seconds), result and error.
+
+    Only :class:`LockError` is caught (backends translate their errors into it); the caller decides
+    whether to re-raise it.
+    """
+    started = time.perf_counter()
+    try:
+        result = call()
+    except LockError as exc:
+        return Side(error=clean_error(exc), latency=time.perf_counter() - started), None, exc
+    side = decide(result)
+    return Side(side.decision, side.token, time.perf_counter() - started, None, side.retry_after), result, None
+
+
+def attempt_side(attempt: Attempt) -> Side:
+    if attempt.token is None:
+        return Side(DENIED, retry_after=attempt.retry_after)
+    return Side(GRANTED, attempt.token)
+
+
+def bool_side(ok: bool) -> Side:
+    return Side(TRUE if ok else FALSE)
+
+
+def ok_side(_: object) -> Side:
+    return Side(OK)
+
+
+def unavailable(side: Side) -> bool:
+    """True if the side failed with an error (including a timeout)."""
+    return side.error is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One operation on one name, as seen by H (the source) and R (the target).
+
+    ``ts`` is the wall-clock time of the primary decision; ``shadow_delay`` the seconds the background
+    side waited in the shadow queue; ``detail`` extra facts for classification (e.g. ``done:h``).
+    """
+
+    ts: float
+    node: str
+    phase: str
+    op: str
+    name: str
+    holder: str = ""
+    ttl: float | None = None
+    h: Side = field(default=NOT_ASKED)
+    r: Side = field(default=NOT_ASKED)
+    shadow_delay: float | None = None
+    detail: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict (the columns of the record store)."""
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("h", "r")}
+        for label in ("h", "r"):
+            for key, value in asdict(getattr(self, label)).items():
+                row[f"{label}_{key}"] = value
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Record:
+        sides = {
+            label: Side(**{f.name: row.get(f"{label}_{f.name}") for f in fields(Side)}) for label in ("h", "r")
+        }
+        plain = {f.name: row.get(f.name) for f in fields(cls) if f.name not in ("h", "r")}
+        plain["holder"] = plain["holder"] or ""
+        plain["detail"] = plain["detail"] or ""
+        return cls(**plain, **sides)
+
+
+ROW_COLUMNS: list[str] = list(Record(0.0, "", "", "", "").to_row())
+"""Column names of a record row, in a stable order."""
+
+
+def is_unavailable(exc: LockError) -> bool:
+    return isinstance(exc, BackendUnavailable)

@@ -1,0 +1,103 @@
+"""The shadow executor: runs the background side of each operation without delaying the caller.
+
+Tasks are sharded by lock name over ``workers`` threads, each with its own bounded FIFO queue, so the
+tasks of one name run in submission order (a shadow release never overtakes its shadow acquire).
+``submit`` never blocks: when the shard's queue is full the task is dropped, counted, and False is
+returned (the caller records the drop). Each task's backend calls are bounded by the shadow backend's
+own ``timeout`` (see :data:`SHADOW_TIMEOUT`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("lockapi.migration")
+
+SHADOW_TIMEOUT = 2.0
+"""Default per-call timeout (seconds) of the shadow backend when its URL sets none."""
+
+Task = Callable[[float], None]
+"""A shadow task; it receives the monotonic time it was submitted at (to measure queueing delay)."""
+
+
+class ShadowExecutor:
+    def __init__(self, *, workers: int = 4, capacity: int = 10_000) -> None:
+        per_worker = max(1, capacity // workers)
+        self._queues: list[queue.Queue[tuple[Task, float] | None]] = [
+            queue.Queue(per_worker) for _ in range(workers)
+        ]
+        self.dropped = 0
+        self.failed = 0
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"lockapi-shadow-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def shard(self, key: str) -> int:
+        """The shard (worker) of ``key``; tasks of one shard run in submission order."""
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._queues)
+
+    def group(self, keys: Sequence[str]) -> list[list[str]]:
+        """``keys`` split by shard (order kept), for multi-name operations: one task per group."""
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(self.shard(key), []).append(key)
+        return list(groups.values())
+
+    def submit(self, key: str, task: Task) -> bool:
+        """Queue ``task`` on ``key``'s shard; False (and counted) if that shard is full."""
+        shard = self._queues[self.shard(key)]
+        try:
+            shard.put_nowait((task, time.monotonic()))
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def pending(self) -> int:
+        return sum(q.qsize() for q in self._queues)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued task has run; False if ``timeout`` seconds passed first."""
+        done = threading.Event()
+        remaining = [len(self._queues)]
+        guard = threading.Lock()
+
+        def mark(_: float) -> None:
+            with guard:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        for q in self._queues:
+            try:
+                q.put((mark, time.monotonic()), timeout=timeout)
+            except queue.Full:
+                return False
+        return done.wait(timeout)
+
+    def _run(self, tasks: queue.Queue[tuple[Task, float] | None]) -> None:
+        while (item := tasks.get()) is not None:
+            task, submitted = item
+            try:
+                task(submitted)
+            except Exception:  # a shadow task must never kill its worker
+                self.failed += 1
+                log.exception("lockapi migration: shadow task failed")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Run what is queued (for at most ``timeout`` seconds), then stop the workers."""
+        self.drain(timeout)
+        for q in self._queues:
+            with contextlib.suppress(queue.Full):  # daemon threads: the process may exit with tasks left
+                q.put_nowait(None)
+        for thread in self._threads:
+            thread.join(timeout)

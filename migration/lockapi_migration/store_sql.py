@@ -1,0 +1,137 @@
+"""The record store on a SQL database (SQLAlchemy Core; names and values are always bound parameters)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from lockapi.spi import BackendUnavailable
+from lockapi_migration.records import Record
+from lockapi_migration.store import NodeInfo, RecordStore
+
+metadata = sa.MetaData()
+RECORDS = sa.Table(
+    "lockapi_migration_records", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("op", sa.String(32), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("ttl", sa.Float),
+    sa.Column("shadow_delay", sa.Float),
+    sa.Column("detail", sa.String(64), nullable=False),
+    *[
+        column
+        for label in ("h", "r")
+        for column in (
+            sa.Column(f"{label}_decision", sa.String(16)),
+            sa.Column(f"{label}_token", sa.BigInteger),
+            sa.Column(f"{label}_latency", sa.Float),
+            sa.Column(f"{label}_error", sa.String(320)),
+            sa.Column(f"{label}_retry_after", sa.Float),
+        )
+    ],
+)
+NODES = sa.Table(
+    "lockapi_migration_nodes", metadata,
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+MILESTONES = sa.Table(
+    "lockapi_migration_milestones", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+
+class SQLRecordStore(RecordStore):
+    """Three tables, created on first use: records, nodes, milestones."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        args = {"timeout": 10} if url.startswith("sqlite") else {}
+        self._engine = sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+        if self._engine.dialect.name == "sqlite":
+            sa.event.listen(self._engine, "connect", _sqlite_wal)
+        with self._errors():
+            metadata.create_all(self._engine, checkfirst=True)
+
+    def _errors(self) -> _Translate:
+        return _Translate(self.redacted_url)
+
+    def append(self, records: Sequence[Record]) -> None:
+        if records:
+            with self._errors(), self._engine.begin() as conn:
+                conn.execute(RECORDS.insert(), [r.to_row() for r in records])
+
+    def records(self, since: float | None = None) -> Iterator[Record]:
+        query = sa.select(RECORDS).order_by(RECORDS.c.ts, RECORDS.c.id)
+        if since is not None:
+            query = query.where(RECORDS.c.ts >= since)
+        with self._errors(), self._engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        for row in rows:
+            row.pop("id")
+            yield Record.from_row(row)
+
+    def beat(self, info: NodeInfo) -> None:
+        values = {"phase": info.phase, "started": info.started, "heartbeat": info.heartbeat}
+        with self._errors(), self._engine.begin() as conn:
+            updated = conn.execute(NODES.update().where(NODES.c.node == info.node).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(NODES.insert().values(node=info.node, **values))
+
+    def leave(self, node: str) -> None:
+        with self._errors(), self._engine.begin() as conn:
+            conn.execute(NODES.delete().where(NODES.c.node == node))
+
+    def nodes(self) -> list[NodeInfo]:
+        with self._errors(), self._engine.connect() as conn:
+            return [NodeInfo(r.node, r.phase, r.started, r.heartbeat)
+                    for r in conn.execute(sa.select(NODES).order_by(NODES.c.node))]
+
+    def set_milestone(self, key: str, value: float, *, only_if_absent: bool = False) -> None:
+        with self._errors(), self._engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(MILESTONES.insert().values(key=key, value=value))
+            except IntegrityError:
+                if not only_if_absent:
+                    conn.execute(MILESTONES.update().where(MILESTONES.c.key == key).values(value=value))
+
+    def milestone(self, key: str) -> float | None:
+        with self._errors(), self._engine.connect() as conn:
+            value = conn.execute(sa.select(MILESTONES.c.value).where(MILESTONES.c.key == key)).scalar()
+        return None if value is None else float(value)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _sqlite_wal(dbapi_conn: object, _record: object) -> None:
+    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class _Translate:
+    """Turn SQLAlchemy errors into BackendUnavailable naming the (redacted) store."""
+
+    def __init__(self, shown: str) -> None:
+        self._shown = shown
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if isinstance(exc, SQLAlchemyError):
+            raise BackendUnavailable(
+                f"migration record store {self._shown}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+            ) from None
