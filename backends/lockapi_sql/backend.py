@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -358,7 +359,7 @@ class SQLBackend(Backend):
             stmt = (sa.select(d.name_hash, d.name, d.expires_us - self._now())
                     .where(d.name_hash > after, d.expires_us > self._now())
                     .order_by(d.name_hash).limit(CHUNK))
-            page = self._run(lambda conn, stmt=stmt: conn.execute(stmt).all(), read_only=True)
+            page = self._run(partial(_fetch_all, stmt), read_only=True)
             for _, name, left in page:
                 yield name, _seconds(left) or 0.0
             if len(page) < CHUNK:
@@ -390,6 +391,10 @@ class SQLBackend(Backend):
         if self._listener is not None:
             self._listener.close()
         self.engine.dispose()
+
+
+def _fetch_all(stmt: sa.Select[Any], conn: Connection) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in conn.execute(stmt)]
 
 
 def _discard_connections_after_fork(engine: Engine) -> None:

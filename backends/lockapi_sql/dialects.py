@@ -130,8 +130,11 @@ class PostgresDialect(_ReturningDialect):
                 "connect_args": {**self.connect_args(), "options": options}}
 
     def connect_args(self) -> dict[str, Any]:
-        """psycopg arguments for every connection, the LISTEN connection included."""
-        return {"connect_timeout": max(1, math.ceil(self.timeout))}
+        """libpq parameters for every connection, the LISTEN connection included: a connect timeout, and
+        TCP keepalives plus ``tcp_user_timeout`` so a dead host or a partition breaks the connection."""
+        seconds = max(1, math.ceil(self.timeout))
+        return {"connect_timeout": seconds, "keepalives": 1, "keepalives_idle": seconds,
+                "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": seconds * 1000}
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)

@@ -30,8 +30,7 @@ class Listener:
 
     def __init__(self, connect_params: dict[str, Any], channel: str, *, timeout: float,
                  poll_interval: float = 0.5) -> None:
-        self._params = {**connect_params, "autocommit": True, "keepalives": 1, "keepalives_idle": 5,
-                        "keepalives_interval": 2, "keepalives_count": 3}
+        self._params = {**connect_params, "autocommit": True}
         self._channel = channel
         self._timeout = timeout
         self._poll_interval = poll_interval

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -34,7 +35,7 @@ COUNTER_SLOT = -1
 
 DEFAULT_PREFIX = "lockapi_"
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
+_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
           "mariadb_charset": "utf8mb4"}
 
 

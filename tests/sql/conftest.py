@@ -83,3 +83,8 @@ def name() -> str:
 @pytest.fixture
 def pg_url(pg: PostgresServer) -> str:
     return pg.url
+
+
+@pytest.fixture
+def maria_url(maria: MariaDBServer) -> str:
+    return maria.url

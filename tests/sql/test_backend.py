@@ -1,0 +1,185 @@
+"""SQL-specific behaviour through the SPI: fair queue, semaphore slots, batches, done markers,
+administration, awkward names, isolation level, and an unreachable server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from lockapi.errors import BackendUnavailable
+from tests.servers.common import free_port, wait_until
+from tests.sql.conftest import Factory
+
+AWKWARD = ["it's", 'say "hi"', "back\\slash", "\\'; DROP TABLE x; --", "ünï©ødé 🔒", "%s %(x)s :name ?",
+           "tab\tnew\nline", "é" * 512]
+
+
+def test_fair_queue_grants_the_head_and_drops_expired_waiters(sql_url: str, make_backend: Factory,
+                                                             name: str) -> None:
+    backend = make_backend(sql_url)
+    held = backend.try_acquire(name, "holder", 60).token
+    assert held is not None
+    assert backend.try_acquire(name, "w1", 60, queue_ttl=1.0).token is None  # w1 first in the queue
+    assert backend.try_acquire(name, "w2", 60, queue_ttl=60).token is None
+    assert backend.release(name, "holder", held)
+    assert backend.try_acquire(name, "w2", 60, queue_ttl=60).token is None, "w1 is ahead of w2"
+    assert backend.try_acquire(name, "intruder", 60).token is not None, "a non-fair acquire ignores the queue"
+    # w1 stops refreshing: its entry expires (by the database clock) and w2 becomes the head.
+    assert backend.force_release(name)
+    wait_until(lambda: backend.try_acquire(name, "w2", 60, queue_ttl=60).token is not None, 30,
+               "w2 to be granted once w1's queue entry expired")
+
+
+def test_cancel_wait_leaves_the_queue(sql_url: str, make_backend: Factory, name: str) -> None:
+    backend = make_backend(sql_url)
+    held = backend.try_acquire(name, "holder", 60).token
+    assert held is not None
+    assert backend.try_acquire(name, "w1", 60, queue_ttl=60).token is None
+    assert backend.try_acquire(name, "w2", 60, queue_ttl=60).token is None
+    backend.cancel_wait(name, "w1")
+    assert backend.release(name, "holder", held)
+    granted = backend.try_acquire(name, "w2", 60, queue_ttl=60)
+    assert granted.token is not None and granted.token > held
+    backend.cancel_wait(name, "nobody")  # not queued: nothing happens
+
+
+def test_semaphore_counts_live_slots_whatever_permits_the_caller_passes(sql_url: str, make_backend: Factory,
+                                                                         name: str) -> None:
+    backend = make_backend(sql_url)
+    tokens = [backend.try_acquire_permit(name, 3, f"p{i}", 60).token for i in range(3)]
+    assert tokens == [1, 2, 3]
+    denied = backend.try_acquire_permit(name, 2, "p3", 60)
+    assert denied.token is None and denied.retry_after is not None and 55 < denied.retry_after <= 60
+    assert backend.release_permit(name, "p1", 2)
+    assert backend.try_acquire_permit(name, 3, "p4", 60).token == 4, "a denied attempt burns no token"
+    assert backend.holds_permit(name, "p4", 4) and not backend.holds_permit(name, "p1", 2)
+    assert backend.extend_permit(name, "p0", 1, 120) and not backend.extend_permit(name, "p1", 2, 120)
+    assert backend.try_acquire(name, "lock", 60).token == 1, "locks and semaphores are separate"
+
+
+def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, name: str) -> None:
+    backend, other = make_backend(sql_url), make_backend(sql_url)
+    names = [f"{name}:{i}" for i in range(1200)]  # more than one statement's worth
+    assert other.try_acquire(names[7], "other", 60).token is not None
+    for done in names[100:110]:
+        other.mark_done(done, 60)
+    granted = backend.try_acquire_many(names, "batch", 60, skip_done=True)
+    assert set(granted) == set(names) - {names[7]} - set(names[100:110])
+    assert set(granted.values()) == {1}
+    assert all(backend.inspect(n) is None for n in names[100:110]), "done names were released again"
+    assert backend.holds(names[0], "batch", 1) and backend.holds(names[-1], "batch", 1)
+    assert other.try_acquire_many(names[:20], "late", 60) == {}
+
+
+def test_done_markers_list_and_expire(sql_url: str, make_backend: Factory, prefix: str) -> None:
+    backend = make_backend(sql_url, table_prefix=prefix)
+    for awkward in AWKWARD:
+        backend.mark_done(awkward, 60)
+    backend.mark_done("short", 0.5)
+    assert backend.done([*AWKWARD, "short", "never"]) == {*AWKWARD, "short"}
+    listed = dict(backend.iter_done())
+    assert set(listed) >= set(AWKWARD) and all(0 < left <= 60 for left in listed.values())
+    wait_until(lambda: backend.done(["short"]) == set(), 30, "the short marker to expire")
+    assert "short" not in dict(backend.iter_done())
+    backend.mark_done(AWKWARD[0], 0.2)  # marking again sets a new ttl
+    wait_until(lambda: backend.done([AWKWARD[0]]) == set(), 30, "the re-marked marker to expire")
+
+
+def test_iter_done_pages_through_many_markers(sql_url: str, make_backend: Factory, prefix: str) -> None:
+    backend = make_backend(sql_url, table_prefix=prefix)
+    names = [f"m{i}" for i in range(1100)]
+    backend.try_acquire_many(names, "h", 60)  # (just to have lease rows around too)
+    for n in names:
+        backend.mark_done(n, 60)
+    listed = [n for n, _ in backend.iter_done()]
+    assert sorted(listed) == sorted(names)
+
+
+@pytest.mark.parametrize("semaphore", [False, True])
+def test_fence_floor_moves_tokens_up_never_down(sql_url: str, make_backend: Factory, name: str,
+                                                semaphore: bool) -> None:
+    backend = make_backend(sql_url)
+
+    def take(holder: str) -> int | None:
+        if semaphore:
+            return backend.try_acquire_permit(name, 1, holder, 60).token
+        return backend.try_acquire(name, holder, 60).token
+
+    def free(holder: str, token: int) -> bool:
+        return backend.release_permit(name, holder, token) if semaphore else backend.release(name, holder, token)
+
+    backend.set_fence_floor(name, 1000, semaphore=semaphore)  # before the name was ever used
+    first = take("a")
+    assert first == 1001
+    assert free("a", first)
+    backend.set_fence_floor(name, 10, semaphore=semaphore)  # lower: no effect
+    assert take("b") == 1002
+
+
+def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:
+    backend = make_backend(sql_url)
+    token = backend.try_acquire(name, "h", 60).token
+    assert token is not None
+    assert backend.force_release(name) is True
+    assert backend.force_release(name) is False
+    assert backend.release(name, "h", token) is False
+    assert backend.try_acquire(name, "h2", 60).token == token + 1
+
+
+def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
+    backend = make_backend(sql_url)
+    for awkward in AWKWARD:
+        full = f"{name}:{awkward}"
+        token = backend.try_acquire(full, "h", 60).token
+        assert token == 1
+        info = backend.inspect(full)
+        assert info is not None and info.name == full
+        assert backend.try_acquire_permit(full, 1, "p", 60).token == 1
+        assert backend.release(full, "h", token)
+    granted = backend.try_acquire_many([f"{name}:{a}" for a in AWKWARD], "batch", 60)
+    assert sorted(granted) == sorted(f"{name}:{a}" for a in AWKWARD)
+    c = backend.tables.leases.c
+    with backend.engine.connect() as conn:
+        stored = set(conn.execute(sa.select(c.name).where(c.name.like(f"{name}:%"))).scalars())
+    assert stored == {f"{name}:{a}" for a in AWKWARD}, "names are stored exactly"
+
+
+def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -> None:
+    backend = make_backend(maria_url)
+    with backend.engine.connect() as conn:
+        level = conn.execute(sa.text("SELECT @@SESSION.tx_isolation")).scalar_one()
+    assert level == "READ-COMMITTED"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "mysql", "mariadb+pymysql"])
+def test_closed_port_is_backend_unavailable_within_timeout(make_backend: Factory, scheme: str) -> None:
+    backend = make_backend(f"{scheme}://locker:s3cret-pw@127.0.0.1:{free_port()}/db", timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as err:
+        backend.try_acquire("x", "h", 30)
+    assert time.monotonic() - started < 2.0 + 1.0
+    assert "s3cret-pw" not in str(err.value) and "***" in str(err.value)
+    with pytest.raises(BackendUnavailable):
+        backend.inspect("x")
+
+
+def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, make_backend: Factory,
+                                                              name: str) -> None:
+    """A server that accepts but never answers (SIGSTOP) is bounded by PyMySQL's socket timeouts."""
+    import signal
+
+    from tests.servers.mariadb import mariadb_server
+
+    with mariadb_server() as server:
+        backend = make_backend(server.url, timeout=2.0)
+        assert backend.try_acquire(name, "h", 30).token == 1
+        server.process.signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                backend.try_acquire(name, "h2", 30)
+            assert time.monotonic() - started < 2.0 * 2 + 1.0
+        finally:
+            server.process.signal(signal.SIGCONT)
