@@ -93,8 +93,7 @@ def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
     merged = Options({**parsed.query, **(options or {})}, source="option")
     timeout = merged.float("timeout", 5.0)
     cls = backend_class(parsed.plugin)
-    config = BackendConfig(url=parsed.base, scheme=parsed.scheme.split("+", 1)[0], options=merged,
-                           timeout=timeout)
+    config = BackendConfig(url=parsed.base, scheme=parsed.plugin, options=merged, timeout=timeout)
     return cls(config)
 
 

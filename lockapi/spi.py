@@ -243,8 +243,9 @@ DEFAULT_TIMEOUT = 5.0
 class BackendConfig:
     """What a backend is constructed from.
 
-    ``url`` is the connection URL without its query string (backends may need the original scheme,
-    e.g. ``postgresql+psycopg``); ``options`` holds the query parameters and every other option.
+    ``scheme`` is the entry-point name the URL resolved to (``redis+cluster``; ``postgresql`` for
+    ``postgresql+psycopg``). ``url`` is the connection URL without its query string, with the scheme as
+    written (drivers may need it); ``options`` holds the query parameters and every other option.
     ``timeout`` (seconds) bounds every single backend operation, including connecting.
     """
 

@@ -79,9 +79,7 @@ def _db(text: str, url: str) -> int:
 
 def parse(config: BackendConfig) -> Settings:
     """Read the URL and every option; raise :class:`ConfigError` before any I/O on any mistake."""
-    url, opts = config.url, config.options
-    # The URL carries the full scheme; config.scheme may be cut at the "+" (redis+cluster -> redis).
-    scheme = url.split("://", 1)[0].lower() if "://" in url else config.scheme
+    url, opts, scheme = config.url, config.options, config.scheme
     if scheme not in ("redis", "rediss", "redis+sentinel", "redis+cluster"):
         raise ConfigError(f"the redis backend does not serve scheme {scheme!r}")
     rest = url.split("://", 1)[1] if "://" in url else ""

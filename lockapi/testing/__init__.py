@@ -1,12 +1,13 @@
 """The conformance suite every lockapi backend runs, including third-party ones.
 
 Subclass :class:`LockConformance` in a pytest module and provide a ``lock_url`` fixture (and optionally
-``lock_options``, a dict of extra connect options)::
+``lock_options``, a dict of extra connect options). The fixture may depend on session-scoped server
+fixtures; it is function-scoped itself::
 
     from lockapi.testing import LockConformance
 
     class TestMyBackend(LockConformance):
-        @pytest.fixture(scope="class")
+        @pytest.fixture
         def lock_url(self, my_server):
             return my_server.url
 

@@ -161,8 +161,9 @@ def sentinel_group() -> Iterator[SentinelGroup]:
         try:
             master.start()
             replica.start()
-            wait_until(lambda: _client(mport).info("replication")["connected_slaves"] >= 1,
-                       STARTUP_TIMEOUT, "the replica to connect")
+            # "up" only once the initial sync is done: before that, WAIT counts no replica.
+            wait_until(lambda: _client(rport).info("replication").get("master_link_status") == "up",
+                       STARTUP_TIMEOUT, "the replica to finish its initial sync")
             for port in sports:
                 conf = folder / f"sentinel-{port}.conf"
                 conf.write_text(
