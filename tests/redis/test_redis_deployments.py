@@ -109,7 +109,7 @@ def test_wait_replicas_releases_and_fails_when_too_few_acknowledge(sentinels: Se
 
 # -- URL parsing (no I/O) --------------------------------------------------------------------------
 def settings(url: str, **options: Any) -> Any:
-    return parse(BackendConfig(url=url, scheme=url.split("://")[0].split("+")[0], options=Options(options),
+    return parse(BackendConfig(url=url, scheme=url.split("://")[0], options=Options(options),
                                timeout=3.0))
 
 
