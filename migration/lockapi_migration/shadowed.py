@@ -185,6 +185,9 @@ class Shadowed(Backend):
         p_side, granted, ts = self._primary(
             "acquire_many", names, holder, ttl,
             lambda: self._p.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
+        if skip_done and self._union_done and granted:
+            for name in self._union_read(list(granted), set(), Side(DONE), ts):
+                LOCK.undo(self._p, name, holder, granted.pop(name))
         p_rows = {n: Side(GRANTED, granted[n], p_side.latency) if n in granted
                   else Side(DENIED, latency=p_side.latency) for n in names}
         self._mirror_many("acquire_many", holder, ttl, ts, p_rows,
@@ -243,9 +246,7 @@ class Shadowed(Backend):
         p_side, p_done, ts = self._primary("done", names, "", None, lambda: self._p.done(names),
                                            lambda _: Side(DONE))
         if self._union_done:
-            s_side, s_done, _ = timed(lambda: self._s.done(names), lambda _: Side(DONE))
-            self._record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts)
-            return p_done | (s_done or set())
+            return p_done | self._union_read(names, p_done, p_side, ts)
 
         def shadow(group: list[str]) -> list[Row]:
             s_side, s_done, _ = timed(lambda: self._s.done(group), lambda _: Side(DONE))
@@ -254,6 +255,13 @@ class Shadowed(Backend):
         p_rows = {n: Side(DONE if n in p_done else ABSENT, latency=p_side.latency) for n in names}
         self._mirror_many("done", "", None, ts, p_rows, shadow)
         return p_done
+
+    def _union_read(self, names: Sequence[str], p_done: set[str], p_side: Side, ts: float) -> set[str]:
+        """Cutover: the shadow's done markers for ``names``, read synchronously and recorded; a failing
+        shadow counts as "no markers" (migrate check required the backfill before cutover)."""
+        s_side, s_done, _ = timed(lambda: self._s.done(names), lambda _: Side(DONE))
+        self._record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts)
+        return s_done or set()
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
         return self._p.iter_done()
