@@ -65,7 +65,10 @@ class SQLBackend(Backend):
     (true: push wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy).
     """
 
-    description = "SQL lease rows: SQLite, PostgreSQL, MariaDB/MySQL (SQLAlchemy Core)"
+    description = ("SQL lease rows: SQLite, PostgreSQL, MariaDB/MySQL (SQLAlchemy Core); per dialect also "
+                   "multi_host (not sqlite), atomic_batch (postgresql, sqlite), push_wakeup (postgresql)")
+    capabilities = frozenset({Capability.MULTI_PROCESS, Capability.FAIR, Capability.ITER_DONE, Capability.ADMIN})
+    """Every dialect's; an instance adds its dialect's (see ``__init__``)."""
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -100,7 +103,7 @@ class SQLBackend(Backend):
             _, params = self.engine.dialect.create_connect_args(self.engine.url)
             self._listener = Listener({**params, **self.dialect.connect_args()},
                                       self.tables.notify_channel, timeout=config.timeout)
-        caps = {Capability.MULTI_PROCESS, Capability.FAIR, Capability.ITER_DONE, Capability.ADMIN}
+        caps = set(SQLBackend.capabilities)
         if self.dialect.multi_host:
             caps.add(Capability.MULTI_HOST)
         if self.dialect.scheme in ("postgresql", "sqlite"):

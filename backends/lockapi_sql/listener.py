@@ -52,9 +52,10 @@ class Listener:
         ident = next(self._ids)
         with self._lock:
             self._watchers.setdefault(payload, {})[ident] = wake
-            self._start()
+            running = self._start()
         try:
-            self._listening.wait(self._timeout)
+            if running:
+                self._listening.wait(self._timeout)
             yield
         finally:
             with self._lock:
@@ -75,10 +76,12 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._poll_interval + self._timeout + 1)
 
-    def _start(self) -> None:
-        """Start the thread if it is not running (also in a forked child, whose parent's thread is gone)."""
+    def _start(self) -> bool:
+        """Start the thread if it is not running (also in a forked child, whose parent's thread is gone).
+
+        False once closed."""
         if self._stopping.is_set():
-            return
+            return False
         if self._pid != os.getpid():  # forked: the parent's connection is not ours to use or close
             self._pid = os.getpid()
             self._listening.clear()
@@ -86,6 +89,7 @@ class Listener:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="lockapi-sql-listen", daemon=True)
             self._thread.start()
+        return True
 
     def _run(self) -> None:
         backoff = self._poll_interval
