@@ -74,6 +74,9 @@ class Capability(enum.Enum):
     """``iter_done`` lists live done markers (needed to migrate them)."""
     ADMIN = "admin"
     """``force_release`` and ``set_fence_floor`` work (migration and operators)."""
+    BACKEND_EXPIRY = "backend_expiry"
+    """Leases expire by the store's clock even when the holder's process dies or stops (rule 2 in
+    full). A backend without it frees a dead holder's lease later; its docs say when."""
 
 
 @dataclass(frozen=True, slots=True)

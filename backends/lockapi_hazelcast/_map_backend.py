@@ -85,7 +85,7 @@ class MapBackend(HazelcastBackend, mode="map"):
 
     capabilities = frozenset({
         Capability.PUSH_WAKEUP, Capability.MULTI_PROCESS, Capability.MULTI_HOST,
-        Capability.ITER_DONE, Capability.ADMIN,
+        Capability.ITER_DONE, Capability.ADMIN, Capability.BACKEND_EXPIRY,
     })
     description = "Hazelcast IMap leases (AP: not exclusive under network partitions)"
 

@@ -88,7 +88,7 @@ class MemoryBackend(Backend):
 
     capabilities = frozenset({
         Capability.FAIR, Capability.PUSH_WAKEUP, Capability.ATOMIC_BATCH, Capability.ITER_DONE,
-        Capability.ADMIN,
+        Capability.ADMIN, Capability.BACKEND_EXPIRY,
     })
     description = "in-process store for unit tests (memory://NAME shares a store per process)"
 

@@ -48,7 +48,7 @@ class RedisBackend(Backend):
 
     capabilities = frozenset({
         Capability.FAIR, Capability.PUSH_WAKEUP, Capability.ATOMIC_BATCH, Capability.MULTI_PROCESS,
-        Capability.MULTI_HOST, Capability.ITER_DONE, Capability.ADMIN,
+        Capability.MULTI_HOST, Capability.ITER_DONE, Capability.ADMIN, Capability.BACKEND_EXPIRY,
     })
     description = "Redis / Redis Sentinel / Redis Cluster (Lua scripts, pub/sub wake-ups, fencing)"
 

@@ -139,6 +139,31 @@ class LockConformance:
         assert lease.release() is False
         assert successor.release() is True
 
+    def test_2_killed_holders_lease_expires_after_its_ttl(
+        self, manager: LockManager, lock_url: str, lock_options: dict[str, Any], name: str, tmp_path: Path
+    ) -> None:
+        if Capability.MULTI_PROCESS not in manager.capabilities:
+            pytest.skip("backend is in-process only (no MULTI_PROCESS capability)")
+        if Capability.BACKEND_EXPIRY not in manager.capabilities:
+            pytest.skip("backend frees a dead holder's lease later than its ttl (no BACKEND_EXPIRY): see its docs")
+        ttl = max(self.short_ttl, 2.0)
+        ctx = multiprocessing.get_context("spawn")
+        ready, out = ctx.Event(), tmp_path / "held.txt"
+        proc = ctx.Process(target=workers.hold_forever, args=(lock_url, lock_options, name, ttl, ready, str(out)))
+        proc.start()
+        try:
+            assert ready.wait(120), "holder process did not get the lock"
+            granted_ns, token = map(int, out.read_text().split())
+        finally:
+            proc.kill()
+            proc.join(30)
+        lease = manager.acquire(name, ttl=30, wait=ttl + self.margin + 5)
+        free_after = (time.monotonic_ns() - granted_ns) / 1e9
+        assert free_after >= ttl * 0.9, f"a killed holder's lock was free after {free_after:.2f}s < ttl {ttl}s"
+        assert free_after <= ttl + self.margin + 5
+        assert lease.token > token
+        lease.release()
+
     def test_2_extend_keeps_the_lease(self, manager: LockManager, other: LockManager, name: str) -> None:
         ttl = self.short_ttl
         lease = manager.acquire(name, ttl=ttl)

@@ -30,3 +30,13 @@ def wait_then_report(url: str, options: dict[str, Any], name: str, ready: Any, o
         granted = time.monotonic_ns()
         lease.release()
     Path(out).write_text(str(granted))
+
+
+def hold_forever(url: str, options: dict[str, Any], name: str, ttl: float, ready: Any, out: str) -> None:
+    """Take ``name`` for ``ttl`` seconds, report the grant's monotonic ns, then never release it."""
+    mgr = lockapi.connect(url, **options)
+    lease = mgr.acquire(name, ttl=ttl, wait=60)
+    Path(out).write_text(f"{time.monotonic_ns()} {lease.token}")
+    ready.set()
+    while True:
+        time.sleep(3600)
