@@ -119,7 +119,7 @@ class Lease:
                 self._lost = True
         self._emit("release", ok, started)
         if ok:
-            self._bus.notify(self._bus_key)
+            self._bus.wake(self._bus_key)
         return ok
 
     def extend(self, ttl: float | None = None) -> bool:

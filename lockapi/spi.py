@@ -29,9 +29,10 @@ import builtins
 import contextlib
 import enum
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from lockapi.errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "Options",
     "UnsupportedFeature",
     "Wake",
+    "Watchers",
     "redact_url",
 ]
 
@@ -111,6 +113,40 @@ class LockInfo:
 
 Wake = Callable[[], None]
 """A callback a backend calls (from any thread) when a watched name may have become free."""
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Watchers(Generic[K]):
+    """Wake callbacks registered per key, thread-safe: the routing table behind a ``watch``.
+
+    ``register`` is a context manager; ``wake(key)`` calls that key's callbacks outside the internal
+    lock (so a callback may do anything but block for long), and a callback that raises is ignored.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakes: dict[K, list[Wake]] = {}
+
+    @contextlib.contextmanager
+    def register(self, key: K, wake: Wake) -> Iterator[None]:
+        with self._lock:
+            self._wakes.setdefault(key, []).append(wake)
+        try:
+            yield
+        finally:
+            with self._lock:
+                wakes = self._wakes[key]
+                wakes.remove(wake)
+                if not wakes:
+                    del self._wakes[key]
+
+    def wake(self, key: K) -> None:
+        with self._lock:
+            wakes = list(self._wakes.get(key, ()))
+        for wake in wakes:
+            with contextlib.suppress(Exception):
+                wake()
 
 
 def redact_url(url: str) -> str:

@@ -8,14 +8,13 @@ polled with jittered exponential backoff.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from lockapi.errors import LockTimeout
-from lockapi.spi import Attempt, Backend, Capability
+from lockapi.spi import Attempt, Backend, Capability, Watchers
 
 POLL_FIRST = 0.002
 """First pause of a polling waiter, in seconds."""
@@ -31,31 +30,8 @@ BusKey = tuple[bool, str]
 """(is_semaphore, name)."""
 
 
-class LocalBus:
+class LocalBus(Watchers[BusKey]):
     """Wakes waiters in this process as soon as a lease or permit of the same manager is released."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[BusKey, list[Callable[[], None]]] = {}
-
-    @contextlib.contextmanager
-    def listen(self, key: BusKey, wake: Callable[[], None]) -> Iterator[None]:
-        with self._lock:
-            self._waiters.setdefault(key, []).append(wake)
-        try:
-            yield
-        finally:
-            with self._lock:
-                waiters = self._waiters[key]
-                waiters.remove(wake)
-                if not waiters:
-                    del self._waiters[key]
-
-    def notify(self, key: BusKey) -> None:
-        with self._lock:
-            waiters = list(self._waiters.get(key, ()))
-        for wake in waiters:
-            wake()
 
 
 def wait_for_grant(
@@ -77,7 +53,7 @@ def wait_for_grant(
     push = Capability.PUSH_WAKEUP in backend.capabilities
     woken = threading.Event()
     semaphore, name = key
-    with backend.watch(name, woken.set, semaphore=semaphore), bus.listen(key, woken.set):
+    with backend.watch(name, woken.set, semaphore=semaphore), bus.register(key, woken.set):
         poll = POLL_FIRST
         while True:
             woken.clear()

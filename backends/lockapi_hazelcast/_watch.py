@@ -9,12 +9,10 @@ one ``retry_after`` (the core never sleeps longer than the holder's remaining tt
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lockapi.spi import Wake
+from lockapi.spi import Wake, Watchers
 
 
 class WatchRegistry:
@@ -22,31 +20,17 @@ class WatchRegistry:
 
     def __init__(self, key_to_name: Callable[[str], str | None]) -> None:
         self._key_to_name = key_to_name
-        self._lock = threading.Lock()
-        self._wakes: defaultdict[str, list[Wake]] = defaultdict(list)
+        self._watchers: Watchers[str] = Watchers()
 
     def on_event(self, event: Any) -> None:
         """Entry-listener callback (runs on the client's reactor thread: only wakes, never blocks)."""
         name = self._key_to_name(event.key) if isinstance(event.key, str) else None
-        if name is None:
-            return
-        with self._lock:
-            wakes = list(self._wakes.get(name, ()))
-        for wake in wakes:
-            with contextlib.suppress(Exception):
-                wake()
+        if name is not None:
+            self._watchers.wake(name)
 
     @contextlib.contextmanager
     def watching(self, name: str, wake: Wake, ensure_listener: Callable[[], None]) -> Iterator[None]:
         """Route events for ``name`` to ``wake`` while open; ``ensure_listener`` registers (blocking)."""
-        with self._lock:
-            self._wakes[name].append(wake)
-        try:
+        with self._watchers.register(name, wake):
             ensure_listener()
             yield
-        finally:
-            with self._lock:
-                wakes = self._wakes[name]
-                wakes.remove(wake)
-                if not wakes:
-                    del self._wakes[name]

@@ -24,6 +24,7 @@ from lockapi.spi import (
     ConfigError,
     LockInfo,
     Wake,
+    Watchers,
 )
 
 Clock = Callable[[], float]
@@ -45,7 +46,7 @@ class _Store:
     permits: dict[str, dict[int, _Grant]] = field(default_factory=dict)
     done: dict[str, float] = field(default_factory=dict)
     queues: dict[str, OrderedDict[str, float]] = field(default_factory=dict)
-    watchers: dict[tuple[bool, str], list[Wake]] = field(default_factory=dict)
+    watchers: Watchers[tuple[bool, str]] = field(default_factory=Watchers)
 
     def next_token(self, name: str, semaphore: bool) -> int:
         token = self.fences.get((semaphore, name), 0) + 1
@@ -64,9 +65,6 @@ class _Store:
         for token in [t for t, g in grants.items() if g.expires <= now]:
             del grants[token]
         return grants
-
-    def wake(self, name: str, semaphore: bool) -> list[Wake]:
-        return list(self.watchers.get((semaphore, name), ()))
 
 
 _stores: dict[str, _Store] = {}
@@ -103,10 +101,6 @@ class MemoryBackend(Backend):
     def _now(self) -> float:
         return self._s.clock()
 
-    def _notify(self, wakes: list[Wake]) -> None:
-        for wake in wakes:
-            wake()
-
     # -- locks -------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
         s = self._s
@@ -141,8 +135,7 @@ class MemoryBackend(Backend):
             if self._holding(name, holder, token, self._now()) is None:
                 return False
             del s.locks[name]
-            wakes = s.wake(name, False)
-        self._notify(wakes)
+        s.watchers.wake((False, name))
         return True
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
@@ -167,8 +160,7 @@ class MemoryBackend(Backend):
             if queue is None or holder not in queue:
                 return
             del queue[holder]
-            wakes = s.wake(name, False)
-        self._notify(wakes)
+        s.watchers.wake((False, name))
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -209,8 +201,7 @@ class MemoryBackend(Backend):
             if self._permit(name, holder, token, self._now()) is None:
                 return False
             del s.permits[name][token]
-            wakes = s.wake(name, True)
-        self._notify(wakes)
+        s.watchers.wake((True, name))
         return True
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
@@ -254,25 +245,12 @@ class MemoryBackend(Backend):
         with s.mutex:
             held = s.live_lock(name, self._now()) is not None
             s.locks.pop(name, None)
-            wakes = s.wake(name, False)
-        self._notify(wakes)
+        s.watchers.wake((False, name))
         return held
 
     # -- waiting -----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> Iterator[None]:
-        s = self._s
-        key = (semaphore, name)
-        with s.mutex:
-            s.watchers.setdefault(key, []).append(wake)
-        try:
-            yield
-        finally:
-            with s.mutex:
-                watchers = s.watchers[key]
-                watchers.remove(wake)
-                if not watchers:
-                    del s.watchers[key]
+    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
+        return self._s.watchers.register((semaphore, name), wake)
 
     def ping(self) -> None:
         return None
