@@ -67,7 +67,8 @@ class SQLBackend(Backend):
 
     description = ("SQL lease rows: SQLite, PostgreSQL, MariaDB/MySQL (SQLAlchemy Core); per dialect also "
                    "multi_host (not sqlite), atomic_batch (postgresql, sqlite), push_wakeup (postgresql)")
-    capabilities = frozenset({Capability.MULTI_PROCESS, Capability.FAIR, Capability.ITER_DONE, Capability.ADMIN})
+    capabilities = frozenset({Capability.MULTI_PROCESS, Capability.BACKEND_EXPIRY, Capability.FAIR,
+                              Capability.ITER_DONE, Capability.ADMIN})
     """Every dialect's; an instance adds its dialect's (see ``__init__``)."""
 
     def __init__(self, config: BackendConfig) -> None:
