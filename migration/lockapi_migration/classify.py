@@ -73,7 +73,7 @@ def _is_timeout(error: str) -> bool:
 
 
 def _error_verdict(h: Side, r: Side) -> Verdict | None:
-    if r.error == DROPPED:
+    if DROPPED in (h.error, r.error):
         return Verdict.DROPPED
     for side, (err, slow) in ((h, (Verdict.ERROR_H, Verdict.TIMEOUT_H)), (r, (Verdict.ERROR_R, Verdict.TIMEOUT_R))):
         if side.error is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-from lockapi.spi import Attempt, BackendUnavailable, LockError
+from lockapi.spi import Attempt, LockError
 
 GRANTED = "granted"
 DENIED = "denied"
@@ -83,11 +83,6 @@ def ok_side(_: object) -> Side:
     return Side(OK)
 
 
-def unavailable(side: Side) -> bool:
-    """True if the side failed with an error (including a timeout)."""
-    return side.error is not None
-
-
 @dataclass(frozen=True, slots=True)
 class Record:
     """One operation on one name, as seen by H (the source) and R (the target).
@@ -129,7 +124,3 @@ class Record:
 
 ROW_COLUMNS: list[str] = list(Record(0.0, "", "", "", "").to_row())
 """Column names of a record row, in a stable order."""
-
-
-def is_unavailable(exc: LockError) -> bool:
-    return isinstance(exc, BackendUnavailable)

@@ -1,0 +1,234 @@
+"""End to end: Hazelcast (5.7, map mode) to Redis, with a fleet of worker processes rolled through every phase.
+
+Real servers (tests/servers): one Hazelcast member for the module, Redis per test. The record store is a
+SQLite file shared by the processes. Workers are configured only through ``LOCKAPI_*`` environment
+variables, exactly like an application, and are restarted one at a time while the others keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from lockapi_migration.classify import Verdict
+from lockapi_migration.fleet import PhaseConflict
+from lockapi_migration.report import render_text, summarize
+from lockapi_migration.store import open_record_store
+
+import lockapi
+from lockapi import BackendUnavailable, LockManager
+from lockapi.cli import main as lockapi_main
+from tests.migration.conftest import backend_of
+from tests.servers.common import free_port, wait_until
+from tests.servers.hazelcast import MAP_VERSION, HazelcastCluster, hazelcast_cluster
+from tests.servers.redis import RedisServer, redis_server
+
+ROOT = Path(__file__).resolve().parents[2]
+PHASES = ["off", "shadow", "dual", "cutover", "done"]
+WORKERS = 3
+PER_GENERATION = 30
+WAIT = 90.0
+"""Seconds allowed for anything a worker fleet must get done (shared 2-core machine)."""
+
+
+@pytest.fixture(scope="module")
+def hazelcast() -> Iterator[HazelcastCluster]:
+    with hazelcast_cluster(MAP_VERSION, 1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@dataclass
+class Events:
+    elements: list[tuple[str, int, int, int]]
+    leader: list[tuple[int, int, int]]
+    ready: list[tuple[int, int]]
+
+
+class Workers:
+    """Worker processes sharing an event log; restarted one at a time into a new phase."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.log = folder / "events.log"
+        self.log.touch()
+        self.env = env
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.folder = folder
+
+    def start(self, worker: int, phase: str, generation: int) -> None:
+        env = {**os.environ, **self.env, "LOCKAPI_MIGRATION_PHASE": phase, "E2E_LOG": str(self.log),
+               "E2E_WORKER": str(worker), "E2E_GENERATION": str(generation),
+               "E2E_PER_GENERATION": str(PER_GENERATION), "PYTHONPATH": str(ROOT)}
+        before = len(self.events().ready)
+        err = open(self.folder / f"worker-{worker}-{phase}.err", "wb")  # noqa: SIM115 - owned by the child
+        self.procs[worker] = subprocess.Popen([sys.executable, "-m", "tests.migration.e2e_worker"], cwd=ROOT,
+                                              env=env, stdout=err, stderr=subprocess.STDOUT)
+        err.close()
+        wait_until(lambda: len(self.events().ready) > before or self._died(worker), WAIT, f"worker {worker} ready")
+        assert not self._died(worker), (self.folder / f"worker-{worker}-{phase}.err").read_text()
+
+    def _died(self, worker: int) -> bool:
+        return self.procs[worker].poll() is not None
+
+    def stop(self, worker: int) -> None:
+        proc = self.procs.pop(worker)
+        proc.terminate()
+        assert proc.wait(WAIT) == 0
+
+    def stop_all(self) -> None:
+        for worker in list(self.procs):
+            self.stop(worker)
+
+    def events(self) -> Events:
+        ev = Events([], [], [])
+        for line in self.log.read_text().splitlines():
+            kind, *rest = line.split()
+            if kind == "E":
+                ev.elements.append((rest[0], int(rest[1]), int(rest[2]), int(rest[3])))
+            elif kind == "L":
+                ev.leader.append((int(rest[0]), int(rest[1]), int(rest[2])))
+            elif kind == "R":
+                ev.ready.append((int(rest[0]), int(rest[1])))
+        return ev
+
+    def wait_generation(self, generation: int) -> None:
+        def finished() -> bool:
+            done = {e[0] for e in self.events().elements}
+            return all(f"{generation}-{i}" in done for i in range(PER_GENERATION))
+
+        wait_until(finished, WAIT, f"every element of generation {generation} processed")
+
+
+def _check(gate_ok: bool, *extra: str) -> None:
+    code = lockapi_main(["migrate", "check", "--max-false-grants", "0", "--max-false-deny-rate", "0.05",
+                         "--min-decisions", "20", "--max-error-rate", "0.01", *extra])
+    assert code == (0 if gate_ok else 1)
+
+
+def test_fleet_moves_hazelcast_to_redis_without_downtime(
+    hazelcast: HazelcastCluster, redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    record = f"sqlite:///{tmp_path / 'records.sqlite3'}"
+    env = {"LOCKAPI_URL": hazelcast.url("map"), "LOCKAPI_MIGRATION_TARGET": redis.url,
+           "LOCKAPI_MIGRATION_RECORD": record}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # for the in-process `lockapi migrate` commands
+    workers = Workers(tmp_path, env)
+    try:
+        for worker in range(WORKERS):
+            workers.start(worker, "off", 0)
+        workers.wait_generation(0)
+        for generation, phase in enumerate(PHASES[1:], start=1):
+            previous = PHASES[generation - 1]
+            if previous == "dual":
+                _check(False)  # the done markers have not moved yet
+                assert lockapi_main(["migrate", "backfill"]) == 0
+            _check(True)
+            skipped = PHASES[min(generation + 1, len(PHASES) - 1)] if generation < 4 else "shadow"
+            with pytest.raises(PhaseConflict, match=rf"\({previous}\)"):
+                _open(env, skipped)
+            for worker in range(WORKERS):  # rolling restart; the others keep working meanwhile
+                workers.stop(worker)
+                workers.start(worker, phase, generation)
+            workers.wait_generation(generation)
+        assert lockapi_main(["migrate", "status"]) == 0
+    finally:
+        workers.stop_all()
+    capsys.readouterr()
+
+    events = workers.events()
+    processed = Counter(e[0] for e in events.elements)
+    assert [element for element, n in processed.items() if n > 1] == []  # none twice, gen-0 ones included
+    assert len(processed) == PER_GENERATION * len(PHASES)
+    _assert_at_most(2, [(e[2], e[3]) for e in events.elements])  # the job semaphore held
+    leader = sorted(events.leader, key=lambda x: x[1])
+    _assert_at_most(1, [(start, end) for _, start, end in leader])  # never two holders at once
+    tokens = [token for token, _, _ in leader]
+    assert tokens == sorted(set(tokens)), "leader tokens went backwards"
+    store = open_record_store(record)
+    try:
+        summary = summarize(store.records())
+    finally:
+        store.close()
+    print("\n" + render_text(summary))
+    assert summary.false_grants == 0
+    assert summary.decisions > 100
+    assert summary.false_denies <= summary.acquire_decisions * 0.05
+    assert set(summary.phases_seen) == {"shadow", "dual", "cutover"}
+
+
+def _open(env: dict[str, str], phase: str) -> object:
+    return lockapi.open_backend("migration://", {"source": env["LOCKAPI_URL"], "target": env[
+        "LOCKAPI_MIGRATION_TARGET"], "phase": phase, "record": env["LOCKAPI_MIGRATION_RECORD"]})
+
+
+def _assert_at_most(limit: int, intervals: list[tuple[int, int]]) -> None:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    inside = peak = 0
+    for _, delta in edges:
+        inside += delta
+        peak = max(peak, inside)
+    assert peak <= limit, f"{peak} overlapping holders, at most {limit} allowed"
+
+
+def _node(hazelcast: HazelcastCluster, redis_url: str, phase: str, record: str) -> LockManager:
+    backend = lockapi.open_backend("migration://", {
+        "source": hazelcast.url("map"), "source_options": {"timeout": 2}, "target": redis_url, "phase": phase,
+        "record": record, "heartbeat": 0.5})
+    return LockManager(backend)
+
+
+def test_shadow_with_r_stopped_the_app_sees_no_error(hazelcast: HazelcastCluster, redis: RedisServer,
+                                                     tmp_path: Path) -> None:
+    record = f"sqlite:///{tmp_path / 'records.sqlite3'}"
+    with _node(hazelcast, f"{redis.url}?timeout=1", "shadow", record) as node:
+        with node.acquire("fault:a", ttl=10):
+            pass
+        redis.stop()
+        slowest = 0.0
+        for i in range(10):
+            started = time.monotonic()
+            with node.acquire(f"fault:b{i}", ttl=10, wait=5):
+                pass
+            slowest = max(slowest, time.monotonic() - started)
+        backend_of(node).flush()
+        store = open_record_store(record)
+        summary = summarize(store.records())
+        store.close()
+    assert summary.verdicts.get(Verdict.ERROR_R.value, 0) + summary.verdicts.get(Verdict.TIMEOUT_R.value, 0) >= 10
+    assert any(e["side"] == "r" for e in summary.top_errors)
+    assert slowest < 1.0, f"the caller waited {slowest:.3f}s while R was down"
+
+
+def test_dual_fails_closed_when_either_backend_is_down(hazelcast: HazelcastCluster, redis: RedisServer,
+                                                       tmp_path: Path) -> None:
+    record = f"sqlite:///{tmp_path / 'records.sqlite3'}"
+    with _node(hazelcast, f"{redis.url}?timeout=1", "dual", record) as node:
+        assert node.try_acquire("dual:a", ttl=10) is not None
+        redis.stop()
+        with pytest.raises(BackendUnavailable):
+            node.try_acquire("dual:b", ttl=10)
+    with lockapi.connect(hazelcast.url("map")) as h:
+        assert h.inspect("dual:b") is None  # H's grant was given back
+    redis.start()
+    dead_h = f"hazelcast://127.0.0.1:{free_port()}?cluster_name=nobody&mode=map&timeout=2"
+    with pytest.raises(BackendUnavailable):
+        backend = lockapi.open_backend("migration://", {"source": dead_h, "target": redis.url, "phase": "dual",
+                                                       "record": record})
+        with LockManager(backend) as node:
+            node.try_acquire("dual:c", ttl=10)
+    with lockapi.connect(redis.url) as r:
+        assert r.inspect("dual:c") is None

@@ -1,0 +1,51 @@
+"""Both record stores (SQLite via SQLAlchemy, Redis via redis-py) keep records, nodes and milestones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lockapi_migration.records import DENIED, GRANTED, Record, Side
+from lockapi_migration.store import BACKFILL_DONE, NodeInfo, RecordStore, open_record_store
+
+from tests.servers.redis import redis_server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
+    if request.param == "sqlite":
+        opened = open_record_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+        yield opened
+        opened.close()
+    else:
+        with redis_server(password="s3cret") as server:
+            opened = open_record_store(server.url + "/1")
+            assert "s3cret" not in opened.redacted_url
+            yield opened
+            opened.close()
+
+
+def test_records_round_trip_and_since(store: RecordStore) -> None:
+    hostile = "x'); DROP TABLE lockapi_migration_records; --\u00e9"
+    first = Record(1000.0, "n1", "shadow", "acquire", hostile, "h1", 5.0, Side(GRANTED, 7, 0.001),
+                   Side(DENIED, None, 0.002, None, 1.5), 0.01, "")
+    second = Record(2000.0, "n2", "dual", "release", "b", "h2", None, Side("true"), Side(error="BackendUnavailable"))
+    store.append([first, second])
+    assert list(store.records()) == [first, second]
+    assert list(store.records(since=1500.0)) == [second]
+
+
+def test_nodes_and_milestones(store: RecordStore) -> None:
+    store.beat(NodeInfo("a", "off", 1.0, 2.0))
+    store.beat(NodeInfo("a", "shadow", 1.0, 3.0))
+    store.beat(NodeInfo("b", "off", 1.0, 2.0))
+    assert store.nodes() == [NodeInfo("a", "shadow", 1.0, 3.0), NodeInfo("b", "off", 1.0, 2.0)]
+    store.leave("b")
+    assert [n.node for n in store.nodes()] == ["a"]
+    assert store.milestone(BACKFILL_DONE) is None
+    store.set_milestone(BACKFILL_DONE, 10.0, only_if_absent=True)
+    store.set_milestone(BACKFILL_DONE, 20.0, only_if_absent=True)
+    assert store.milestone(BACKFILL_DONE) == 10.0
+    store.set_milestone(BACKFILL_DONE, 30.0)
+    assert store.milestone(BACKFILL_DONE) == 30.0
