@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lockapi import open_backend, redact_url
+from lockapi import open_backend
 from lockapi.config import resolve
-from lockapi.spi import ConfigError
+from lockapi.spi import ConfigError, redact_url
 from lockapi_migration.backfill import backfill
 from lockapi_migration.check import Thresholds, evaluate, fleet_phase, phase_start
 from lockapi_migration.classify import NOISE_WINDOW

@@ -43,7 +43,7 @@ def _bars(items: Sequence[tuple[str, float, str]], unit: str = "") -> str:
     parts = []
     for i, (label, value, color) in enumerate(items):
         y = i * row_h
-        w = 0 if math.isnan(value) else max(1.0, width * value / top)
+        w = 0.0 if math.isnan(value) else max(1.0, width * value / top)
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{_e(label)}</text>'
                      f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{color}"/>'
                      f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12">{value:.4g}{_e(unit)}</text>')
@@ -64,7 +64,7 @@ def _timeline(s: Summary) -> str:
              f'<text x="0" y="12" font-size="11">{top}</text><text x="0" y="{height - pad}" font-size="11">0</text>']
     line = []
     for i, b in enumerate(s.timeline):
-        x, base = pad + i * bar_w, height - pad
+        x, base = pad + i * bar_w, float(height - pad)
         for key, value in (("agree", b.agree), ("mismatches", b.mismatches), ("noise", b.noise),
                            ("errors", b.errors)):
             h = (height - 2 * pad) * value / top

@@ -54,7 +54,7 @@ class Side:
 NOT_ASKED = Side()
 
 
-def timed(call: Callable[[], T], decide: Callable[[T], Side]) -> tuple[Side, T | None, LockError | None]:
+def timed(call: Callable[[], T], decide: Callable[[Any], Side]) -> tuple[Side, T | None, LockError | None]:
     """Run ``call``; return its Side (decision from ``decide``, latency in seconds), result and error.
 
     Only :class:`LockError` is caught (backends translate their errors into it); the caller decides
@@ -119,7 +119,7 @@ class Record:
         plain = {f.name: row.get(f.name) for f in fields(cls) if f.name not in ("h", "r")}
         plain["holder"] = plain["holder"] or ""
         plain["detail"] = plain["detail"] or ""
-        return cls(**plain, **sides)
+        return cls(**plain, **sides)  # type: ignore[arg-type]
 
 
 ROW_COLUMNS: list[str] = list(Record(0.0, "", "", "", "").to_row())
