@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockapi.config import resolve
+from lockapi.config import Settings, resolve
 from lockapi.errors import (
     BackendUnavailable,
     ConfigError,
@@ -52,10 +52,14 @@ __all__ = [
     "LockTimeout",
     "Permit",
     "Semaphore",
+    "Settings",
     "UnsupportedFeature",
     "connect",
     "open_backend",
+    "resolve_config",
 ]
+
+resolve_config = resolve
 
 __version__ = "0.1.0"
 

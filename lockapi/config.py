@@ -15,7 +15,6 @@ from typing import Any
 from lockapi.errors import ConfigError
 
 DEFAULT_URL = "sqlite:///lockapi.sqlite3"
-MIGRATION_KEYS = ("target", "phase", "record")
 
 
 @dataclass
@@ -25,7 +24,8 @@ class Settings:
     source: str
     """Where ``url`` came from (argument, $LOCKAPI_URL, a file path, or default)."""
     migration: dict[str, Any] = field(default_factory=dict)
-    """The ``[lockapi.migration]`` table merged with ``$LOCKAPI_MIGRATION_*``; empty when not migrating."""
+    """The ``[lockapi.migration]`` table merged with ``$LOCKAPI_MIGRATION_*``; empty when not migrating.
+    Its keys are checked by the migration backend (which knows them), not here."""
 
 
 def load_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
@@ -49,9 +49,11 @@ def load_file(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     return url, table, migration
 
 
-def resolve(url: str | None, options: dict[str, Any], env: dict[str, str] | None = None,
+def resolve(url: str | None = None, options: dict[str, Any] | None = None, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> Settings:
-    """Work out the URL, options and migration settings, without any I/O beyond reading the config file."""
+    """Work out the URL, options and migration settings exactly as :func:`lockapi.connect` does, without
+    any I/O beyond reading the config file. Public as ``lockapi.resolve_config``."""
+    options = options or {}
     env = dict(os.environ) if env is None else env
     migration = {k[len("LOCKAPI_MIGRATION_"):].lower(): v for k, v in env.items()
                  if k.startswith("LOCKAPI_MIGRATION_")}
@@ -70,9 +72,6 @@ def resolve(url: str | None, options: dict[str, Any], env: dict[str, str] | None
             migration = {**file_migration, **migration}
         else:
             settings = Settings(DEFAULT_URL, dict(options), "default")
-    unknown = sorted(set(migration) - set(MIGRATION_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown migration settings {unknown}; known: {', '.join(MIGRATION_KEYS)}")
     if migration and "target" not in migration:
         raise ConfigError("migration settings need target = \"scheme://...\" (the backend to move to)")
     settings.migration = migration

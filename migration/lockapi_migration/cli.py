@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import lockapi
 from lockapi import open_backend
-from lockapi.config import resolve
 from lockapi.spi import ConfigError, redact_url
 from lockapi_migration.backfill import backfill
 from lockapi_migration.check import Thresholds, evaluate, fleet_phase, phase_start
@@ -50,7 +50,7 @@ def parse_since(text: str) -> float:
 
 
 def _settings() -> tuple[str, dict[str, Any], dict[str, Any]]:
-    settings = resolve(None, {})
+    settings = lockapi.resolve_config()
     return settings.url, settings.options, settings.migration
 
 

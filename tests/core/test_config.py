@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,6 @@ def test_migration_table_and_environment(tmp_path: Path) -> None:
         ("[lockapi]\ntimeout = 1\n", "needs url"),
         ("[lockapi]\nurl = 5\n", "url must be a string"),
         ('[lockapi]\nurl = "memory://"\n[lockapi.migration]\nphase = "dual"\n', "need target"),
-        ('[lockapi]\nurl = "memory://"\n[lockapi.migration]\ntarget = "memory://r"\nfoo = 1\n', "unknown"),
     ],
 )
 def test_bad_config_files(tmp_path: Path, content: str, message: str) -> None:
@@ -113,3 +113,15 @@ def test_connect_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_urls_are_redacted(url: str, shown: str) -> None:
     assert lockapi.redact_url(url) == shown
+
+
+def test_unknown_migration_settings_are_reported_by_the_migration_backend(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lockapi.toml").write_text(
+        '[lockapi]\nurl = "memory://h"\n[lockapi.migration]\ntarget = "memory://r"\ncolour = "blue"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("LOCKAPI_")]:
+        monkeypatch.delenv(key)
+    with pytest.raises(ConfigError, match="colour"):
+        lockapi.connect()
