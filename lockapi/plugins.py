@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import stevedore
 import stevedore.exception
@@ -44,9 +44,10 @@ def parse_url(url: object) -> ParsedURL:
             f"a lock backend URL looks like scheme://..., got {redact_url(str(url))!r}; "
             f"installed schemes: {', '.join(installed_schemes()) or 'none'}"
         )
+    base, _, query_string = url.partition("?")  # textually: urlunsplit would rewrite sqlite:////abs paths
     try:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))
+        urlsplit(url)
+        query = dict(parse_qsl(query_string, keep_blank_values=True, strict_parsing=bool(query_string)))
     except ValueError as exc:
         raise ConfigError(f"cannot parse URL {redact_url(url)!r}: {exc}") from None
     scheme = url.split("://", 1)[0].lower()
@@ -57,7 +58,6 @@ def parse_url(url: object) -> ParsedURL:
             f"no lock backend is installed for scheme {scheme!r}; installed: {', '.join(schemes) or 'none'}. "
             "Backends are extras: pip install 'lockapi[redis]' (or sql, hazelcast, all)"
         )
-    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
     return ParsedURL(scheme, plugin, base, query)
 
 

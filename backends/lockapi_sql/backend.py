@@ -86,8 +86,7 @@ class SQLBackend(Backend):
 
         self.dialect: SQLDialect = dialect_type(config.timeout)
         try:
-            raw = SQLiteDialect.repair(config.url) if dialect_type is SQLiteDialect else config.url
-            url = self.dialect.engine_url(sa.make_url(raw))
+            url = self.dialect.engine_url(sa.make_url(config.url))
             self.engine: Engine = sa.create_engine(url, **self.dialect.engine_kwargs(pool_size, max_overflow))
         except sa.exc.ArgumentError as exc:
             raise ConfigError(f"bad SQL URL {config.redacted_url}: {exc}") from None

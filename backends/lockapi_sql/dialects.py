@@ -159,19 +159,6 @@ class SQLiteDialect(_ReturningDialect):
     READ_ONLY = "lockapi_read_only"
     """Execution option: begin with a deferred ``BEGIN`` (the operation only reads)."""
 
-    @staticmethod
-    def repair(url: str) -> str:
-        """Undo ``urlunsplit``'s rewriting of file URLs (``sqlite:////abs`` -> ``sqlite://abs``,
-        ``sqlite:///rel`` -> ``sqlite:/rel``), which lockapi's URL parsing applies; a proper URL is kept."""
-        scheme, _, rest = url.partition(":")
-        if rest in ("", "//"):
-            return f"{scheme}://"
-        if rest.startswith("//") and not rest.startswith("///"):
-            return f"{scheme}:////{rest[2:]}"
-        if rest.startswith("/") and not rest.startswith("//"):
-            return f"{scheme}://{rest}"
-        return url
-
     def engine_url(self, url: URL) -> URL:
         database = url.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):

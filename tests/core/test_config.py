@@ -125,3 +125,10 @@ def test_unknown_migration_settings_are_reported_by_the_migration_backend(tmp_pa
         monkeypatch.delenv(key)
     with pytest.raises(ConfigError, match="colour"):
         lockapi.connect()
+
+
+@pytest.mark.parametrize("url", ["sqlite:////abs/path/x.db", "sqlite:///rel.db", "sqlite://", "memory://"])
+def test_url_base_keeps_the_path_exactly(url: str) -> None:
+    from lockapi.plugins import parse_url
+
+    assert parse_url(url + "?timeout=3").base == url
