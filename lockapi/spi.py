@@ -144,6 +144,16 @@ class Watchers(Generic[K]):
     def wake(self, key: K) -> None:
         with self._lock:
             wakes = list(self._wakes.get(key, ()))
+        self._call(wakes)
+
+    def wake_all(self) -> None:
+        """Wake every registered callback (e.g. after notifications may have been lost)."""
+        with self._lock:
+            wakes = [wake for entries in self._wakes.values() for wake in entries]
+        self._call(wakes)
+
+    @staticmethod
+    def _call(wakes: list[Wake]) -> None:
         for wake in wakes:
             with contextlib.suppress(Exception):
                 wake()

@@ -10,7 +10,6 @@ wakes everyone once, since notifications sent meanwhile were lost.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from lockapi.spi import Wake
+from lockapi.spi import Wake, Watchers
 
 MAX_BACKOFF = 5.0
 
@@ -35,8 +34,7 @@ class Listener:
         self._timeout = timeout
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
-        self._watchers: dict[str, dict[int, Wake]] = {}
-        self._ids = itertools.count()
+        self._watchers: Watchers[str] = Watchers()
         self._listening = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,20 +47,12 @@ class Listener:
         On entry, waits (up to the backend timeout) until LISTEN is in effect; if the listening
         connection cannot be made, the thread's polling fallback calls ``wake`` periodically instead.
         """
-        ident = next(self._ids)
-        with self._lock:
-            self._watchers.setdefault(payload, {})[ident] = wake
-            running = self._start()
-        try:
+        with self._watchers.register(payload, wake):
+            with self._lock:
+                running = self._start()
             if running:
                 self._listening.wait(self._timeout)
             yield
-        finally:
-            with self._lock:
-                entries = self._watchers.get(payload, {})
-                entries.pop(ident, None)
-                if not entries:
-                    self._watchers.pop(payload, None)
 
     @property
     def listening(self) -> bool:
@@ -101,7 +91,7 @@ class Listener:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                         backoff = self._poll_interval
                         self._listening.set()
-                        self._wake_all()  # notifications sent while we were not listening are lost
+                        self._watchers.wake_all()  # notifications sent while we were not listening are lost
                         self._listen(conn)
                 except psycopg.Error:
                     pass
@@ -111,26 +101,10 @@ class Listener:
                 backoff = min(backoff * 2, MAX_BACKOFF)
             if self._stopping.is_set():
                 break
-            self._wake_all()  # polling fallback
+            self._watchers.wake_all()  # polling fallback
             self._stopping.wait(self._poll_interval)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopping.is_set():
             for notify in conn.notifies(timeout=self._poll_interval):
-                self._dispatch(self._targets(notify.payload))
-
-    def _targets(self, payload: str) -> list[Wake]:
-        with self._lock:
-            return list(self._watchers.get(payload, {}).values())
-
-    def _wake_all(self) -> None:
-        with self._lock:
-            wakes = [w for entries in self._watchers.values() for w in entries.values()]
-        self._dispatch(wakes)
-
-    @staticmethod
-    def _dispatch(wakes: list[Wake]) -> None:
-        for wake in wakes:
-            with contextlib.suppress(Exception):  # a waiter's callback must not kill the listener
-                wake()
-
+                self._watchers.wake(notify.payload)
