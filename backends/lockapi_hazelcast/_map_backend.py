@@ -6,7 +6,8 @@ Works on every Hazelcast edition, including community 5.5+ without the CP subsys
 * ``P.locks``:   ``name -> "<token>:<holder>"``, entry ttl = lease ttl + :data:`TTL_SLACK`;
 * ``P.permits``: ``"<slot>:<name>" -> "<token>:<holder>"``, one entry per held permit, slot < permits;
 * ``P.fences``:  ``"lock:<name>"`` / ``"semaphore:<name>"`` -> last confirmed token (never deleted);
-* ``P.done``:    ``name -> "1"``, entry ttl = marker ttl + :data:`TTL_SLACK`.
+* ``P.done``:    ``name -> "1"``, entry ttl = marker ttl + :data:`TTL_SLACK`;
+* ``P.queues``:  ``name -> fair waiters in arrival order`` (see :mod:`._fair`).
 
 Expiry is the members' business (entry ttl, the partition owner's clock). Members keep entry times
 with ONE-SECOND resolution, so every ttl is sent as ``ttl + 1 s`` (:data:`TTL_SLACK`): a lease never
@@ -40,6 +41,7 @@ from lockapi.spi import (
 from ._base import HazelcastBackend
 from ._client import ClientHolder
 from ._done import TTL_SLACK, DoneMarkers, seconds_left
+from ._fair import FairQueues
 from ._fences import Counters
 from ._watch import WatchRegistry
 
@@ -59,6 +61,7 @@ class _Maps:
     permits: Map[str, str]
     fences: Map[str, str]
     done: Map[str, str]
+    queues: Map[str, str]
     listening: set[str] = field(default_factory=set)
 
 
@@ -84,7 +87,7 @@ class MapBackend(HazelcastBackend, mode="map"):
     """IMap leases, fencing counters and done markers; push wake-ups from one entry listener per map."""
 
     capabilities = frozenset({
-        Capability.PUSH_WAKEUP, Capability.MULTI_PROCESS, Capability.MULTI_HOST,
+        Capability.PUSH_WAKEUP, Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.FAIR,
         Capability.ITER_DONE, Capability.ADMIN, Capability.BACKEND_EXPIRY,
     })
     description = "Hazelcast IMap leases (AP: not exclusive under network partitions)"
@@ -94,6 +97,7 @@ class MapBackend(HazelcastBackend, mode="map"):
         self._holder = ClientHolder(self.settings, self.where, self._set_up)
         self._counters = Counters(self._holder)
         self._done = DoneMarkers(self._holder, lambda: self._current().done)
+        self._queues = FairQueues(self._holder)
         self._maps: _Maps | None = None
         self._listen_lock = threading.Lock()
         self._watches = {
@@ -105,7 +109,8 @@ class MapBackend(HazelcastBackend, mode="map"):
     def _set_up(self, client: HazelcastClient) -> None:
         prefix = self.settings.prefix
         maps = _Maps(locks=client.get_map(f"{prefix}.locks"), permits=client.get_map(f"{prefix}.permits"),
-                     fences=client.get_map(f"{prefix}.fences"), done=client.get_map(f"{prefix}.done"))
+                     fences=client.get_map(f"{prefix}.fences"), done=client.get_map(f"{prefix}.done"),
+                     queues=client.get_map(f"{prefix}.queues"))
         previous = self._maps
         self._maps = maps
         for kind in previous.listening if previous else ():
@@ -169,10 +174,22 @@ class MapBackend(HazelcastBackend, mode="map"):
 
     # -- locks -------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
-        if queue_ttl is not None:
-            raise UnsupportedFeature(f"{self.where}: map mode has no fair queue")
         maps = self._current()
         deadline = self._holder.deadline()
+        if queue_ttl is None:
+            return self._take(maps, name, holder, ttl, deadline)
+        if not self._queues.join(maps.queues, name, holder, queue_ttl, deadline):
+            return Attempt(None)
+        attempt = self._take(maps, name, holder, ttl, deadline)
+        if attempt.granted:
+            self._queues.leave(maps.queues, name, holder, deadline)
+        return attempt
+
+    def cancel_wait(self, name: str, holder: str) -> None:
+        self._queues.leave(self._current().queues, name, holder, self._holder.deadline())
+
+    def _take(self, maps: _Maps, name: str, holder: str, ttl: float, deadline: float) -> Attempt:
+        """Grant the lease if the entry is free: propose the next token, put, confirm the counter."""
         fence_key = f"lock:{name}"
         for _ in range(STALE_RETRIES):
             seen = self._counters.read(maps.fences, fence_key, deadline)
