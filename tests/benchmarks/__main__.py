@@ -54,7 +54,7 @@ def _multi_process(subjects: list[Subject], env: Env, sections: set[str], params
                 if "handoff" in sections:
                     res.handoff[s.key] = bench_handoff.measure_one(
                         s, env, pool[0], runs=params["runs"], rounds=params["handoff_rounds"],
-                        slow_rounds=params["handoff_slow_rounds"])
+                        slow_rounds=params["handoff_slow_rounds"], warmup=not params["quick"])
                 if contend:
                     res.contention[s.key] = bench_contention.measure_one(
                         s, pool, runs=params["runs"], seconds=params["contention_seconds"], many=params["many"],
@@ -97,7 +97,8 @@ def run(argv: list[str] | None = None) -> Path:
         res = bench_report.Results(meta, bench_servers.versions(env), bench_servers.machine(), notes)
         if "cycles" in sections:
             say("cycles")
-            res.cycles = bench_cycles.measure(subjects, env, runs=runs, seconds=params["cycle_seconds"], notes=notes)
+            res.cycles, res.cycle_cpu = bench_cycles.measure(subjects, env, runs=runs,
+                                                             seconds=params["cycle_seconds"], notes=notes)
         if sections & {"handoff", "contention"}:
             _multi_process(subjects, env, sections, params, res, say)
         if "batch" in sections:

@@ -19,8 +19,8 @@ from tests.benchmarks.bench_workers import Worker
 WAIT = 10.0
 
 
-def measure_one(s: Subject, env: Env, holder: Worker, *, runs: int, rounds: int, slow_rounds: int) -> tuple[
-        Figure, Figure]:
+def measure_one(s: Subject, env: Env, holder: Worker, *, runs: int, rounds: int, slow_rounds: int,
+                warmup: bool = True) -> tuple[Figure, Figure]:
     """(p50 ms, p99 ms) of subject ``s``; ``holder`` is a worker process of the same subject."""
     p50s: list[float] = []
     p99s: list[float] = []
@@ -30,10 +30,10 @@ def measure_one(s: Subject, env: Env, holder: Worker, *, runs: int, rounds: int,
     elif s.poll <= 0.2:
         n = slow_rounds
     else:  # a poll of a second or more: fewer rounds, or the run takes minutes
-        n = max(2, slow_rounds // 3)
+        n = max(1, slow_rounds // 3)
     waiter = s.make(env)
     try:
-        for run in range(runs + 1):  # run 0 warms up
+        for run in range(0 if warmup else 1, runs + 1):  # run 0 warms up
             samples: list[float] = []
             for _ in range(n if run else 2):
                 delay = 0.005 + random.uniform(0, s.poll or 0.01)

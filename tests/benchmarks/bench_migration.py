@@ -1,5 +1,9 @@
 """Migration phases: try_acquire latency through ``migration://`` in off, shadow and dual, on the same
-source (H) and target (R) servers; p50 per run, and the run-by-run ratio to off."""
+source (H) and target (R) servers; p50 per run, and the run-by-run ratio to off.
+
+Two paces: back to back (the next acquire right after the release: shadow work queued in the background
+competes for the two cores and the GIL with the measured call) and paced (a pause of ``GAP`` seconds after
+each release, as an application doing work between locks would leave)."""
 
 from __future__ import annotations
 
@@ -11,15 +15,20 @@ from tests.benchmarks.bench_stats import Figure, percentile, ratio
 from tests.benchmarks.bench_subjects import TTL, URL_KEY, Env
 
 PHASES = ("off", "shadow", "dual")
+PACES = ("back to back", "paced")
+GAP = 0.002
+"""Pause after each release in the paced rows, seconds."""
 
 
 @dataclass(frozen=True)
 class Migration:
     source: str
     target: str
-    p50_us: dict[str, Figure]
-    p99_us: dict[str, Figure]
-    vs_off: dict[str, Figure]
+    p50_us: dict[tuple[str, str], Figure]
+    """(pace, phase) -> p50 microseconds."""
+    p99_us: dict[tuple[str, str], Figure]
+    vs_off: dict[tuple[str, str], Figure]
+    """(pace, shadow|dual) -> run-by-run ratio of p50 to off's."""
 
 
 def _manager(env: Env, source: str, phase: str) -> Any:
@@ -33,7 +42,7 @@ def _manager(env: Env, source: str, phase: str) -> Any:
     return lockapi.LockManager(backend, url=f"migration({source} -> redis, {phase})")
 
 
-def _latencies(mgr: Any, name: str, ops: int) -> list[float]:
+def _latencies(mgr: Any, name: str, ops: int, gap: float = 0.0) -> list[float]:
     out = []
     for _ in range(ops):
         start = time.perf_counter_ns()
@@ -42,6 +51,8 @@ def _latencies(mgr: Any, name: str, ops: int) -> list[float]:
         if lease is None:
             raise RuntimeError(f"uncontended try_acquire({name!r}) refused")
         lease.release()
+        if gap:
+            time.sleep(gap)
     return out
 
 
@@ -57,17 +68,19 @@ def measure(env: Env, *, runs: int, ops: int, notes: list[str]) -> Migration | N
         notes.append(f"migration: left out, the migration package is not importable ({exc})")
         return None
     managers: dict[str, Any] = {}
-    p50: dict[str, list[float]] = {p: [] for p in PHASES}
-    p99: dict[str, list[float]] = {p: [] for p in PHASES}
+    p50: dict[tuple[str, str], list[float]] = {(pace, p): [] for pace in PACES for p in PHASES}
+    p99: dict[tuple[str, str], list[float]] = {(pace, p): [] for pace in PACES for p in PHASES}
     try:
         for phase in PHASES:
             managers[phase] = _manager(env, source, phase)
             _latencies(managers[phase], f"migr:{phase}", max(ops // 5, 20))  # warm-up
         for _ in range(runs):
-            for phase in PHASES:
-                lat = _latencies(managers[phase], f"migr:{phase}", ops)
-                p50[phase].append(percentile(lat, 0.5))
-                p99[phase].append(percentile(lat, 0.99))
+            for pace in PACES:
+                for phase in PHASES:
+                    lat = _latencies(managers[phase], f"migr:{phase}", ops, GAP if pace == "paced" else 0.0)
+                    p50[(pace, phase)].append(percentile(lat, 0.5))
+                    p99[(pace, phase)].append(percentile(lat, 0.99))
+                    time.sleep(0.05)  # let the shadow queue drain between rows
     except Exception as exc:
         notes.append(f"migration: left out, it failed: {type(exc).__name__}: {exc}")
         return None
@@ -77,6 +90,7 @@ def measure(env: Env, *, runs: int, ops: int, notes: list[str]) -> Migration | N
                 mgr.close()
             except Exception as exc:
                 notes.append(f"migration: close failed: {exc!r}")
-    f50 = {p: Figure.of(v) for p, v in p50.items()}
-    return Migration(source, "redis", f50, {p: Figure.of(v) for p, v in p99.items()},
-                     {p: ratio(f50[p], f50["off"]) for p in ("shadow", "dual")})
+    f50 = {k: Figure.of(v) for k, v in p50.items()}
+    return Migration(source, "redis", f50, {k: Figure.of(v) for k, v in p99.items()},
+                     {(pace, p): ratio(f50[(pace, p)], f50[(pace, "off")])
+                      for pace in PACES for p in ("shadow", "dual")})

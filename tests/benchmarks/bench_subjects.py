@@ -354,6 +354,8 @@ def _tooz(url_key: str) -> Callable[[Env], Locker]:
 SUBJECTS: list[Subject] = [
     Subject("memory", "lockapi memory://", "memory", "lockapi", _lockapi("memory_url"), multi_process=False),
     Subject("sqlite", "lockapi sqlite", "sqlite", "lockapi", _lockapi("sqlite_url"), poll=0.05),
+    Subject("sqlite_fair", "lockapi sqlite fair=True", "sqlite", "lockapi", _lockapi("sqlite_url", fair=True),
+            poll=0.05),
     Subject("redis", "lockapi redis", "redis", "lockapi", _lockapi("redis_url")),
     Subject("redis_fair", "lockapi redis fair=True", "redis", "lockapi", _lockapi("redis_url", fair=True)),
     Subject("raw_redis", "raw redis-py SET NX + Lua CAD", "redis", "raw", RawRedis, blocking=False),
@@ -368,6 +370,8 @@ SUBJECTS: list[Subject] = [
     Subject("raw_postgresql", "raw psycopg UPDATE pair", "postgresql", "raw", RawPostgres, blocking=False),
     Subject("tooz_postgresql", "tooz postgresql", "postgresql", "peer", _tooz("tooz_pg_url")),
     Subject("mariadb", "lockapi mariadb", "mariadb", "lockapi", _lockapi("maria_url"), poll=0.05),
+    Subject("mariadb_fair", "lockapi mariadb fair=True", "mariadb", "lockapi", _lockapi("maria_url", fair=True),
+            poll=0.05),
     Subject("raw_mariadb", "raw PyMySQL UPDATE pair", "mariadb", "raw", RawMariaDB, blocking=False),
     Subject("tooz_mysql", "tooz mysql", "mariadb", "peer", _tooz("tooz_maria_url"), poll=1.0),
     Subject("hazelcast", "lockapi hazelcast (map)", "hazelcast", "lockapi", _lockapi("hz_url")),
