@@ -97,8 +97,9 @@ def run(argv: list[str] | None = None) -> Path:
         res = bench_report.Results(meta, bench_servers.versions(env), bench_servers.machine(), notes)
         if "cycles" in sections:
             say("cycles")
-            res.cycles, res.cycle_cpu = bench_cycles.measure(subjects, env, runs=runs,
-                                                             seconds=params["cycle_seconds"], notes=notes)
+            res.cycles, res.cycle_cpu, res.cycle_server = bench_cycles.measure(subjects, env, runs=runs,
+                                                                               seconds=params["cycle_seconds"],
+                                                                               notes=notes)
         if sections & {"handoff", "contention"}:
             _multi_process(subjects, env, sections, params, res, say)
         if "batch" in sections:

@@ -27,6 +27,7 @@ class Results:
     notes: list[str]
     cycles: dict[str, Figure] = field(default_factory=dict)
     cycle_cpu: dict[str, Figure] = field(default_factory=dict)
+    cycle_server: dict[str, Figure] = field(default_factory=dict)
     handoff: dict[str, tuple[Figure, Figure]] = field(default_factory=dict)
     contention: dict[str, dict[str, Contention]] = field(default_factory=dict)
     batch: dict[str, Figure] = field(default_factory=dict)
@@ -135,8 +136,11 @@ def write(res: Results, out: Path) -> None:
             "one to give it back (autocommit); Hazelcast `IMap.try_lock`/`unlock`. `client CPU` is the "
             "benchmark process's CPU time per cycle (all its threads): the client library's own cost, which "
             "the machine's load barely moves, unlike the rate.\n")
-        add("| server | subject | cycles/s | vs raw | client CPU µs/cycle | CPU vs raw |")
-        add("|---|---|---|---|---|---|")
+        if res.cycle_server:
+            add("On Redis, where the server reports it (`INFO commandstats`), `server µs/cycle` is the time "
+                "redis-server spent executing the cycle's commands and scripts.\n")
+        add("| server | subject | cycles/s | vs raw | client CPU µs/cycle | CPU vs raw | server µs/cycle |")
+        add("|---|---|---|---|---|---|---|")
         for key in _ordered(res.cycles):
             s = BY_KEY[key]
             raw = RAW_OF.get(s.group)
@@ -145,7 +149,8 @@ def write(res: Results, out: Path) -> None:
                 rel = ratio(res.cycles[key], res.cycles[raw]).fmt(2) + "x"
                 cpu_rel = ratio(res.cycle_cpu[key], res.cycle_cpu[raw]).fmt(2) + "x"
             cpu = res.cycle_cpu[key].fmt() if key in res.cycle_cpu else ""
-            add(f"| {s.group} | {s.label} | {res.cycles[key].fmt()} | {rel} | {cpu} | {cpu_rel} |")
+            add(f"| {s.group} | {s.label} | {res.cycles[key].fmt()} | {rel} | {cpu} | {cpu_rel} | "
+                f"{res.cycle_server[key].fmt() if key in res.cycle_server else ''} |")
         add("")
         for group in GROUP_ORDER:
             keys = [k for k in _ordered(res.cycles) if BY_KEY[k].group == group]
