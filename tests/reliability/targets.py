@@ -8,10 +8,12 @@ client connections where the server can tell. Tests compare these before and aft
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.servers.common import ServerProcess
@@ -32,6 +34,9 @@ class Target:
     connections: Callable[[], int | None] = lambda: None
     persistent: bool = False
     """Held leases survive a server restart."""
+    dead_holder_grace: float | None = None
+    """Seconds after which a dead holder's lock is free, when that is not its ttl (hazelcast cp mode:
+    the CP session's ttl, as docs/backends/hazelcast.md says); None: the ttl."""
 
 
 # -- footprints --------------------------------------------------------------------------------------
@@ -152,3 +157,29 @@ def stop_process(process: ServerProcess, stop_signal: int = signal.SIGTERM) -> N
 
 def start_process(process: ServerProcess, *, user: str | None = None) -> ServerProcess:
     return ServerProcess(process.argv, log=process.log, user=user)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant (by parent pid in /proc): PostgreSQL's backends call setsid(), so
+    signalling the launcher's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def signal_tree(process: ServerProcess, sig: int) -> None:
+    """Send ``sig`` to a server we started and to every process it forked."""
+    for pid in process_tree(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
