@@ -88,7 +88,11 @@ def run(argv: list[str] | None = None) -> Path:
             "started": time.strftime("%Y-%m-%d %H:%M %Z"), "load_before": _load(), **params}
     runs = params["runs"]
 
+    loads: list[tuple[str, str]] = []
+    meta["loads"] = loads
+
     def say(what: str) -> None:
+        loads.append((what, _load()))
         print(f"[{time.monotonic() - started:6.1f}s load {_load()}] {what}", flush=True)
 
     with bench_servers.servers(groups) as (env, notes):

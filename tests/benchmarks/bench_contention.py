@@ -20,6 +20,8 @@ class Contention:
     min_grants: Figure
     starved_runs: int
     errors: int
+    error: str = ""
+    """The first error a worker met (acquire raised), if any."""
 
 
 def measure_one(s: Subject, pool: list[Worker], *, runs: int, seconds: float, many: int,
@@ -31,6 +33,7 @@ def measure_one(s: Subject, pool: list[Worker], *, runs: int, seconds: float, ma
         fair: list[float] = []
         low: list[float] = []
         starved = errors = 0
+        first = ""
         for run in range(0 if warmup else 1, runs + 1):  # run 0 (short) warms up
             length = seconds if run else min(seconds, 0.3)
             start = time.monotonic_ns() + 100_000_000
@@ -39,11 +42,12 @@ def measure_one(s: Subject, pool: list[Worker], *, runs: int, seconds: float, ma
             replies = [w.recv(length + 70) for w in pool]
             if not run:
                 continue
-            grants = [g for g, _ in replies]
-            errors += sum(e for _, e in replies)
+            grants = [g for g, _, _ in replies]
+            errors += sum(e for _, e, _ in replies)
+            first = first or next((f for _, _, f in replies if f), "")
             thr.append(sum(grants) / length)
             fair.append(min(grants) / max(grants) if max(grants) else 0.0)
             low.append(float(min(grants)))
             starved += min(grants) == 0
-        result[mode] = Contention(Figure.of(thr), Figure.of(fair), Figure.of(low), starved, errors)
+        result[mode] = Contention(Figure.of(thr), Figure.of(fair), Figure.of(low), starved, errors, first)
     return result

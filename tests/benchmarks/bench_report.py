@@ -113,7 +113,11 @@ def write(res: Results, out: Path) -> None:
     mc = res.machine
     add(f"- Machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory']} RAM, Linux {mc['kernel']}")
     add(f"- Load average (1/5/15 min): before {m['load_before']}, after {m['load_after']} — the machine is "
-        "shared with other work, so absolute numbers carry that noise; ratios are taken run by run.")
+        "shared with other work, so absolute numbers carry that noise; ratios are taken run by run. The "
+        "hand-off and contention sections run 2-5 busy processes of their own, which the load includes.")
+    if m.get("loads"):
+        add("- Load (1 min) at the start of each section: " + "; ".join(
+            f"{what} {load.split(' / ')[0]}" for what, load in m["loads"]))
     for k, v in res.versions.items():
         add(f"- {k}: {v}")
     add("")
@@ -214,7 +218,9 @@ def write(res: Results, out: Path) -> None:
             s = BY_KEY[key]
             one, many = res.contention[key]["one"], res.contention[key]["many"]
             errs = one.errors + many.errors
-            add(f"| {s.group} | {s.label}{f' ({errs} timeouts)' if errs else ''} | {one.throughput.fmt()} | "
+            if errs:
+                res.notes.append(f"contention: {s.label}: {errs} acquires raised; first: {one.error or many.error}")
+            add(f"| {s.group} | {s.label}{f' ({errs} errors)' if errs else ''} | {one.throughput.fmt()} | "
                 f"{one.fairness.fmt(2)} | {one.min_grants.fmt(0)} | {one.starved_runs}/{m['runs']} | "
                 f"{many.throughput.fmt()} | {many.fairness.fmt(2)} |")
         add("")
@@ -307,7 +313,7 @@ def write(res: Results, out: Path) -> None:
     for note in res.notes or ["nothing was left out."]:
         add(f"- {note}")
     params = ", ".join(f"{k}={v}" for k, v in m.items() if k not in ("command", "started", "elapsed",
-                                                                        "load_before", "load_after"))
+                                                                        "load_before", "load_after", "loads"))
     add(f"- Parameters: {params}")
     add("")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Commands (tuples): ``("handoff", name, delay)`` acquire, report "held", sleep ``delay``, then release and
 send the monotonic_ns time taken just before the release call; ``("contend", names, start_ns, seconds)``
 loop acquire+release on ``names`` (random pick) from ``start_ns`` for ``seconds`` and reply
-``(grants, errors)``; ``("stop",)``.
+``(grants, errors, first error)``; ``("stop",)``.
 """
 
 from __future__ import annotations
@@ -58,24 +58,26 @@ def _serve(locker: Any, conn: Connection) -> None:
             conn.send(_contend(locker, names, start_ns, seconds))
 
 
-def _contend(locker: Any, names: list[str], start_ns: int, seconds: float) -> tuple[int, int]:
+def _contend(locker: Any, names: list[str], start_ns: int, seconds: float) -> tuple[int, int, str]:
     pause = (start_ns - time.monotonic_ns()) / 1e9
     if pause > 0:
         time.sleep(pause)
     end = start_ns + int(seconds * 1e9)
     grants = errors = 0
+    first = ""
     one = names[0] if len(names) == 1 else None
     while time.monotonic_ns() < end:
         name = one or random.choice(names)
         try:
             handle = locker.acquire(name, CONTEND_TIMEOUT)
-        except Exception:
+        except Exception as exc:
             errors += 1
+            first = first or f"{type(exc).__name__}: {exc}"[:300]
             continue
         if time.monotonic_ns() < end:
             grants += 1
         locker.release(handle)
-    return grants, errors
+    return grants, errors, first
 
 
 class Worker:
