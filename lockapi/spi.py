@@ -171,8 +171,9 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
+        # "user:password@" keeps the user; a lone "secret@" may be a password (redis://secret@host).
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostinfo}" if has_password else f"***@{hostinfo}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)

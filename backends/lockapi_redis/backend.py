@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from lockapi.spi import (
     Attempt,
@@ -42,6 +42,10 @@ def _attempt(result: bytes | int) -> Attempt:
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
+
+CLIENT_ERRORS = (RedisError, RedisClusterException)
+"""What redis-py raises for an unreachable or failing server (the cluster client's own error is not a
+RedisError)."""
 
 class RedisBackend(Backend):
     """Locks on Redis. Thread-safe; one command connection pool and one pub/sub connection (per node)."""
@@ -91,13 +95,13 @@ class RedisBackend(Backend):
     def _run(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except RedisError as exc:
+        except CLIENT_ERRORS as exc:
             raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
 
     def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         try:
             return script(self._client, keys, args)
-        except RedisError as exc:
+        except CLIENT_ERRORS as exc:
             raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
 
     def _node_client(self, key: str) -> Any:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.connection import AbstractConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from lockapi.spi import BackendUnavailable, Wake
 
@@ -54,7 +54,7 @@ class _Subscriber:
         if self.conn is not None:
             try:
                 self.conn.send_packed_command(self.conn.pack_command(*args), check_health=False)
-            except (RedisError, OSError):
+            except (RedisError, RedisClusterException, OSError):
                 self._drop()
 
     def _drop(self) -> None:
@@ -70,7 +70,7 @@ class _Subscriber:
             try:
                 conn = self.factory()
                 conn.connect()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.debug("pub/sub connect to %s failed: %s", self.node, exc)
                 hub.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 1.0)

@@ -88,7 +88,7 @@ class SQLBackend(Backend):
         try:
             url = self.dialect.engine_url(sa.make_url(config.url))
             self.engine: Engine = sa.create_engine(url, **self.dialect.engine_kwargs(pool_size, max_overflow))
-        except sa.exc.ArgumentError as exc:
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
             raise ConfigError(f"bad SQL URL {config.redacted_url}: {exc}") from None
         except ImportError as exc:
             raise ConfigError(f"the {url.drivername} driver is not installed (pip install 'lockapi[sql]'): "

@@ -232,7 +232,9 @@ class MySQLDialect(SQLDialect):
                  "fence": 0} for h, n in rows
             ], {"kind": c.kind})
             conn.execute(take)
-        held = sa.and_(target, c.holder == holder, c.expires_us > self.now()) if holder is not None else target
+        # Our holder id is unique to this attempt's lease, so the rows carrying it are exactly the ones this
+        # transaction claimed, even if a tiny ttl has already run out by the next statement's clock.
+        held = sa.and_(target, c.holder == holder) if holder is not None else target
         return {h: f for h, f in conn.execute(sa.select(c.name_hash, c.fence).where(held))}
 
     def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],

@@ -107,7 +107,8 @@ def test_connect_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
         ("rediss://:key@cache.example:6380", "rediss://:***@cache.example:6380"),
-        ("postgresql://u@h/db?password=x&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://u@h/db?password=x&sslmode=require", "postgresql://***@h/db?password=***&sslmode=require"),
+        ("redis://s3cret@host:6379", "redis://***@host:6379"),
         ("memory://", "memory://"),
     ],
 )
