@@ -32,6 +32,7 @@ from lockapi.spi import (
 )
 from lockapi_sql.dialects import DIALECTS, PostgresDialect, SQLDialect, SQLiteDialect
 from lockapi_sql.schema import COUNTER_SLOT, DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, name_hash
+from lockapi_sql.watchdog import Watchdog
 
 T = TypeVar("T")
 CHUNK = 500
@@ -111,6 +112,7 @@ class SQLBackend(Backend):
         if self._listener is not None:
             caps.add(Capability.PUSH_WAKEUP)
         self.capabilities = frozenset(caps)
+        self._watchdog = Watchdog() if self.dialect.needs_watchdog else None
         self._schema_lock = threading.Lock()
         self._schema_ready = not self._create_schema
 
@@ -147,7 +149,7 @@ class SQLBackend(Backend):
         delay = 0.005
         while True:
             try:
-                with self.engine.connect() as conn:
+                with self.engine.connect() as conn, self._guard(conn, deadline):
                     if read_only:
                         conn.execution_options(**{SQLiteDialect.READ_ONLY: True})
                     with conn.begin():
@@ -163,6 +165,13 @@ class SQLBackend(Backend):
                 raise self._unavailable(exc) from exc
             except sa.exc.TimeoutError as exc:  # no pooled connection within the timeout
                 raise self._unavailable(exc) from exc
+
+    def _guard(self, conn: Connection, deadline: float) -> contextlib.AbstractContextManager[None]:
+        """Bound the operation on ``conn`` by ``deadline`` where the driver cannot (see watchdog.py)."""
+        if self._watchdog is None:
+            return contextlib.nullcontext()
+        return self._watchdog.guard(conn.connection.dbapi_connection.fileno(),  # type: ignore[union-attr]
+                                    deadline)
 
     def _now(self) -> sa.ColumnElement[int]:
         return self.dialect.now()

@@ -30,6 +30,8 @@ class SQLDialect:
     driver: ClassVar[str]
     """The one supported DBAPI driver (``scheme+driver`` in URLs)."""
     multi_host: ClassVar[bool] = True
+    needs_watchdog: ClassVar[bool] = False
+    """The driver has no read timeout: guard each operation with :class:`~.watchdog.Watchdog`."""
     now_sql: ClassVar[str]
     """SQL for the database's current time in integer microseconds since the epoch, re-read per statement."""
     retry_codes: ClassVar[frozenset[str | int]] = frozenset()
@@ -119,6 +121,7 @@ class PostgresDialect(_ReturningDialect):
 
     scheme = "postgresql"
     driver = "psycopg"
+    needs_watchdog = True
     now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
     retry_codes = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock not available
 

@@ -1,0 +1,72 @@
+"""A client-side deadline for drivers without a read timeout (psycopg).
+
+A statement sent to a PostgreSQL server that stopped answering (SIGSTOP, a wedged host whose kernel
+still ACKs) blocks forever: libpq has no read timeout, and neither keepalives nor ``tcp_user_timeout``
+fire while the peer's kernel acknowledges. The watchdog shuts down the socket of any connection whose
+operation outlives its deadline; the blocked read then fails at once, and the backend reports
+:class:`BackendUnavailable` within ``timeout`` as promised. The pool discards that connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+
+class Watchdog:
+    """One daemon thread (started on first use) that cuts connections whose deadline passed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, id, file descriptor)
+        self._live: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, fileno: int, deadline: float) -> Iterator[None]:
+        """Shut down the socket ``fileno`` if the block is still running at ``deadline`` (monotonic)."""
+        ident = next(self._ids)
+        with self._cond:
+            self._live.add(ident)
+            heapq.heappush(self._heap, (deadline, ident, fileno))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._live.discard(ident)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, ident, fileno = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(ident)
+                _cut(fileno)  # under the lock: the guarded block cannot end and hand the socket on
+
+
+def _cut(fileno: int) -> None:
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fileno)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # the driver still owns the descriptor
