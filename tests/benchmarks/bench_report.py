@@ -159,9 +159,12 @@ def write(res: Results, out: Path) -> None:
         for group in GROUP_ORDER:
             keys = [k for k in _ordered(res.cycles) if BY_KEY[k].group == group]
             if len(keys) > 1:
+                raw = RAW_OF.get(group)
+                target = 0.95 * res.cycles[raw].median if group == "redis" and raw in res.cycles else None
                 path = _svg(img, f"bench_cycles_{group}.svg", bar_chart(
                     f"Uncontended acquire+release, {group}", "cycles/s",
-                    [Bar(_label(k), res.cycles[k], _kind(k)) for k in keys]))
+                    [Bar(_label(k), res.cycles[k], _kind(k)) for k in keys], target=target,
+                    target_label="0.95x raw"))
                 add(f"![cycles on {group}]({path})\n")
         if res.cycles:
             others = [k for k in _ordered(res.cycles) if BY_KEY[k].kind == "lockapi"]

@@ -55,6 +55,8 @@ def number(value: float, digits: int | None = None) -> str:
     """A readable number: thousands separators for big values, 2-3 significant digits for small ones."""
     if math.isnan(value):
         return "n/a"
+    if value == 0:
+        return "0"
     if digits is not None:
         return f"{value:,.{digits}f}"
     size = abs(value)
