@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from tests.benchmarks import (
 )
 from tests.benchmarks.bench_subjects import BY_KEY, Env, Subject, available
 from tests.benchmarks.bench_workers import workers
+
+SAVED = Path(os.environ.get("LOCKAPI_CACHE", Path.home() / ".cache" / "lockapi")) / "bench-results.pickle"
+"""The last full run's results, for ``--render``."""
 
 SECTIONS = ("cycles", "handoff", "contention", "batch", "migration", "memory", "profile")
 
@@ -72,7 +76,17 @@ def run(argv: list[str] | None = None) -> Path:
     parser.add_argument("--subjects", default="", help="only these subject keys (default: all of the groups)")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
     parser.add_argument("--out", default="docs/benchmarks.md", help="report path (plots go to its img/ folder)")
+    parser.add_argument("--render", action="store_true",
+                        help=f"measure nothing: re-write the report from the last run's saved results ({SAVED}), "
+                             "e.g. after editing findings.md")
     args = parser.parse_args(argv)
+    if args.render:
+        with SAVED.open("rb") as f:
+            saved = pickle.load(f)  # written by this harness, never downloaded
+        out = Path(args.out)
+        bench_report.write(saved, out)
+        print(f"re-wrote {out} from {SAVED}")
+        return out
     params: dict[str, Any] = dict(QUICK if args.quick else FULL, quick=args.quick)
     if args.runs:
         params["runs"] = args.runs
@@ -129,6 +143,10 @@ def run(argv: list[str] | None = None) -> Path:
     meta["elapsed"] = time.monotonic() - started
     out = Path(args.out)
     bench_report.write(res, out)
+    if not args.quick:
+        SAVED.parent.mkdir(parents=True, exist_ok=True)
+        with SAVED.open("wb") as f:
+            pickle.dump(res, f)
     say(f"wrote {out}")
     return out
 

@@ -43,7 +43,7 @@ def profile(subject: Subject, env: Env, cycles: int, top: int = 14) -> Profile:
     locker = subject.make(env)
     name = f"profile:{subject.key}"
     try:
-        for _ in range(200):
+        for _ in range(min(200, cycles)):
             locker.release(locker.try_acquire(name))
         start = time.perf_counter()
         for _ in range(cycles):
