@@ -132,6 +132,8 @@ def test_ttl_and_wait_values(target: Target, name: str) -> None:
         @settings(common, max_examples=50)
         @given(ttl=st.one_of(numbers, odd_values), wait=st.one_of(numbers, odd_values))
         def check(ttl: Any, wait: Any) -> None:
+            if target.id == "mariadb":  # sub-round-trip ttls are never granted: the xfail test below
+                assume(not valid_ttl(ttl) or ttl >= 0.01)
             fresh = f"{name}:{next(counter)}"
             before = target.footprint()
             if not (valid_ttl(ttl) and valid_wait(wait)):
@@ -151,6 +153,19 @@ def test_ttl_and_wait_values(target: Target, name: str) -> None:
                 assert held is True
 
         check()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lockapi_sql on MariaDB/MySQL: a valid ttl shorter than a round trip (1e-5 s here; anything the "
+    "next statement's UTC_TIMESTAMP(6) has passed) is never granted on a FREE name: claim() UPDATEs "
+    "expires_us = now + ttl, then SELECTs the row WHERE expires_us > now (a later now), finds it "
+    "expired and reports a denial (the fence was bumped meanwhile). acquire(wait=None) then loops "
+    "forever. PostgreSQL (RETURNING) and SQLite grant it"))
+def test_mariadb_grants_a_tiny_ttl_on_a_free_name(request: pytest.FixtureRequest, name: str) -> None:
+    server = request.getfixturevalue("rel_maria")
+    with lockapi.connect(server.url) as mgr:
+        lease = mgr.acquire(name, ttl=1e-5, wait=2)
+        assert lease.token > 0
 
 
 # -- URLs ---------------------------------------------------------------------------------------------
