@@ -76,7 +76,7 @@ class RedisBackend(Backend):
         if self.settings.kind != "cluster":  # no I/O: build now, keep the hot path free of checks
             self._client_obj = build(self.settings, config.timeout)
         self._hub = PubSubHub(sharded=self.settings.sharded_pubsub, timeout=config.timeout,
-                              node_for=self._node_for)
+                              node_for=self._node_for, refresh=self._refresh_topology)
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -119,6 +119,12 @@ class RedisBackend(Backend):
 
         kwargs = node_client.connection_pool.connection_kwargs
         return f"{kwargs.get('host')}:{kwargs.get('port')}", factory
+
+    def _refresh_topology(self) -> None:
+        """Re-read which node owns which slot (after a failover); nothing to do off a cluster."""
+        client = self._client_obj
+        if isinstance(client, RedisCluster):
+            client.nodes_manager.initialize()
 
     def _granting(self, script: Script, keys: list[str], args: list[str | int]) -> tuple[Any, int | None]:
         """Run an acquire script; returns its reply and, with ``wait_replicas``, how many replicas
@@ -316,3 +322,7 @@ class RedisBackend(Backend):
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+            pool = getattr(client, "connection_pool", None)  # Redis.close() spares a pool passed in
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    pool.disconnect()

@@ -7,7 +7,10 @@ sentinel backend uses one connection; a cluster uses one per master that owns a 
 (sharded channels live on their slot's node).
 
 When a connection breaks, every watcher on it is woken (a message may have been lost) and the reader
-reconnects and re-subscribes. Waiters never rely on a message alone: lockapi re-checks after
+reconnects and re-subscribes. A subscription that is not confirmed within ``timeout`` fails that watch
+and re-routes the channel: the hub forgets it, retires a reader that cannot reach its node (a failed
+cluster master), and asks the backend to refresh its view of the cluster, so the next watch
+subscribes on the slot's current owner. Waiters never rely on a message alone: lockapi re-checks after
 subscribing and bounds every wait by the holder's remaining ttl.
 """
 
@@ -46,6 +49,7 @@ class _Subscriber:
         self.node = node
         self.factory = factory
         self.conn: AbstractConnection | None = None
+        self.retired = False
         self.thread = threading.Thread(target=self._run, name=f"lockapi-redis-pubsub-{node}", daemon=True)
         self.thread.start()
 
@@ -66,7 +70,7 @@ class _Subscriber:
     def _run(self) -> None:
         hub = self.hub
         backoff = 0.05
-        while not hub.closed:
+        while not hub.closed and not self.retired:
             try:
                 conn = self.factory()
                 conn.connect()
@@ -77,7 +81,7 @@ class _Subscriber:
                 continue
             backoff = 0.05
             with hub.lock:
-                if hub.closed:
+                if hub.closed or self.retired:
                     conn.disconnect()
                     return
                 self.conn = conn
@@ -110,11 +114,13 @@ class PubSubHub:
     """Reference-counted subscriptions over shared connections; see the module docstring."""
 
     def __init__(self, *, sharded: bool, timeout: float,
-                 node_for: Callable[[str], tuple[str, ConnectionFactory]]) -> None:
+                 node_for: Callable[[str], tuple[str, ConnectionFactory]],
+                 refresh: Callable[[], None] = lambda: None) -> None:
         self.subscribe_cmd = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
         self.unsubscribe_cmd = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
         self.timeout = timeout
         self.node_for = node_for
+        self.refresh = refresh
         self.lock = threading.Lock()
         self.channels: dict[str, _Channel] = {}
         self.pending: dict[str, int] = {}
@@ -129,10 +135,7 @@ class PubSubHub:
         state = self._join(channel, wake)
         try:
             if not state.confirmed.wait(self.timeout):
-                with self.lock:
-                    sub = self.subscribers.get(state.node)
-                    if sub is not None:
-                        sub._drop()  # a silent connection: make the reader reconnect
+                self._reroute(channel, state)
                 raise BackendUnavailable(
                     f"redis did not confirm the subscription within {self.timeout:g}s")
             yield
@@ -156,6 +159,21 @@ class PubSubHub:
             sub.thread.join(5)
 
     # -- internals --------------------------------------------------------------------------------
+    def _reroute(self, channel: str, state: _Channel) -> None:
+        """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
+        with self.lock:
+            if self.channels.get(channel) is state:
+                del self.channels[channel]
+            sub = self.subscribers.get(state.node)
+            if sub is not None:
+                if sub.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
+                    sub.retired = True
+                    del self.subscribers[state.node]
+                else:
+                    sub._drop()  # a silent connection: make the reader reconnect
+        with contextlib.suppress(Exception):
+            self.refresh()
+
     def _join(self, channel: str, wake: Wake) -> _Channel:
         with self.lock:
             if self.closed:
