@@ -62,7 +62,7 @@ def targets(res: Results) -> list[tuple[str, str, bool | None]]:
         rel = ratio(c["redis"], c["raw_redis"])
         peers = {k: f for k, f in c.items() if _kind(k) == "peer" and BY_KEY[k].group == "redis"}
         best = max(peers, key=lambda k: peers[k].median, default=None)
-        rows.append(("Redis cycle ≥ 0.95x raw redis-py", f"{rel.fmt(2)}x ({c['redis'].fmt()} vs "
+        rows.append(("Redis cycle ≥ 0.95x raw redis-py", f"{rel.fmt(3)}x ({c['redis'].fmt()} vs "
                      f"{c['raw_redis'].fmt()} cycles/s)", rel.median >= 0.95))
         if best is not None:
             rows.append(("Redis cycle ahead of every peer", f"lockapi {number(c['redis'].median)}/s; best peer "
@@ -79,7 +79,7 @@ def targets(res: Results) -> list[tuple[str, str, bool | None]]:
     if res.migration is not None:
         f = res.migration.vs_off[("back to back", "shadow")]
         g = res.migration.vs_off[("paced", "shadow")]
-        rows.append(("shadow p50 ≤ 1.1x off", f"back to back {f.fmt(2)}x; paced {g.fmt(2)}x (source "
+        rows.append(("shadow p50 ≤ 1.1x off", f"back to back {f.fmt(3)}x; paced {g.fmt(3)}x (source "
                      f"{res.migration.source})", f.median <= 1.1))
     lockapi_one = {k: v["one"] for k, v in res.contention.items() if _kind(k) == "lockapi"}
     if lockapi_one:
