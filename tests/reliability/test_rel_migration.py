@@ -1,0 +1,126 @@
+"""Migration: the checker in every phase, R down in shadow, one backend down in dual.
+
+H (the source) is a SQLite file, R (the target) a Redis server, decision records a second SQLite file.
+The migration is configured the way an application does it, through ``$LOCKAPI_MIGRATION_*`` (the
+checker's spawned workers inherit the environment).
+
+Expected: in every phase 8 processes see no overlap, no lost update and increasing tokens; in shadow
+with R unreachable the application sees no error and the migration report counts R's errors; in dual
+with either backend unreachable, acquires fail closed (BackendUnavailable, never a grant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lockapi
+from lockapi import BackendUnavailable, LockError
+from tests.reliability.checker import run_checker
+from tests.servers.common import free_port
+from tests.servers.redis import RedisServer
+
+PHASES = ["off", "shadow", "dual", "cutover", "done"]
+
+
+@pytest.fixture
+def migration_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    monkeypatch.delenv("LOCKAPI_URL", raising=False)
+    monkeypatch.delenv("LOCKAPI_CONFIG", raising=False)
+    monkeypatch.setenv("LOCKAPI_MIGRATION_RECORD", f"sqlite:///{tmp_path / 'records.db'}")
+    yield monkeypatch
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_checker_in_every_phase(phase: str, migration_env: pytest.MonkeyPatch, rel_redis: RedisServer,
+                                name: str, tmp_path: Path) -> None:
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", rel_redis.url)
+    migration_env.setenv("LOCKAPI_MIGRATION_PHASE", phase)
+    source = f"sqlite:///{tmp_path / 'h.db'}"
+    with lockapi.connect(source) as mgr:  # creates the record tables before 8 processes race to (xfail below)
+        mgr.try_acquire(f"{name}:warm-up")
+    verdict = run_checker(source, {}, tmp_path / "checker", name=name, workers=8, rounds=10)
+    print(f"\nchecker in phase {phase}: {len(verdict.grants)} grants, {verdict.rate:.0f}/s")
+    assert verdict.problems(expected_grants=80) == []
+    assert verdict.record["rejected"] == 0
+
+
+def _connect_in_phase(source: str, ready: object) -> None:
+    ready.wait(60)  # type: ignore[attr-defined]
+    with lockapi.connect(source) as mgr:
+        mgr.ping()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lockapi_migration SQL record store: processes that open a FRESH record database at the same time "
+    "race to create its tables; the losers raise BackendUnavailable 'OperationalError: table "
+    "lockapi_migration_records (or _nodes) already exists' from lockapi.connect() (seen with 8 "
+    "processes on SQLite; CREATE TABLE without IF NOT EXISTS / without tolerating a concurrent creator)"))
+def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.MonkeyPatch,
+                                                          rel_redis: RedisServer, tmp_path: Path) -> None:
+    from tests.reliability.checker import SPAWN
+
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", rel_redis.url)
+    migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")
+    codes = []
+    for attempt in range(3):
+        migration_env.setenv("LOCKAPI_MIGRATION_RECORD", f"sqlite:///{tmp_path / f'records{attempt}.db'}")
+        ready = SPAWN.Event()
+        procs = [SPAWN.Process(target=_connect_in_phase, args=(f"sqlite:///{tmp_path / 'h.db'}", ready))
+                 for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        ready.set()
+        for proc in procs:
+            proc.join(120)
+        codes += [proc.exitcode for proc in procs]
+    assert codes == [0] * 24, codes
+
+
+def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyPatch, name: str,
+                                                   tmp_path: Path) -> None:
+    from lockapi_migration.report import summarize
+    from lockapi_migration.store import open_record_store
+
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", f"redis://127.0.0.1:{free_port()}")  # nothing there
+    migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")
+    with lockapi.connect(f"sqlite:///{tmp_path / 'h.db'}") as mgr:
+        for i in range(10):
+            lease = mgr.acquire(f"{name}:{i}", ttl=30, wait=1)
+            assert lease.token > 0
+            assert lease.release() is True
+        assert mgr.try_acquire(name) is not None
+        mgr.backend.flush(30)  # type: ignore[attr-defined]
+        stats = mgr.backend.stats()  # type: ignore[attr-defined]
+    store = open_record_store(f"sqlite:///{tmp_path / 'records.db'}")
+    summary = summarize(list(store.records()))
+    print(f"\nshadow with R down: stats {stats}; report errors {summary.errors} of {summary.records} records")
+    assert summary.errors > 0, f"the report counted no R errors: {summary.verdicts}"
+    assert summary.false_grants == 0
+
+
+@pytest.mark.parametrize("down", ["h", "r"])
+def test_one_backend_down_in_dual_fails_closed(down: str, migration_env: pytest.MonkeyPatch,
+                                               rel_redis: RedisServer, name: str, tmp_path: Path) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}"
+    source = f"sqlite:///{tmp_path / 'h.db'}" if down == "r" else dead_redis
+    target = dead_redis if down == "r" else rel_redis.url
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", target)
+    migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "dual")
+    outcomes = []
+    with lockapi.connect(source, timeout=1) as mgr:
+        for i in range(5):
+            try:
+                lease = mgr.acquire(f"{name}:{i}", ttl=30, wait=1)
+                outcomes.append(f"GRANTED token {lease.token}")
+            except LockError as exc:
+                outcomes.append(type(exc).__name__)
+        try:
+            got = mgr.try_acquire(name)
+            outcomes.append("GRANTED" if got is not None else "denied")
+        except LockError as exc:
+            outcomes.append(type(exc).__name__)
+    print(f"\ndual with {down.upper()} down: {outcomes}")
+    assert all(o == BackendUnavailable.__name__ for o in outcomes), outcomes
