@@ -383,8 +383,8 @@ class SQLBackend(Backend):
         kind, slot = (SEMAPHORE, COUNTER_SLOT) if semaphore else (LOCK, 0)
         c = self.tables.leases.c
         row = {"name_hash": name_hash(name), "kind": kind, "slot": slot, "name": name, "holder": None,
-               "expires_us": 0, "fence": token}
-        raise_to = {"fence": sa.case((c.fence < token, token), else_=c.fence)}
+               "expires_us": 0, "fence": 0, "fence_floor": token}
+        raise_to = {"fence_floor": sa.case((c.fence_floor < token, token), else_=c.fence_floor)}
         self._run(lambda conn: self.dialect.upsert(conn, self.tables.leases, [row], raise_to))
 
     def force_release(self, name: str) -> bool:

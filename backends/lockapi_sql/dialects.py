@@ -86,7 +86,9 @@ class SQLDialect:
     def _claim_values(self, table: sa.Table, holder: str | None, ttl_us: int,
                       fence: int | None) -> dict[str, Any]:
         """The columns a claim sets on an existing row."""
-        values: dict[str, Any] = {"fence": table.c.fence + 1 if fence is None else fence}
+        c = table.c
+        after = sa.case((c.fence < c.fence_floor, c.fence_floor), else_=c.fence) + 1
+        values: dict[str, Any] = {"fence": after if fence is None else fence}
         if holder is not None:
             values.update(holder=holder, expires_us=self.now() + ttl_us)
         return values

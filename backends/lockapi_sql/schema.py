@@ -64,6 +64,8 @@ class Tables:
             sa.Column("holder", sa.String(128), nullable=True),
             sa.Column("expires_us", sa.BigInteger, nullable=False),
             sa.Column("fence", sa.BigInteger, nullable=False),
+            # set_fence_floor raises this, never ``fence``: a live holder's token must not change.
+            sa.Column("fence_floor", sa.BigInteger, nullable=False, server_default="0"),
             **_MYSQL,
         )
         self.waiters = sa.Table(

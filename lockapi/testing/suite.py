@@ -208,6 +208,23 @@ class LockConformance:
         assert all(isinstance(t, int) for t in tokens)
         assert all(b > a for a, b in itertools.pairwise(tokens)), tokens
 
+    def test_3_fence_floor_moves_the_next_token_not_the_live_one(self, manager: LockManager,
+                                                                 other: LockManager, name: str) -> None:
+        if Capability.ADMIN not in manager.capabilities:
+            pytest.skip("backend has no ADMIN capability (set_fence_floor)")
+        lease = manager.acquire(name, ttl=30)
+        floor = lease.token + 1000
+        manager.backend.set_fence_floor(name, floor)
+        assert lease.is_held() and lease.extend(), "raising the floor disturbed the live lease"
+        assert lease.release() is True
+        nxt = other.acquire(name, ttl=30)
+        assert nxt.token > floor
+        nxt.release()
+        permit = manager.semaphore(name, 2).acquire(ttl=30)
+        manager.backend.set_fence_floor(name, permit.token + 1000, semaphore=True)
+        assert permit.is_held() and permit.release()
+        assert other.semaphore(name, 2).acquire(ttl=30).token > permit.token + 1000
+
     # -- 4. not reentrant --------------------------------------------------------------------------
     def test_4_not_reentrant_in_the_same_thread(self, manager: LockManager, name: str) -> None:
         lease = manager.acquire(name, ttl=30)
