@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import socket
@@ -26,9 +27,23 @@ _AttemptFn = Callable[[], Attempt]
 _NODE = "".join(c for c in socket.gethostname() if c.isascii() and c.isprintable())[:64] or "host"
 
 
-def new_holder_id() -> str:
-    """A holder id unique to one lease: host, pid and 64 random bits (thread ids are reused)."""
-    return f"{_NODE}:{os.getpid()}:{secrets.token_hex(8)}"
+class _HolderIds:
+    """Holder ids unique to one lease: host, pid, 64 random bits drawn once per process (again after a
+    fork), and a counter. Thread ids are reused, so they are never part of it."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = f"{_NODE}:{os.getpid()}:{secrets.token_hex(8)}:"
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+new_holder_id = _HolderIds()
 
 
 def _check_callback(on_lost: OnLost | None) -> OnLost | None:

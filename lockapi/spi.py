@@ -142,6 +142,10 @@ class Watchers(Generic[K]):
                     del self._wakes[key]
 
     def wake(self, key: K) -> None:
+        # Lock-free fast path: a watcher registers before it re-checks the lock, so one that is not
+        # registered yet when this reads the table will see the state this wake-up announces.
+        if key not in self._wakes:
+            return
         with self._lock:
             wakes = list(self._wakes.get(key, ()))
         self._call(wakes)
