@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockapi
@@ -132,8 +132,6 @@ def test_ttl_and_wait_values(target: Target, name: str) -> None:
         @settings(common, max_examples=50)
         @given(ttl=st.one_of(numbers, odd_values), wait=st.one_of(numbers, odd_values))
         def check(ttl: Any, wait: Any) -> None:
-            if target.id == "mariadb":  # sub-round-trip ttls are never granted: the xfail test below
-                assume(not valid_ttl(ttl) or ttl >= 0.01)
             fresh = f"{name}:{next(counter)}"
             before = target.footprint()
             if not (valid_ttl(ttl) and valid_wait(wait)):
@@ -155,12 +153,6 @@ def test_ttl_and_wait_values(target: Target, name: str) -> None:
         check()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lockapi_sql on MariaDB/MySQL: a valid ttl shorter than a round trip (1e-5 s here; anything the "
-    "next statement's UTC_TIMESTAMP(6) has passed) is never granted on a FREE name: claim() UPDATEs "
-    "expires_us = now + ttl, then SELECTs the row WHERE expires_us > now (a later now), finds it "
-    "expired and reports a denial (the fence was bumped meanwhile). acquire(wait=None) then loops "
-    "forever. PostgreSQL (RETURNING) and SQLite grant it"))
 def test_mariadb_grants_a_tiny_ttl_on_a_free_name(request: pytest.FixtureRequest, name: str) -> None:
     server = request.getfixturevalue("rel_maria")
     with lockapi.connect(server.url) as mgr:
@@ -185,18 +177,11 @@ def urls(draw: st.DrawFn) -> str:
     scheme = draw(st.sampled_from(SCHEMES))
     host = draw(st.sampled_from(HOSTS))
     port = draw(st.sampled_from(["", f":{free_port()}", ":0", ":65536", ":-1", ":abc", ":"]))
-    # The password-only form "redis://SECRET@host" is left to the xfail test below.
-    auth = draw(st.sampled_from(["", f":{SECRET}@", f"user:{SECRET}@", "user@"]))
+    auth = draw(st.sampled_from(["", f":{SECRET}@", f"user:{SECRET}@", f"{SECRET}@", "user@"]))
     path = draw(st.sampled_from(["", "/", "/0", "/db", "/svc/0", "/a/b/c", "/%zz", "/-1"]))
     pairs = draw(st.lists(st.tuples(st.sampled_from(OPTION_KEYS), st.sampled_from(OPTION_VALUES)), max_size=3))
     query = "&".join(f"{k}={v}" for k, v in pairs)
     noise = draw(st.sampled_from(["", "#frag", "?", "??", " ", "\n"]))
-    # Known bugs, each pinned by an xfail test below, kept out of the property so it guards the rest:
-    # SQL URLs whose port is not a number (":abc", or a fragment right after the port), and
-    # redis+cluster URLs nothing answers at.
-    assume(scheme != "redis+cluster")
-    if scheme.startswith(("postgresql", "mariadb", "mysql")):
-        assume(port == "" or (port[1:].isdigit() and not (noise.startswith("#") and not path and not pairs)))
     return f"{scheme}://{auth}{host}{port}{path}{'?' + query if query else ''}{noise}"
 
 
@@ -222,11 +207,6 @@ def test_urls_give_only_documented_errors_and_never_leak_the_password() -> None:
     assert outcomes["ConfigError"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lockapi.spi.redact_url keeps a colon-less userinfo as a user name, but the Redis backend reads "
-    "'redis://SECRET@host' as a password (the classic password-only form, lockapi_redis/settings.py): "
-    "the password shows in LockManager.url, repr(manager) and every ConfigError/BackendUnavailable "
-    "message built with redact_url"))
 def test_password_only_redis_url_is_redacted() -> None:
     with lockapi.connect(f"redis://{SECRET}@127.0.0.1:{free_port()}", timeout=0.5) as mgr:
         shown = repr(mgr)
@@ -239,21 +219,12 @@ def test_password_only_redis_url_is_redacted() -> None:
     assert SECRET not in str(bad.value), str(bad.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lockapi_sql: a URL whose port is not a number ('postgresql://h:abc/db', or a fragment right after "
-    "the port, 'mariadb://127.0.0.1:1#x') escapes as a bare ValueError from sqlalchemy.make_url; "
-    "SQLBackend.__init__ only translates sa.exc.ArgumentError. Contract: ConfigError for a bad URL"))
 @pytest.mark.parametrize("url", ["postgresql://h:abc/db", "mariadb://127.0.0.1:1#x", "postgresql://127.0.0.1:"])
 def test_sql_url_with_a_bad_port_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
         lockapi.connect(url, timeout=0.5).close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lockapi_redis: with redis+cluster:// and no reachable startup node, every call (ping, try_acquire) "
-    "raises redis.exceptions.RedisClusterException ('Redis Cluster cannot be connected') instead of "
-    "BackendUnavailable: the cluster client is built inside _run but RedisClusterException is not "
-    "translated. Contract: BackendUnavailable within timeout"))
 def test_unreachable_redis_cluster_is_backend_unavailable() -> None:
     with lockapi.connect(f"redis+cluster://127.0.0.1:{free_port()}", timeout=0.5) as mgr:
         with pytest.raises(BackendUnavailable):

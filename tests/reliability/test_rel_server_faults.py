@@ -104,15 +104,6 @@ def _hazelcast() -> Iterator[Restartable]:
             persistent=False, floored_tokens=False)
 
 
-FROZEN_PG_HANGS = pytest.mark.xfail(strict=True, reason=(
-    "lockapi_sql on PostgreSQL: a statement sent on an already-open pooled connection to a server that "
-    "stopped answering (SIGSTOP; also a wedged server) blocks forever (new connections do fail after "
-    "connect_timeout): only statement_timeout (server side), "
-    "connect_timeout and TCP keepalive/tcp_user_timeout bound it, and the kernel still ACKs for a "
-    "stopped process, so none fires. Contract: BackendUnavailable within timeout, never a hang. "
-    "Needs a client-side bound (e.g. psycopg cancel after timeout, or a socket read deadline)."))
-
-
 @pytest.fixture(params=["redis", "postgresql", "mariadb", "hazelcast-map"])
 def server(request: pytest.FixtureRequest) -> Iterator[Restartable]:
     kind = request.param
@@ -231,11 +222,8 @@ def test_server_stopped_while_held_and_waited_on(server: Restartable, name: str)
         assert again.release() is True
 
 
-def test_server_frozen_calls_fail_within_timeout(server: Restartable, name: str,
-                                                 request: pytest.FixtureRequest) -> None:
+def test_server_frozen_calls_fail_within_timeout(server: Restartable, name: str) -> None:
     """A server that accepts connections but never answers (SIGSTOP): no call hangs past ``timeout``."""
-    if server.kind == "postgresql":
-        request.applymarker(FROZEN_PG_HANGS)
     with lockapi.connect(server.url, timeout=TIMEOUT) as mgr:
         held = mgr.acquire(name, ttl=120)
         pending: list[threading.Thread] = []
