@@ -402,6 +402,8 @@ class SQLBackend(Backend):
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._watchdog is not None:
+            self._watchdog.close()
         self.engine.dispose()
 
 

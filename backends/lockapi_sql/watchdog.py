@@ -27,6 +27,7 @@ class Watchdog:
         self._live: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @contextlib.contextmanager
     def guard(self, fileno: int, deadline: float) -> Iterator[None]:
@@ -35,7 +36,7 @@ class Watchdog:
         with self._cond:
             self._live.add(ident)
             heapq.heappush(self._heap, (deadline, ident, fileno))
-            if self._thread is None or not self._thread.is_alive():
+            if not self._closed and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -45,9 +46,20 @@ class Watchdog:
             with self._cond:
                 self._live.discard(ident)
 
+    def close(self) -> None:
+        """Stop the thread (after the backend's last operation). Idempotent."""
+        with self._cond:
+            self._closed = True
+            thread, self._thread = self._thread, None
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+
     def _run(self) -> None:
         while True:
             with self._cond:
+                if self._closed:
+                    return
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)  # finished in time
                 if not self._heap:

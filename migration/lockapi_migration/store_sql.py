@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
@@ -60,7 +61,19 @@ class SQLRecordStore(RecordStore):
         if self._engine.dialect.name == "sqlite":
             sa.event.listen(self._engine, "connect", _sqlite_wal)
         with self._errors():
-            metadata.create_all(self._engine, checkfirst=True)
+            self._create_tables(deadline=time.monotonic() + 10)
+
+    def _create_tables(self, *, deadline: float) -> None:
+        """Create the missing tables; a concurrent creator makes an attempt fail ("already exists"),
+        and the next attempt sees its table and skips it."""
+        while True:
+            try:
+                metadata.create_all(self._engine, checkfirst=True)
+                return
+            except sa.exc.DBAPIError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _errors(self) -> _Translate:
         return _Translate(self.redacted_url)

@@ -39,7 +39,7 @@ def test_checker_in_every_phase(phase: str, migration_env: pytest.MonkeyPatch, r
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", rel_redis.url)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", phase)
     source = f"sqlite:///{tmp_path / 'h.db'}"
-    with lockapi.connect(source) as mgr:  # creates the record tables before 8 processes race to (xfail below)
+    with lockapi.connect(source) as mgr:  # warm the backends; the record-store race has its own test below
         mgr.try_acquire(f"{name}:warm-up")
     verdict = run_checker(source, {}, tmp_path / "checker", name=name, workers=8, rounds=10)
     print(f"\nchecker in phase {phase}: {len(verdict.grants)} grants, {verdict.rate:.0f}/s")
@@ -53,11 +53,6 @@ def _connect_in_phase(source: str, ready: object) -> None:
         mgr.ping()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lockapi_migration SQL record store: processes that open a FRESH record database at the same time "
-    "race to create its tables; the losers raise BackendUnavailable 'OperationalError: table "
-    "lockapi_migration_records (or _nodes) already exists' from lockapi.connect() (seen with 8 "
-    "processes on SQLite; CREATE TABLE without IF NOT EXISTS / without tolerating a concurrent creator)"))
 def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.MonkeyPatch,
                                                           rel_redis: RedisServer, tmp_path: Path) -> None:
     from tests.reliability.checker import SPAWN

@@ -49,13 +49,6 @@ def _poll(check: Any, timeout: float = 15.0) -> bool:
     return bool(check())
 
 
-SQL_WATCHDOG_LEAK = (
-    "lockapi_sql on PostgreSQL (since 1516d7a, the client-side deadline): every backend starts a "
-    "'lockapi-sql-watchdog' thread (lockapi_sql/watchdog.py) that close() never stops: one thread "
-    "leaked per connect()/close() (5 connect/close cycles: 1 -> 6 threads, still 6 ten seconds later)")
-
-
-@pytest.mark.xfail(strict=True, reason=SQL_WATCHDOG_LEAK)
 def test_postgresql_close_stops_its_threads(request: pytest.FixtureRequest) -> None:
     server = request.getfixturevalue("rel_pg")
     lockapi.connect(server.url).close()  # any per-process singleton exists from here on
@@ -85,8 +78,6 @@ def test_redis_close_closes_its_connections(request: pytest.FixtureRequest) -> N
 
 
 def test_sustained_load_leaks_nothing(target: Target, name: str, request: pytest.FixtureRequest) -> None:
-    if target.id == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQL_WATCHDOG_LEAK))
     _warm_up(target)
     target.footprint()  # its own client (hazelcast) exists before the threads are counted
     threads_before = threading.active_count()
