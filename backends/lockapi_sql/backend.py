@@ -205,8 +205,10 @@ class SQLBackend(Backend):
         digest = name_hash(name)
 
         def op(conn: Connection) -> Attempt:
-            if queue_ttl is not None and not self._queue_head(conn, digest, name, holder, _us(queue_ttl)):
-                return Attempt(None, self._retry_after(conn, digest, LOCK))
+            if queue_ttl is not None:
+                self._lock_name(conn, digest)
+                if not self._queue_head(conn, digest, name, holder, _us(queue_ttl)):
+                    return Attempt(None, self._retry_after(conn, digest, LOCK))
             got = self.dialect.claim(conn, self.tables.leases, [(digest, name)], kind=LOCK, slot=0,
                                      holder=holder, ttl_us=_us(ttl))
             if digest not in got:
@@ -217,6 +219,14 @@ class SQLBackend(Backend):
             return Attempt(got[digest])
 
         return self._run(op)
+
+    def _lock_name(self, conn: Connection, digest: str) -> None:
+        """Row-lock the name's lease row first, so every fair operation on a name takes its locks in one
+        order (lease row, then waiter rows) and they queue instead of deadlocking on MariaDB/MySQL.
+        (SQLite serialises writers already and ignores FOR UPDATE.)"""
+        c = self.tables.leases.c
+        conn.execute(sa.select(c.fence).where(c.name_hash == digest, c.kind == LOCK, c.slot == 0)
+                     .with_for_update())
 
     def _queue_head(self, conn: Connection, digest: str, name: str, holder: str, queue_us: int) -> bool:
         """Drop expired waiters, join or refresh ``holder``'s entry; True if it is first in the queue."""
@@ -238,6 +248,7 @@ class SQLBackend(Backend):
         w = self.tables.waiters.c
 
         def op(conn: Connection) -> None:
+            self._lock_name(conn, digest)
             left = conn.execute(
                 sa.delete(self.tables.waiters).where(w.name_hash == digest, w.holder == holder)
             ).rowcount
