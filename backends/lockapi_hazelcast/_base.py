@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from lockapi.spi import Backend, BackendConfig
 
+from ._done import DoneMarkers
 from ._settings import MODES, Settings, read_settings
 
 
@@ -17,6 +19,8 @@ class HazelcastBackend(Backend):
 
     _modes: ClassVar[dict[str, type[HazelcastBackend]]] = {}
     settings: Settings
+    _done: DoneMarkers
+    """Done markers live in the IMap ``P.done`` in every mode; each mode's ``__init__`` sets this."""
 
     def __init_subclass__(cls, *, mode: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -32,3 +36,13 @@ class HazelcastBackend(Backend):
         super().__init__(config)
         self.settings = read_settings(config)
         self.where = f"hazelcast {config.redacted_url} (mode={self.settings.mode})"
+
+    # -- done markers (the same IMap in every mode) --------------------------------------------------
+    def mark_done(self, name: str, ttl: float) -> None:
+        self._done.mark(name, ttl)
+
+    def done(self, names: Sequence[str]) -> set[str]:
+        return self._done.live(names)
+
+    def iter_done(self) -> Iterator[tuple[str, float]]:
+        return self._done.iterate()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 from hazelcast.client import HazelcastClient
@@ -140,8 +140,9 @@ class CPBackend(HazelcastBackend, mode="cp"):
         """True if the worker's CP session still owns the lock (False after the session expired)."""
         return self._run(lambda c: _owned_by_worker(c, lock_name), "check lock")
 
-    def release(self, name: str, holder: str, token: int) -> bool:
-        lease = self._leases.pop(("lock", name, holder, token))
+    def _give_back(self, key: tuple[str, str, str, int]) -> bool:
+        """Return the local lease ``key`` to the cluster; False if it was not live (or the cluster refused)."""
+        lease = self._leases.pop(key)
         if lease is None:
             return False
         try:
@@ -149,6 +150,9 @@ class CPBackend(HazelcastBackend, mode="cp"):
         except HazelcastError:
             return False
         return True
+
+    def release(self, name: str, holder: str, token: int) -> bool:
+        return self._give_back(("lock", name, holder, token))
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
         key = ("lock", name, holder, token)
@@ -202,14 +206,7 @@ class CPBackend(HazelcastBackend, mode="cp"):
                   "release permit")
 
     def release_permit(self, name: str, holder: str, token: int) -> bool:
-        lease = self._leases.pop(("permit", name, holder, token))
-        if lease is None:
-            return False
-        try:
-            lease.give_back()
-        except HazelcastError:
-            return False
-        return True
+        return self._give_back(("permit", name, holder, token))
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
         return self._leases.extend(("permit", name, holder, token), ttl)
@@ -217,12 +214,3 @@ class CPBackend(HazelcastBackend, mode="cp"):
     def holds_permit(self, name: str, holder: str, token: int) -> bool:
         return self._leases.live(("permit", name, holder, token)) is not None
 
-    # -- done markers ------------------------------------------------------------------------------
-    def mark_done(self, name: str, ttl: float) -> None:
-        self._done.mark(name, ttl)
-
-    def done(self, names: Sequence[str]) -> set[str]:
-        return self._done.live(names)
-
-    def iter_done(self) -> Iterator[tuple[str, float]]:
-        return self._done.iterate()

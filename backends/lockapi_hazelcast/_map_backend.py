@@ -23,7 +23,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hazelcast.client import HazelcastClient
@@ -276,16 +276,6 @@ class MapBackend(HazelcastBackend, mode="map"):
         key, value = self._permit_entry(name, holder, token)
         maps = self._current()
         return self._holder.wait(maps.permits.get(key), self._holder.deadline(), "holds permit") == value
-
-    # -- done markers ------------------------------------------------------------------------------
-    def mark_done(self, name: str, ttl: float) -> None:
-        self._done.mark(name, ttl)
-
-    def done(self, names: Sequence[str]) -> set[str]:
-        return self._done.live(names)
-
-    def iter_done(self) -> Iterator[tuple[str, float]]:
-        return self._done.iterate()
 
     # -- administration ----------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
