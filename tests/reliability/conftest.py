@@ -22,10 +22,6 @@ from tests.reliability.targets import (
     redis_footprint,
     sql_footprint,
 )
-from tests.servers.hazelcast import CP_VERSION, MAP_VERSION, HazelcastCluster, hazelcast_cluster
-from tests.servers.mariadb import MariaDBServer, mariadb_server
-from tests.servers.postgres import PostgresServer, postgres_server
-from tests.servers.redis import RedisCluster, RedisServer, redis_cluster, redis_server
 
 BACKENDS = ["memory", "sqlite", "postgresql", "mariadb", "redis", "redis-cluster", "hazelcast-map",
             "hazelcast-cp"]
@@ -40,42 +36,6 @@ def cp_mode_available() -> bool:
 
 
 # -- session servers ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def rel_pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def rel_maria() -> Iterator[MariaDBServer]:
-    with mariadb_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def rel_redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def rel_redis_cluster() -> Iterator[RedisCluster]:
-    with redis_cluster(3) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def rel_hazelcast() -> Iterator[HazelcastCluster]:
-    with hazelcast_cluster(MAP_VERSION, 1) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def rel_hazelcast_cp() -> Iterator[HazelcastCluster]:
-    with hazelcast_cluster(CP_VERSION, 3, cp=True) as cluster:
-        yield cluster
-
-
 # -- targets -----------------------------------------------------------------------------------------
 def make_target(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[Target]:
     """A fresh namespace on the (session) server of ``kind``: a new database, store or key prefix."""
@@ -88,23 +48,23 @@ def make_target(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iter
         count, conns = sql_footprint(url)
         yield Target("sqlite", url, footprint=count, connections=conns, persistent=True)
     elif kind in ("postgresql", "mariadb"):
-        server = request.getfixturevalue("rel_pg" if kind == "postgresql" else "rel_maria")
+        server = request.getfixturevalue("pg" if kind == "postgresql" else "maria")
         url = server.create_database(f"rel_{uuid.uuid4().hex[:12]}")
         count, conns = sql_footprint(url)
         yield Target(kind, url, footprint=count, connections=conns, persistent=True)
     elif kind == "redis":
-        server = request.getfixturevalue("rel_redis")
+        server = request.getfixturevalue("redis_standalone")
         server.client().flushall()
         count, conns = redis_footprint(lambda: [server.client()])
         yield Target("redis", server.url, footprint=count, connections=conns)
     elif kind == "redis-cluster":
-        cluster = request.getfixturevalue("rel_redis_cluster")
+        cluster = request.getfixturevalue("redis_cluster_nodes")
         for node in cluster.nodes:
             node.client().flushall()
         count, conns = redis_footprint(lambda: [n.client() for n in cluster.nodes])
         yield Target("redis-cluster", cluster.url, footprint=count, connections=conns)
     elif kind == "hazelcast-map":
-        hz = request.getfixturevalue("rel_hazelcast")
+        hz = request.getfixturevalue("hazelcast_member")
         prefix = f"rel{uuid.uuid4().hex[:8]}"
         count, close = hazelcast_footprint(hz.addresses, hz.cluster_name, prefix)
         try:
@@ -115,7 +75,7 @@ def make_target(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iter
     elif kind == "hazelcast-cp":
         if not cp_mode_available():
             pytest.skip("hazelcast cp mode has not landed (no 'cp' mode registered in lockapi_hazelcast)")
-        hz = request.getfixturevalue("rel_hazelcast_cp")
+        hz = request.getfixturevalue("cp_cluster")
         prefix = f"rel{uuid.uuid4().hex[:8]}"
         # A dead holder's FencedLock is freed when its CP session expires (the launcher sets the session
         # ttl to 10 s, heartbeats every 2 s), not after the lease ttl: documented for cp mode.

@@ -154,7 +154,7 @@ def test_ttl_and_wait_values(target: Target, name: str) -> None:
 
 
 def test_mariadb_grants_a_tiny_ttl_on_a_free_name(request: pytest.FixtureRequest, name: str) -> None:
-    server = request.getfixturevalue("rel_maria")
+    server = request.getfixturevalue("maria")
     with lockapi.connect(server.url) as mgr:
         lease = mgr.acquire(name, ttl=1e-5, wait=2)
         assert lease.token > 0

@@ -34,9 +34,9 @@ def migration_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[p
 
 
 @pytest.mark.parametrize("phase", PHASES)
-def test_checker_in_every_phase(phase: str, migration_env: pytest.MonkeyPatch, rel_redis: RedisServer,
+def test_checker_in_every_phase(phase: str, migration_env: pytest.MonkeyPatch, redis_standalone: RedisServer,
                                 name: str, tmp_path: Path) -> None:
-    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", rel_redis.url)
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", redis_standalone.url)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", phase)
     source = f"sqlite:///{tmp_path / 'h.db'}"
     with lockapi.connect(source) as mgr:  # warm the backends; the record-store race has its own test below
@@ -54,10 +54,10 @@ def _connect_in_phase(source: str, ready: object) -> None:
 
 
 def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.MonkeyPatch,
-                                                          rel_redis: RedisServer, tmp_path: Path) -> None:
+                                                          redis_standalone: RedisServer, tmp_path: Path) -> None:
     from tests.reliability.checker import SPAWN
 
-    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", rel_redis.url)
+    migration_env.setenv("LOCKAPI_MIGRATION_TARGET", redis_standalone.url)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")
     codes = []
     for attempt in range(3):
@@ -98,10 +98,10 @@ def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyP
 
 @pytest.mark.parametrize("down", ["h", "r"])
 def test_one_backend_down_in_dual_fails_closed(down: str, migration_env: pytest.MonkeyPatch,
-                                               rel_redis: RedisServer, name: str, tmp_path: Path) -> None:
+                                               redis_standalone: RedisServer, name: str, tmp_path: Path) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}"
     source = f"sqlite:///{tmp_path / 'h.db'}" if down == "r" else dead_redis
-    target = dead_redis if down == "r" else rel_redis.url
+    target = dead_redis if down == "r" else redis_standalone.url
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", target)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "dual")
     outcomes = []

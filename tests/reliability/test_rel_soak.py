@@ -50,7 +50,7 @@ def _poll(check: Any, timeout: float = 15.0) -> bool:
 
 
 def test_postgresql_close_stops_its_threads(request: pytest.FixtureRequest) -> None:
-    server = request.getfixturevalue("rel_pg")
+    server = request.getfixturevalue("pg")
     lockapi.connect(server.url).close()  # any per-process singleton exists from here on
     before = threading.active_count()
     for i in range(5):
@@ -62,7 +62,7 @@ def test_postgresql_close_stops_its_threads(request: pytest.FixtureRequest) -> N
 
 
 def test_redis_close_closes_its_connections(request: pytest.FixtureRequest) -> None:
-    server = request.getfixturevalue("rel_redis")
+    server = request.getfixturevalue("redis_standalone")
     client = server.client()
     before = len(client.client_list())
     mgr = lockapi.connect(server.url)

@@ -17,22 +17,10 @@ import pytest
 from lockapi_sql import SQLBackend
 
 from lockapi.spi import BackendConfig, Options
-from tests.servers.mariadb import MariaDBServer, mariadb_server
-from tests.servers.postgres import PostgresServer, postgres_server
+from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def maria() -> Iterator[MariaDBServer]:
-    with mariadb_server() as server:
-        yield server
 
 
 @pytest.fixture(params=DIALECTS)
