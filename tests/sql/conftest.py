@@ -1,7 +1,5 @@
-"""Real database servers for tests/sql, each started once per test session and stopped after.
+"""Fixtures for tests/sql. The servers ``pg`` and ``maria`` are the session-wide ones in tests/conftest.py.
 
-* ``pg``: PostgreSQL from /usr/lib/postgresql/<major>/bin, run as the postgres user.
-* ``maria``: MariaDB from mariadb-install-db + mariadbd.
 * ``sql_url``: parametrised over sqlite (a fresh file), postgresql and mariadb, for dialect-neutral tests.
 * ``make_backend``: builds SQLBackends through the SPI and closes them at teardown.
 """
