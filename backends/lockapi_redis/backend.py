@@ -24,7 +24,7 @@ from lockapi.spi import (
 )
 
 from . import scripts
-from .clients import Client, Script, build, pubsub_connection
+from .clients import Client, Script, build, command, pubsub_connection
 from .keys import Keys
 from .pubsub import ConnectionFactory, PubSubHub
 from .settings import Settings, parse
@@ -184,7 +184,7 @@ class RedisBackend(Backend):
         return LockInfo(name=name, holder=holder, token=int(token), ttl_remaining=max(pttl, 0) / 1000.0)
 
     def holds(self, name: str, holder: str, token: int) -> bool:
-        value = self._run(lambda: self._client.get(self.keys.base(name) + ":lock"))
+        value = self._run(lambda: command(self._client, "GET", self.keys.base(name) + ":lock"))
         return bool(value == f"{token}:{holder}".encode())
 
     def cancel_wait(self, name: str, holder: str) -> None:
@@ -244,7 +244,7 @@ class RedisBackend(Backend):
 
     # -- done markers -----------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
-        self._run(lambda: self._client.set(self.keys.done(name), b"1", px=_ms(ttl)))
+        self._run(lambda: command(self._client, "SET", self.keys.done(name), "1", "PX", _ms(ttl)))
 
     def done(self, names: Sequence[str]) -> set[str]:
         if not names:
