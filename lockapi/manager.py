@@ -149,7 +149,8 @@ class LockManager:
                 if token is None:
                     raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
                 return token
-            return wait_for_grant(self._backend, self._bus, key, attempt, wait, fair=fair)
+            return wait_for_grant(self._backend, self._bus, key, attempt, wait,
+                                  fair_holder=holder if fair else None)
         except _NotGranted:
             self._emit(op, name, False, None, started)
             self._give_up(fair, name, holder)

@@ -120,40 +120,43 @@ K = TypeVar("K", bound=Hashable)
 class Watchers(Generic[K]):
     """Wake callbacks registered per key, thread-safe: the routing table behind a ``watch``.
 
-    ``register`` is a context manager; ``wake(key)`` calls that key's callbacks outside the internal
-    lock (so a callback may do anything but block for long), and a callback that raises is ignored.
+    ``register`` is a context manager. ``wake(key)`` calls every callback of ``key``;
+    ``wake(key, holder)`` only those registered for that holder (a fair waiter) or for no holder. Callbacks
+    run outside the internal lock (so a callback may do anything but block for long), and a callback
+    that raises is ignored.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wakes: dict[K, list[Wake]] = {}
+        self._wakes: dict[K, list[tuple[Wake, str | None]]] = {}
 
     @contextlib.contextmanager
-    def register(self, key: K, wake: Wake) -> Iterator[None]:
+    def register(self, key: K, wake: Wake, holder: str | None = None) -> Iterator[None]:
+        entry = (wake, holder)
         with self._lock:
-            self._wakes.setdefault(key, []).append(wake)
+            self._wakes.setdefault(key, []).append(entry)
         try:
             yield
         finally:
             with self._lock:
-                wakes = self._wakes[key]
-                wakes.remove(wake)
-                if not wakes:
+                entries = self._wakes[key]
+                entries.remove(entry)
+                if not entries:
                     del self._wakes[key]
 
-    def wake(self, key: K) -> None:
+    def wake(self, key: K, holder: str | None = None) -> None:
         # Lock-free fast path: a watcher registers before it re-checks the lock, so one that is not
         # registered yet when this reads the table will see the state this wake-up announces.
         if key not in self._wakes:
             return
         with self._lock:
-            wakes = list(self._wakes.get(key, ()))
-        self._call(wakes)
+            entries = list(self._wakes.get(key, ()))
+        self._call([w for w, h in entries if holder is None or h is None or h == holder])
 
     def wake_all(self) -> None:
         """Wake every registered callback (e.g. after notifications may have been lost)."""
         with self._lock:
-            wakes = [wake for entries in self._wakes.values() for wake in entries]
+            wakes = [wake for entries in self._wakes.values() for wake, _ in entries]
         self._call(wakes)
 
     @staticmethod
@@ -428,12 +431,18 @@ class Backend(abc.ABC):
         raise UnsupportedFeature(f"{type(self).__name__} cannot force-release locks")
 
     # -- waiting -----------------------------------------------------------------------------------
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Call ``wake()`` whenever ``name`` may have become free, while the context is open.
 
         The subscription is in effect when ``__enter__`` returns (lockapi re-checks the lock only after
         that, so no release is missed). Backends with :attr:`Capability.PUSH_WAKEUP` override this;
         the default delivers nothing and lockapi polls with jittered backoff.
+
+        ``holder`` is given for a waiter in the fair queue (``try_acquire(..., queue_ttl=...)``). A
+        backend that knows the head of the queue when the lock becomes free then wakes only the head
+        (``Watchers.wake(key, head)``); waking every watcher is also correct, only slower.
         """
         return contextlib.nullcontext()
 

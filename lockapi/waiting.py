@@ -4,10 +4,15 @@ A waiter subscribes to wake-ups first (the backend's push channel, if any, and t
 then re-checks, then sleeps until woken, bounded by the current holder's remaining ttl (so a lost
 wake-up costs at most one ttl) and by the caller's deadline. Backends without push wake-ups are
 polled with jittered exponential backoff.
+
+A fair waiter on a push backend listens to the backend alone, under its holder id, so a release wakes
+only the head of the queue; the other fair waiters make one attempt per QUEUE_REFRESH to keep their
+place. (The in-process bus cannot know the head: it would wake every local waiter.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -41,19 +46,23 @@ def wait_for_grant(
     attempt: Callable[[], Attempt],
     wait: float | None,
     *,
-    fair: bool = False,
+    fair_holder: str | None = None,
 ) -> int:
     """Call ``attempt`` until it grants; return the token, or raise :class:`LockTimeout` after ``wait``.
 
-    ``wait`` None waits forever. With ``fair``, attempts are repeated at least every QUEUE_REFRESH to
-    keep the waiter's place in the backend's queue.
+    ``wait`` None waits forever. ``fair_holder`` (the holder id of a fair waiter): attempts are
+    repeated at least every QUEUE_REFRESH to keep the waiter's place in the backend's queue, and
+    wake-ups are those the backend addresses to this holder.
     """
     started = time.monotonic()
     deadline = None if wait is None else started + wait
     push = Capability.PUSH_WAKEUP in backend.capabilities
+    fair = fair_holder is not None
     woken = threading.Event()
     semaphore, name = key
-    with backend.watch(name, woken.set, semaphore=semaphore), bus.register(key, woken.set):
+    local: contextlib.AbstractContextManager[None] = (
+        contextlib.nullcontext() if fair and push else bus.register(key, woken.set))
+    with backend.watch(name, woken.set, semaphore=semaphore, holder=fair_holder), local:
         poll = POLL_FIRST
         while True:
             woken.clear()

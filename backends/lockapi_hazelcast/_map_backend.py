@@ -289,7 +289,8 @@ class MapBackend(HazelcastBackend, mode="map"):
         return previous is not None
 
     # -- waiting -----------------------------------------------------------------------------------
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False
+    def watch(self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
               ) -> contextlib.AbstractContextManager[None]:
+        """A release wakes every watcher of the name, fair waiters included (``holder`` is not used)."""
         kind = "permits" if semaphore else "locks"
         return self._watches[kind].watching(name, wake, lambda: self._ensure_listener(kind))

@@ -48,6 +48,11 @@ class _Store:
     queues: dict[str, OrderedDict[str, float]] = field(default_factory=dict)
     watchers: Watchers[tuple[bool, str]] = field(default_factory=Watchers)
 
+    def next_waiter(self, name: str, now: float) -> str | None:
+        """The fair waiter to wake when ``name`` is free: the first live queue entry (None: wake all)."""
+        queue = self.queues.get(name)
+        return next((w for w, expires in queue.items() if expires > now), None) if queue else None
+
     def next_token(self, name: str, semaphore: bool) -> int:
         token = self.fences.get((semaphore, name), 0) + 1
         self.fences[(semaphore, name)] = token
@@ -132,10 +137,12 @@ class MemoryBackend(Backend):
     def release(self, name: str, holder: str, token: int) -> bool:
         s = self._s
         with s.mutex:
-            if self._holding(name, holder, token, self._now()) is None:
+            now = self._now()
+            if self._holding(name, holder, token, now) is None:
                 return False
             del s.locks[name]
-        s.watchers.wake((False, name))
+            head = s.next_waiter(name, now)
+        s.watchers.wake((False, name), head)
         return True
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
@@ -160,7 +167,11 @@ class MemoryBackend(Backend):
             if queue is None or holder not in queue:
                 return
             del queue[holder]
-        s.watchers.wake((False, name))
+            now = self._now()
+            if s.live_lock(name, now) is not None:
+                return
+            head = s.next_waiter(name, now)
+        s.watchers.wake((False, name), head)
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -243,14 +254,18 @@ class MemoryBackend(Backend):
     def force_release(self, name: str) -> bool:
         s = self._s
         with s.mutex:
-            held = s.live_lock(name, self._now()) is not None
+            now = self._now()
+            held = s.live_lock(name, now) is not None
             s.locks.pop(name, None)
-        s.watchers.wake((False, name))
+            head = s.next_waiter(name, now)
+        s.watchers.wake((False, name), head)
         return held
 
     # -- waiting -----------------------------------------------------------------------------------
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
-        return self._s.watchers.register((semaphore, name), wake)
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return self._s.watchers.register((semaphore, name), wake, holder)
 
     def ping(self) -> None:
         return None

@@ -168,7 +168,7 @@ class RedisBackend(Backend):
 
     def release(self, name: str, holder: str, token: int) -> bool:
         b = self.keys.base(name)
-        keys = [b + ":lock", b + ":ch", b + ":queue"]
+        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
         return bool(self._eval(self._release, keys, [f"{token}:{holder}"]) == 1)
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
@@ -295,14 +295,15 @@ class RedisBackend(Backend):
 
     def force_release(self, name: str) -> bool:
         b = self.keys.base(name)
-        return bool(self._eval(self._force_release, [b + ":lock", b + ":ch", b + ":queue"], []) == 1)
+        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
+        return bool(self._eval(self._force_release, keys, []) == 1)
 
     # -- waiting ----------------------------------------------------------------------------------
     def watch(
-        self, name: str, wake: Wake, *, semaphore: bool = False
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
         channel = self.keys.semaphore_channel(name) if semaphore else self.keys.lock_channel(name)
-        return self._hub.watch(channel, wake)
+        return self._hub.watch(channel, wake, holder)
 
     def watcher_count(self) -> int:
         """Live watch() contexts (for tests and diagnostics)."""

@@ -32,13 +32,22 @@ log = logging.getLogger(__name__)
 ConnectionFactory = Callable[[], AbstractConnection]
 
 
+_Entry = tuple[Wake, bytes | None]
+"""A watcher: its callback and, for a fair waiter, its holder id."""
+
+
 class _Channel:
     __slots__ = ("confirmed", "node", "wakes")
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.wakes: list[Wake] = []
+        self.wakes: list[_Entry] = []
         self.confirmed = threading.Event()
+
+    def addressed(self, message: bytes) -> list[Wake]:
+        """The callbacks a message wakes: a holder id wakes that fair waiter (and every watcher without
+        a holder); an empty message wakes all."""
+        return [w for w, holder in self.wakes if not message or holder is None or holder == message]
 
 
 class _Subscriber:
@@ -93,7 +102,7 @@ class _Subscriber:
             with hub.lock:
                 if self.conn is conn:
                     self._drop()
-                wakes = [w for s in hub.channels.values() if s.node == self.node for w in s.wakes]
+                wakes = [w for s in hub.channels.values() if s.node == self.node for w, _ in s.wakes]
             hub.call(wakes)
 
     def _read(self, conn: AbstractConnection) -> None:
@@ -130,9 +139,11 @@ class PubSubHub:
 
     # -- used by the backend ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def watch(self, channel: str, wake: Wake) -> Iterator[None]:
-        """Call ``wake`` on every message on ``channel`` while open; subscribed when entered."""
-        state = self._join(channel, wake)
+    def watch(self, channel: str, wake: Wake, holder: str | None = None) -> Iterator[None]:
+        """Call ``wake`` on every message on ``channel`` addressed to everyone (empty) or to ``holder``,
+        while open; subscribed when entered."""
+        entry = (wake, None if holder is None else holder.encode())
+        state = self._join(channel, entry)
         try:
             if not state.confirmed.wait(self.timeout):
                 self._reroute(channel, state)
@@ -140,7 +151,7 @@ class PubSubHub:
                     f"redis did not confirm the subscription within {self.timeout:g}s")
             yield
         finally:
-            self._leave(channel, state, wake)
+            self._leave(channel, state, entry)
 
     def watcher_count(self) -> int:
         with self.lock:
@@ -174,7 +185,7 @@ class PubSubHub:
         with contextlib.suppress(Exception):
             self.refresh()
 
-    def _join(self, channel: str, wake: Wake) -> _Channel:
+    def _join(self, channel: str, entry: _Entry) -> _Channel:
         with self.lock:
             if self.closed:
                 raise BackendUnavailable("the redis backend is closed")
@@ -188,13 +199,13 @@ class PubSubHub:
                 elif sub.conn is not None:
                     self.pending[channel] = self.pending.get(channel, 0) + 1
                     sub.send(self.subscribe_cmd, channel)
-            state.wakes.append(wake)
+            state.wakes.append(entry)
             return state
 
-    def _leave(self, channel: str, state: _Channel, wake: Wake) -> None:
+    def _leave(self, channel: str, state: _Channel, entry: _Entry) -> None:
         with self.lock:
             with contextlib.suppress(ValueError):
-                state.wakes.remove(wake)
+                state.wakes.remove(entry)
             if not state.wakes and self.channels.get(channel) is state:
                 del self.channels[channel]
                 sub = self.subscribers.get(state.node)
@@ -206,9 +217,10 @@ class PubSubHub:
         raw = reply[1]
         channel = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
         if kind in (b"message", b"smessage"):
+            message = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else b""
             with self.lock:
                 state = self.channels.get(channel)
-                wakes = list(state.wakes) if state is not None else []
+                wakes = state.addressed(message) if state is not None else []
             self.call(wakes)
         elif kind in (b"subscribe", b"ssubscribe"):
             with self.lock:
@@ -227,7 +239,7 @@ class PubSubHub:
                 state = self.channels.get(channel)
                 if state is not None and state.confirmed.is_set():
                     del self.channels[channel]
-                wakes = list(state.wakes) if state is not None else []
+                wakes = [w for w, _ in state.wakes] if state is not None else []
             self.call(wakes)
 
     @staticmethod

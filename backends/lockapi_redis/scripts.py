@@ -35,6 +35,19 @@ local function next_token(fence)
   end
   return c
 end
+-- The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
+-- there is none: the message then wakes every watcher).
+local function next_waiter(queue, qtime)
+  local i, now = 0, nil
+  while true do
+    local w = redis.call('LINDEX', queue, i)
+    if not w then return '' end
+    now = now or now_ms()
+    local s = redis.call('ZSCORE', qtime, w)
+    if s and tonumber(s) > now then return w end
+    i = i + 1
+  end
+end
 local function expire_at_last(zkey)
   local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
   if last[2] then redis.call('PEXPIREAT', zkey, int(tonumber(last[2]) + 1)) end
@@ -85,11 +98,12 @@ if #stale > 0 then redis.call(PUBLISH, KEYS[3], head) end
 return -1 - math.max(tonumber(redis.call('ZSCORE', KEYS[5], head)) - now, 0)
 """
 
-# KEYS: lock, channel, queue. ARGV: "<token>:<holder>". Publishes the queue head's id (or "").
+# KEYS: lock, channel, queue, qtime. ARGV: "<token>:<holder>". Publishes the next fair waiter's id
+# (or "", which wakes every watcher).
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call(PUBLISH, KEYS[2], redis.call('LINDEX', KEYS[3], 0) or '')
+  redis.call(PUBLISH, KEYS[2], next_waiter(KEYS[3], KEYS[4]))
   return 1
 end
 return 0
@@ -118,16 +132,16 @@ local head = redis.call('LINDEX', KEYS[3], 0)
 local removed = redis.call('ZREM', KEYS[4], ARGV[1])
 if removed == 1 then redis.call('LREM', KEYS[3], 1, ARGV[1]) end
 if head == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
-  local nxt = redis.call('LINDEX', KEYS[3], 0)
-  if nxt then redis.call(PUBLISH, KEYS[2], nxt) end
+  local nxt = next_waiter(KEYS[3], KEYS[4])
+  if nxt ~= '' then redis.call(PUBLISH, KEYS[2], nxt) end
 end
 return removed
 """
 
-# KEYS: lock, channel, queue.
+# KEYS: lock, channel, queue, qtime.
 FORCE_RELEASE = """
 if redis.call('DEL', KEYS[1]) == 1 then
-  redis.call(PUBLISH, KEYS[2], redis.call('LINDEX', KEYS[3], 0) or '')
+  redis.call(PUBLISH, KEYS[2], next_waiter(KEYS[3], KEYS[4]))
   return 1
 end
 return 0

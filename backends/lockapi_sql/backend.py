@@ -405,7 +405,10 @@ class SQLBackend(Backend):
         return self._run(lambda conn: self._free_rows(conn, where, LOCK, [digest]) > 0)
 
     # -- waiting and lifecycle --------------------------------------------------------------------------
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """A release wakes every watcher of the name, fair waiters included (``holder`` is not used)."""
         if self._listener is None:
             return contextlib.nullcontext()
         return self._listener.watch(_payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake)

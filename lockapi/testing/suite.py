@@ -349,6 +349,26 @@ class LockConformance:
         assert not errors, errors
         assert order == [0, 1, 2, 3]
 
+    def test_7_release_wakes_the_fair_head_watching_under_its_holder_id(
+        self, manager: LockManager, other: LockManager, name: str
+    ) -> None:
+        """A backend may address a fair release to the head of the queue only; the head must hear it."""
+        self._require(manager, Capability.FAIR)
+        self._require(manager, Capability.PUSH_WAKEUP)
+        lease = manager.acquire(name, ttl=30)
+        backend = other.backend
+        woken = {h: threading.Event() for h in ("head", "second")}
+        for h in woken:  # queue entries that outlive the test: nobody is dropped as stale
+            assert backend.try_acquire(name, h, 30, queue_ttl=60).token is None
+        with backend.watch(name, woken["head"].set, holder="head"), \
+                backend.watch(name, woken["second"].set, holder="second"):
+            lease.release()
+            assert woken["head"].wait(self.margin + 1), "the head of the queue was not woken"
+            token = backend.try_acquire(name, "head", 30, queue_ttl=60).token
+            assert token is not None and token > lease.token
+        backend.cancel_wait(name, "second")
+        assert backend.release(name, "head", token)
+
     def test_7_fair_waiter_that_gave_up_does_not_block(self, manager: LockManager, other: LockManager,
                                                        name: str) -> None:
         if Capability.FAIR not in manager.capabilities:

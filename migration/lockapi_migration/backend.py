@@ -178,8 +178,10 @@ class MigrationBackend(Backend):
     def force_release(self, name: str) -> bool:
         return self._impl.force_release(name)
 
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
-        return self._impl.watch(name, wake, semaphore=semaphore)
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return self._impl.watch(name, wake, semaphore=semaphore, holder=holder)
 
     def ping(self) -> None:
         self._impl.ping()

@@ -221,8 +221,10 @@ class Dual(Backend):
         return self._r.force_release(name) or h_held
 
     @contextlib.contextmanager
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> Iterator[None]:
-        with self._h.watch(name, wake, semaphore=semaphore), self._r.watch(name, wake, semaphore=semaphore):
+    def watch(self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+              ) -> Iterator[None]:
+        with self._h.watch(name, wake, semaphore=semaphore, holder=holder), \
+                self._r.watch(name, wake, semaphore=semaphore, holder=holder):
             yield
 
     def ping(self) -> None:

@@ -279,8 +279,10 @@ class Shadowed(Backend):
             self._s.force_release(name)
         return held
 
-    def watch(self, name: str, wake: Wake, *, semaphore: bool = False) -> contextlib.AbstractContextManager[None]:
-        return self._p.watch(name, wake, semaphore=semaphore)
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return self._p.watch(name, wake, semaphore=semaphore, holder=holder)
 
     def ping(self) -> None:
         self._p.ping()

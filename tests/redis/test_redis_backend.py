@@ -3,6 +3,7 @@ connection, cross-process hand-off), fair-queue dead waiters, key layout and cle
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -212,6 +213,66 @@ def test_fair_queue_drops_a_killed_waiter_quickly(redis_standalone: RedisServer,
                     proc.kill()
                     proc.wait(10)
             client.close()
+
+
+def settle(b: RedisBackend, name: str, woken: dict[str, threading.Event]) -> None:
+    """Return once every wake-up already published for ``name`` has been delivered.
+
+    A release of another name, watched on the same pub/sub connection, is delivered after them (one
+    connection, one reader thread, messages in order)."""
+    control = name + ":control"
+    event = threading.Event()
+    with b.watch(control, event.set):
+        token = b.try_acquire(control, "c", 30).token
+        assert token is not None and b.release(control, "c", token)
+        assert event.wait(5)
+
+
+def test_a_fair_release_wakes_only_the_head_of_the_queue(b: RedisBackend, name: str) -> None:
+    token = b.try_acquire(name, "holder", 30).token
+    assert token is not None
+    waiters = ["w1", "w2", "w3"]
+    for w in waiters:
+        assert b.try_acquire(name, w, 30, queue_ttl=60).token is None
+    woken = {w: threading.Event() for w in [*waiters, "plain"]}
+    with contextlib.ExitStack() as stack:
+        for w in waiters:
+            stack.enter_context(b.watch(name, woken[w].set, holder=w))
+        stack.enter_context(b.watch(name, woken["plain"].set))
+        owner = "holder"
+        for current, rest in (("w1", ["w2", "w3"]), ("w2", ["w3"])):
+            assert b.release(name, owner, token)
+            assert woken[current].wait(5), f"{current}, the head, was not woken"
+            settle(b, name, woken)
+            assert woken["plain"].is_set(), "a watcher without a holder hears every release"
+            assert not any(woken[w].is_set() for w in rest), "a waiter behind the head was woken"
+            woken["plain"].clear()
+            granted = b.try_acquire(name, current, 30, queue_ttl=60).token
+            assert granted is not None and granted > token
+            token, owner = granted, current
+
+
+def test_a_release_skips_queue_entries_that_expired(
+        redis_standalone: RedisServer, b: RedisBackend, name: str) -> None:
+    token = b.try_acquire(name, "holder", 30).token
+    assert token is not None
+    assert b.try_acquire(name, "dead", 30, queue_ttl=0.05).token is None  # never refreshed again
+    assert b.try_acquire(name, "alive", 30, queue_ttl=60).token is None
+    client = redis_standalone.client()
+    qtime = b.keys.base(name) + ":qtime"
+
+    def dead_expired() -> bool:
+        seconds, micros = client.time()
+        score = client.zscore(qtime, "dead")
+        return score is not None and score <= seconds * 1000 + micros // 1000
+
+    wait_until(dead_expired, 10, "the dead waiter's queue entry to expire")
+    client.close()
+    alive = threading.Event()
+    with b.watch(name, alive.set, holder="alive"):
+        assert b.release(name, "holder", token)
+        assert alive.wait(5), "the release was addressed to a waiter whose entry had expired"
+    assert b.try_acquire(name, "alive", 30, queue_ttl=60).token is not None
 
 
 # -- key layout and cleanup ------------------------------------------------------------------------
