@@ -31,7 +31,7 @@ from lockapi.spi import (
     Wake,
 )
 from lockapi_sql.dialects import DIALECTS, PostgresDialect, SQLDialect, SQLiteDialect
-from lockapi_sql.schema import COUNTER_SLOT, DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, name_hash
+from lockapi_sql.schema import COUNTER_SLOT, DEFAULT_PREFIX, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, name_hash
 from lockapi_sql.watchdog import Watchdog
 
 T = TypeVar("T")
@@ -196,9 +196,22 @@ class SQLBackend(Backend):
         freed = conn.execute(
             sa.update(self.tables.leases).where(where).values(holder=None, expires_us=0)
         ).rowcount
-        if freed:
-            self.dialect.notify(conn, self.tables.notify_channel, [_payload(kind, d) for d in digests])
+        if freed and self.dialect.notifies:
+            if kind == LOCK and len(digests) == 1:
+                payloads: list[str | sa.ColumnElement[str]] = [self._addressed(digests[0])]
+            else:
+                payloads = [_payload(kind, d) for d in digests]
+            self.dialect.notify(conn, self.tables.notify_channel, payloads)
         return int(freed)
+
+    def _addressed(self, digest: str) -> sa.ColumnElement[str]:
+        """A lock's NOTIFY payload naming its next live fair waiter, if any, so only that waiter wakes
+        (:class:`Listener`); computed inside the notify statement, no extra round trip."""
+        w = self.tables.waiters.c
+        head = (sa.select(w.holder).where(w.name_hash == digest, w.expires_us > self._now())
+                .order_by(w.seq).limit(1).scalar_subquery())
+        suffix = sa.func.coalesce(sa.literal(HEAD_SEPARATOR, sa.String) + head, "")
+        return sa.literal(_payload(LOCK, digest), sa.String) + suffix
 
     # -- locks ------------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
@@ -252,8 +265,8 @@ class SQLBackend(Backend):
             left = conn.execute(
                 sa.delete(self.tables.waiters).where(w.name_hash == digest, w.holder == holder)
             ).rowcount
-            if left:  # the next waiter may now be first in the queue
-                self.dialect.notify(conn, self.tables.notify_channel, [_payload(LOCK, digest)])
+            if left and self.dialect.notifies:  # the next waiter may now be first in the queue
+                self.dialect.notify(conn, self.tables.notify_channel, [self._addressed(digest)])
 
         self._run(op)
 
@@ -408,10 +421,9 @@ class SQLBackend(Backend):
     def watch(
         self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
-        """A release wakes every watcher of the name, fair waiters included (``holder`` is not used)."""
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(_payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake)
+        return self._listener.watch(_payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
 
     def close(self) -> None:
         if self._listener is not None:

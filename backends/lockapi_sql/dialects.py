@@ -60,8 +60,13 @@ class SQLDialect:
     def retryable(self, exc: sa.exc.DBAPIError) -> bool:
         return _error_code(exc.orig) in self.retry_codes
 
-    def notify(self, conn: Connection, channel: str, payloads: Sequence[str]) -> None:
-        """Announce released rows to push-waiters (inside the releasing transaction). No-op by default."""
+    notifies = False
+    """Whether :meth:`notify` sends anything (PostgreSQL)."""
+
+    def notify(self, conn: Connection, channel: str, payloads: Sequence[str | sa.ColumnElement[str]]) -> None:
+        """Announce released rows to push-waiters (inside the releasing transaction). No-op by default.
+
+        A payload may be an SQL expression, evaluated by the database in the same statement."""
 
     # -- writes -----------------------------------------------------------------------------------------
     def insert(self, table: sa.Table) -> Any:
@@ -144,7 +149,9 @@ class PostgresDialect(_ReturningDialect):
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
 
-    def notify(self, conn: Connection, channel: str, payloads: Sequence[str]) -> None:
+    notifies = True
+
+    def notify(self, conn: Connection, channel: str, payloads: Sequence[str | sa.ColumnElement[str]]) -> None:
         for payload in payloads:
             conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from lockapi.spi import Wake, Watchers
+from lockapi_sql.schema import HEAD_SEPARATOR
 
 MAX_BACKOFF = 5.0
 
@@ -41,13 +42,14 @@ class Listener:
         self._pid = os.getpid()
 
     @contextlib.contextmanager
-    def watch(self, payload: str, wake: Wake) -> Iterator[None]:
-        """Call ``wake`` on every notification of ``payload`` while open.
+    def watch(self, payload: str, wake: Wake, holder: str | None = None) -> Iterator[None]:
+        """Call ``wake`` on every notification of ``payload`` while open; one addressed to a fair waiter
+        (``payload|holder``) wakes only that waiter and the watchers without ``holder``.
 
         On entry, waits (up to the backend timeout) until LISTEN is in effect; if the listening
         connection cannot be made, the thread's polling fallback calls ``wake`` periodically instead.
         """
-        with self._watchers.register(payload, wake):
+        with self._watchers.register(payload, wake, holder):
             with self._lock:
                 running = self._start()
             if running:
@@ -107,4 +109,5 @@ class Listener:
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopping.is_set():
             for notify in conn.notifies(timeout=self._poll_interval):
-                self._watchers.wake(notify.payload)
+                key, _, holder = notify.payload.partition(HEAD_SEPARATOR)
+                self._watchers.wake(key, holder or None)

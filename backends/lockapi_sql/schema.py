@@ -44,6 +44,10 @@ def name_hash(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
+HEAD_SEPARATOR = "|"
+"""In a NOTIFY payload, between the name's payload and the holder id of the fair waiter it is addressed to."""
+
+
 class Tables:
     """The three tables for one table prefix."""
 

@@ -109,3 +109,34 @@ def test_releases_notify_locks_and_semaphores_separately(pg_url: str, make_backe
             assert backend.release_permit(name, "hs", permit_token)
             assert backend.release(name, "hl", lock_token)
         assert woken.wait(30)
+
+
+def test_a_fair_release_wakes_only_the_next_live_waiter(pg_url: str, make_backend: Factory, name: str) -> None:
+    backend = make_backend(pg_url)
+    token = backend.try_acquire(name, "holder", 60).token
+    assert token is not None
+    assert backend.try_acquire(name, "gone", 60, queue_ttl=1e-6).token is None  # expired at once
+    for w in ("w1", "w2"):
+        assert backend.try_acquire(name, w, 60, queue_ttl=60).token is None
+    woken = {w: threading.Event() for w in ("gone", "w1", "w2", "plain", "control")}
+    control = name + ":control"
+
+    def settle() -> None:
+        """Notifications arrive in commit order: once a control release's has come, everything
+        committed before it has been delivered (including the listener's wake-everyone on connect)."""
+        woken["control"].clear()
+        control_token = backend.try_acquire(control, "c", 60).token
+        assert control_token is not None and backend.release(control, "c", control_token)
+        assert woken["control"].wait(30)
+
+    with backend.watch(control, woken["control"].set):
+        settle()
+        with backend.watch(name, woken["gone"].set, holder="gone"), \
+                backend.watch(name, woken["w1"].set, holder="w1"), \
+                backend.watch(name, woken["w2"].set, holder="w2"), backend.watch(name, woken["plain"].set):
+            assert backend.release(name, "holder", token)
+            assert woken["w1"].wait(30), "the next live waiter was not woken"
+            settle()
+            assert woken["plain"].is_set(), "a watcher without a holder hears every release"
+            assert not woken["w2"].is_set() and not woken["gone"].is_set()
+    assert backend.try_acquire(name, "w1", 60, queue_ttl=60).token is not None
