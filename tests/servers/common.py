@@ -1,12 +1,14 @@
 """Shared plumbing for test servers: free ports, process lifetime, and the CI-aware "missing" rule.
 
 Every server the tests start is a child process of the test run, stopped (by its own pid) when its
-fixture ends. Nothing here touches processes it did not start.
+fixture ends, and sent SIGTERM by the kernel if the test run dies without running its fixtures' teardown
+(SIGKILL, an external timeout). Nothing here touches processes it did not start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -93,6 +95,20 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when the thread that started it ends (Linux), so start
+    servers from a thread that outlives them (pytest runs fixtures in its main thread)."""
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return preexec
+
+
 class ServerProcess:
     """One server child process, with its output in ``log`` for error messages."""
 
@@ -105,7 +121,7 @@ class ServerProcess:
         cmd = ["runuser", "-u", user, "--", *self.argv] if user else self.argv
         self.proc = subprocess.Popen(
             cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
         )
 
     @property
