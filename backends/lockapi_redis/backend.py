@@ -62,7 +62,8 @@ class RedisBackend(Backend):
         self.keys = Keys(self.settings.prefix)
         self._where = config.redacted_url
         publish = "SPUBLISH" if self.settings.sharded_pubsub else "PUBLISH"
-        s = {name: Script(scripts.source(getattr(scripts, name), publish)) for name in (
+        fence_ttl_ms = _ms(self.settings.fence_ttl) if self.settings.fence_ttl > 0 else 0
+        s = {name: Script(scripts.source(getattr(scripts, name), publish, fence_ttl_ms)) for name in (
             "ACQUIRE", "FAIR_ACQUIRE", "RELEASE", "EXTEND", "INSPECT", "CANCEL_WAIT", "FORCE_RELEASE",
             "SET_FENCE_FLOOR", "ACQUIRE_MANY", "SEM_ACQUIRE", "SEM_RELEASE", "SEM_EXTEND", "SEM_HOLDS")}
         self._acquire, self._fair_acquire, self._release = s["ACQUIRE"], s["FAIR_ACQUIRE"], s["RELEASE"]

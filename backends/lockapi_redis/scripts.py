@@ -7,8 +7,10 @@ Conventions shared by all scripts:
 * Acquire scripts return the fencing token as a decimal string when granted, else the integer
   ``-1 - retry_after_ms``. Tokens stay strings inside the scripts (compared by length, then
   lexicographically) because Lua numbers are doubles, exact only below 2^53.
-* Fencing: ``token = max(INCR fence, TIME in microseconds)``; the counter key is never deleted, and the
-  time floor keeps tokens increasing even after a restart that lost every key.
+* Fencing: ``token = max(INCR fence, TIME in microseconds)``; the time floor keeps tokens increasing
+  even after a restart that lost every key. The same floor lets an idle counter expire: after a grant
+  whose token is not ahead of TIME, the counter lives ``FENCE_TTL_MS`` more (0: forever), since any
+  later TIME is greater. A counter ahead of TIME (a floor set above it) never expires.
 * Names only ever travel in KEYS and holders/values in ARGV: nothing from the application is
   formatted into a script. The only substitution is the publish command, PUBLISH or SPUBLISH.
 * Numbers passed back to Redis go through ``int()`` (``string.format('%d')``), since Lua would print
@@ -29,11 +31,13 @@ local function next_token(fence)
   local c = redis.call('GET', fence)
   local t = redis.call('TIME')
   local floor = t[1] .. string.format('%06d', tonumber(t[2]))
+  local tok = c
   if greater(floor, c) then
     redis.call('SET', fence, floor)
-    return floor
+    tok = floor
   end
-  return c
+  if FENCE_TTL_MS > 0 and not greater(tok, floor) then redis.call('PEXPIRE', fence, FENCE_TTL_MS) end
+  return tok
 end
 -- The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
 -- there is none: the message then wakes every watcher).
@@ -148,6 +152,7 @@ return 0
 """
 
 # KEYS: fence. ARGV: token (decimal string). Compared as decimal strings: exact beyond 2^53.
+# SET drops any ttl: a counter moved ahead of TIME must not expire (see next_token).
 SET_FENCE_FLOOR = """
 local c = redis.call('GET', KEYS[1])
 if c and not greater(ARGV[1], c) then return 0 end
@@ -214,8 +219,9 @@ return 0
 """
 
 
-def source(body: str, publish: str) -> str:
-    """The full text of a script: helpers, then ``body`` with its publish command set."""
+def source(body: str, publish: str, fence_ttl_ms: int) -> str:
+    """The full text of a script: its settings (publish command, fence counter ttl), helpers, ``body``."""
     if publish not in ("PUBLISH", "SPUBLISH"):
         raise ValueError(publish)
-    return _HELPERS + "local PUBLISH = '" + publish + "'\n" + body
+    settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {int(fence_ttl_ms)}\n"
+    return settings + _HELPERS + body

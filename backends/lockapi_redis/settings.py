@@ -40,6 +40,8 @@ class Settings:
     wait_replicas: int = 0
     wait_replicas_timeout: float = 1.0
     sharded_pubsub: bool = False
+    fence_ttl: float = 30 * 24 * 3600.0
+    """Seconds an idle fencing counter is kept (0: forever); see scripts.py."""
 
 
 def _split_hosts(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
@@ -167,6 +169,7 @@ def parse(config: BackendConfig) -> Settings:
         wait_replicas=opts.int("wait_replicas", 0, minimum=0),
         wait_replicas_timeout=opts.float("wait_replicas_timeout", 1.0),
         sharded_pubsub=pubsub == "sharded",
+        fence_ttl=opts.float("fence_ttl", 30 * 24 * 3600.0, strict=False),
     )
     opts.finish()
     return settings

@@ -89,6 +89,51 @@ def wait_until_value(fn: Any, timeout: float = 10.0) -> Any:
             time.sleep(0.1)
 
 
+def test_an_idle_fencing_counter_expires_and_tokens_still_increase(
+        redis_standalone: RedisServer, name: str) -> None:
+    be = backend(redis_standalone.url, fence_ttl=0.5)
+    client = redis_standalone.client()
+    try:
+        fence = be.keys.base(name) + ":fence"
+        first = be.try_acquire(name, "h", 30).token
+        assert first is not None and be.release(name, "h", first)
+        assert 0 < client.pttl(fence) <= 500
+        wait_until(lambda: client.exists(fence) == 0, 10, "the idle counter to expire")
+        second = be.try_acquire(name, "h2", 30).token
+        assert second is not None and second > first  # floored by the server's TIME
+        assert be.release(name, "h2", second)
+    finally:
+        client.close()
+        be.close()
+
+
+def test_a_counter_moved_ahead_of_the_clock_never_expires(redis_standalone: RedisServer, name: str) -> None:
+    be = backend(redis_standalone.url, fence_ttl=0.5)
+    client = redis_standalone.client()
+    try:
+        fence = be.keys.base(name) + ":fence"
+        ahead = 10**18  # far beyond the server's TIME in microseconds: expiry would lose it
+        be.set_fence_floor(name, ahead)
+        token = be.try_acquire(name, "h", 30).token
+        assert token == ahead + 1 and be.release(name, "h", token)
+        assert client.pttl(fence) == -1
+    finally:
+        client.close()
+        be.close()
+
+
+def test_fence_ttl_zero_keeps_counters_forever(redis_standalone: RedisServer, name: str) -> None:
+    be = backend(redis_standalone.url, fence_ttl=0)
+    client = redis_standalone.client()
+    try:
+        token = be.try_acquire(name, "h", 30).token
+        assert token is not None and be.release(name, "h", token)
+        assert client.pttl(be.keys.base(name) + ":fence") == -1
+    finally:
+        client.close()
+        be.close()
+
+
 def test_fence_floor_beyond_double_precision_is_exact(b: RedisBackend, name: str) -> None:
     floor = 2**60 + 1  # not representable as a double: Lua numbers would round it
     b.set_fence_floor(name, floor)
