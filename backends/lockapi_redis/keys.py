@@ -9,12 +9,12 @@ inside ``E`` is harmless) and the whole name decides the slot. The escaping is r
 Keys for prefix ``P`` and name ``N`` (``E`` = escaped ``N``)::
 
     P:{E}:lock      string "<token>:<holder>" with PX ttl          (deleted on release, expires)
-    P:{E}:fence     string counter of the lock's fencing tokens    (never deleted)
+    P:{E}:fence     string counter of the lock's fencing tokens    (expires fence_ttl after the last grant)
     P:{E}:queue     list of fair waiters, FIFO                     (empty -> deleted, PEXPIRE)
     P:{E}:qtime     zset waiter -> queue deadline (ms, server clock) (same)
     P:{E}:ch        pub/sub channel: a lease on N was released
     P:{E}:sem       zset "<token>:<holder>" -> expiry (ms)         (empty -> deleted, PEXPIREAT)
-    P:{E}:sfence    string counter of the semaphore's tokens       (never deleted)
+    P:{E}:sfence    string counter of the semaphore's tokens       (same)
     P:{E}:sch       pub/sub channel: a permit of N was returned
     P:{E}:done      done marker "1" with PX ttl
 """
@@ -71,21 +71,6 @@ class Keys:
     def base(self, name: str) -> str:
         """``P:{E}`` — append ``:lock``, ``:fence``, ... to get a key."""
         return f"{self.prefix}:{{{escape(name)}}}"
-
-    def lock(self, name: str) -> list[str]:
-        """lock, fence, channel, queue (the keys of the lock scripts)."""
-        b = self.base(name)
-        return [b + ":lock", b + ":fence", b + ":ch", b + ":queue"]
-
-    def fair(self, name: str) -> list[str]:
-        """lock, fence, channel, queue, qtime (the keys of the fair-lock scripts)."""
-        b = self.base(name)
-        return [b + ":lock", b + ":fence", b + ":ch", b + ":queue", b + ":qtime"]
-
-    def semaphore(self, name: str) -> list[str]:
-        """sem, sfence, sch (the keys of the semaphore scripts)."""
-        b = self.base(name)
-        return [b + ":sem", b + ":sfence", b + ":sch"]
 
     def done(self, name: str) -> str:
         return self.base(name) + DONE_SUFFIX
