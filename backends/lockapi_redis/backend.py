@@ -4,7 +4,10 @@ cluster), every operation one Lua script; see docs/backends/redis.md."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -25,7 +28,9 @@ from lockapi.spi import (
 
 from . import scripts
 from .clients import Client, Script, build, command, pubsub_connection
+from .idle import IdleSweeper
 from .keys import Keys
+from .pool import BoundedPool, BoundedSentinelPool
 from .pubsub import ConnectionFactory, PubSubHub
 from .settings import Settings, parse
 
@@ -46,6 +51,18 @@ def _ms(seconds: float) -> int:
 CLIENT_ERRORS = (RedisError, RedisClusterException)
 """What redis-py raises for an unreachable or failing server (the cluster client's own error is not a
 RedisError)."""
+
+_LIVE: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
+"""Open backends, so a forked child can give each its own pub/sub and idle-sweeping threads."""
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_LIVE):
+        backend._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class RedisBackend(Backend):
     """Locks on Redis. Thread-safe; one command connection pool and one pub/sub connection (per node)."""
@@ -79,6 +96,10 @@ class RedisBackend(Backend):
         self._hub = PubSubHub(sharded=self.settings.sharded_pubsub, timeout=config.timeout,
                               node_for=self._node_for, refresh=self._refresh_topology)
         self._closed = False
+        self._last_call = time.monotonic()
+        self._sweeper = None if self.settings.idle_timeout <= 0 else IdleSweeper(
+            self.settings.idle_timeout, [self._close_idle_commands, self._hub.close_idle])
+        _LIVE.add(self)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -94,12 +115,14 @@ class RedisBackend(Backend):
         return client
 
     def _run(self, fn: Callable[[], T]) -> T:
+        self._last_call = time.monotonic()
         try:
             return fn()
         except CLIENT_ERRORS as exc:
             raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
 
     def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        self._last_call = time.monotonic()
         try:
             return script(self._client, keys, args)
         except CLIENT_ERRORS as exc:
@@ -126,6 +149,26 @@ class RedisBackend(Backend):
         client = self._client_obj
         if isinstance(client, RedisCluster):
             client.nodes_manager.initialize()
+
+    def _close_idle_commands(self, unused_for: float) -> None:
+        """Close command connections unused for ``unused_for`` seconds (``idle_timeout``). redis-py's
+        cluster pools keep no use times: there, every idle one is closed once the backend made no
+        call for that long."""
+        client = self._client_obj
+        if isinstance(client, RedisCluster):
+            if time.monotonic() - self._last_call >= unused_for:
+                for node in client.get_nodes():
+                    if node.redis_connection is not None:
+                        node.redis_connection.connection_pool.disconnect(inuse_connections=False)
+        elif client is not None and isinstance(client.connection_pool, (BoundedPool, BoundedSentinelPool)):
+            client.connection_pool.close_idle(unused_for)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and threads; the parent's connections stay the parent's."""
+        self._client_lock = threading.Lock()
+        self._hub.after_fork()
+        if self._sweeper is not None and not self._closed:
+            self._sweeper.start()
 
     def _granting(self, script: Script, keys: list[str], args: list[str | int]) -> tuple[Any, int | None]:
         """Run an acquire script; returns its reply and, with ``wait_replicas``, how many replicas
@@ -320,6 +363,9 @@ class RedisBackend(Backend):
                 return
             self._closed = True
             client, self._client_obj = self._client_obj, None
+        _LIVE.discard(self)
+        if self._sweeper is not None:
+            self._sweeper.close()
         self._hub.close()
         if client is not None:
             with contextlib.suppress(Exception):

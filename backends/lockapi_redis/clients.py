@@ -42,7 +42,8 @@ def build(settings: Settings, timeout: float) -> Client:
             conn["connection_class"] = SSLConnection
         host, port = settings.hosts[0]
         pool = BoundedPool(host=host, port=port, max_connections=settings.max_connections,
-                           wait_timeout=timeout, retry=no_retry(), **conn)
+                           max_idle=settings.max_idle_connections, wait_timeout=timeout, retry=no_retry(),
+                           **conn)
         return Redis(connection_pool=pool, retry=no_retry())
     if settings.kind == "sentinel":
         ssl = "ssl_cert_reqs" in conn
@@ -52,7 +53,7 @@ def build(settings: Settings, timeout: float) -> Client:
         assert settings.service_name is not None
         master: Redis = sentinel.master_for(settings.service_name, connection_pool_class=BoundedSentinelPool,
                                             max_connections=settings.max_connections, wait_timeout=timeout,
-                                            retry=no_retry())
+                                            max_idle=settings.max_idle_connections, retry=no_retry())
         return master
     if "ssl_cert_reqs" in conn:
         conn["ssl"] = True

@@ -6,6 +6,10 @@ use, a caller waits up to ``wait_timeout`` seconds for one to come back, then ge
 that says which option to raise. The pool keeps redis-py's fork safety (a child process starts with no
 connections) and, on sentinel, hands back a connection to a former master disconnected, so its next
 use reconnects to the current master. redis-py's per-connection metrics hooks are not called.
+
+Idle connections: at most ``max_idle`` stay open in the pool (one returned beyond that is closed), and
+:meth:`close_idle` closes those unused for a given time (called by :mod:`lockapi_redis.idle`). The idle
+list is LIFO, so the connections at its bottom are the ones unused longest.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ class _Bounded:
     _owner_check = False
     """Whether ``owns_connection`` can say no for a live connection (sentinel: it points elsewhere)."""
 
-    def __init__(self, *args: Any, wait_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wait_timeout: float, max_idle: int | None = None, **kwargs: Any) -> None:
         self.wait_timeout = wait_timeout
         super().__init__(*args, **kwargs)
+        self.max_idle = self.max_connections if max_idle is None else max_idle
 
     def reset(self) -> None:
         super().reset()  # type: ignore[misc]
@@ -87,8 +92,31 @@ class _Bounded:
                 return
             if self._owner_check and not self.owns_connection(connection):  # type: ignore[attr-defined]
                 connection.disconnect()
-            self._available_connections.append(connection)
+            if len(self._available_connections) >= self.max_idle:
+                self._created_connections -= 1  # closed, not kept: a waiter may open a new one
+                connection.disconnect()
+            else:
+                connection.lockapi_idle_since = time.monotonic()  # type: ignore[attr-defined]
+                self._available_connections.append(connection)
             self._freed.notify()
+
+    def close_idle(self, unused_for: float) -> int:
+        """Close the idle connections that nobody used for ``unused_for`` seconds; return how many."""
+        self._checkpid()  # type: ignore[attr-defined]
+        cutoff = time.monotonic() - unused_for
+        with self._lock:
+            idle = self._available_connections
+            stale = 0
+            while stale < len(idle) and getattr(idle[stale], "lockapi_idle_since", 0.0) <= cutoff:
+                stale += 1
+            if not stale:
+                return 0
+            closing, idle[:stale] = idle[:stale], []
+            self._created_connections -= stale
+            self._freed.notify(stale)
+        for conn in closing:
+            conn.disconnect()
+        return stale
 
 
 class BoundedPool(_Bounded, ConnectionPool):

@@ -12,6 +12,10 @@ and re-routes the channel: the hub forgets it, retires a reader that cannot reac
 cluster master), and asks the backend to refresh its view of the cluster, so the next watch
 subscribes on the slot's current owner. Waiters never rely on a message alone: lockapi re-checks after
 subscribing and bounds every wait by the holder's remaining ttl.
+
+A child process after ``fork`` calls :meth:`PubSubHub.after_fork`: it forgets the parent's connections
+and reader threads (which it must not touch) and subscribes afresh on its own. With ``idle_timeout``,
+:meth:`PubSubHub.close_idle` closes connections that carried no subscription for that long.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,6 +64,8 @@ class _Subscriber:
         self.factory = factory
         self.conn: AbstractConnection | None = None
         self.retired = False
+        self.last_used = time.monotonic()
+        """When a subscription on this connection last ended (or the connection was made)."""
         self.thread = threading.Thread(target=self._run, name=f"lockapi-redis-pubsub-{node}", daemon=True)
         self.thread.start()
 
@@ -130,12 +137,19 @@ class PubSubHub:
         self.timeout = timeout
         self.node_for = node_for
         self.refresh = refresh
+        self.closed = False
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """Start from nothing: no channels, connections or reader threads (also right after a fork,
+        where the parent's belong to the parent)."""
         self.lock = threading.Lock()
         self.channels: dict[str, _Channel] = {}
         self.pending: dict[str, int] = {}
         self.subscribers: dict[str, _Subscriber] = {}
-        self.closed = False
         self.stop_event = threading.Event()
+        if self.closed:
+            self.stop_event.set()
 
     # -- used by the backend ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -169,7 +183,23 @@ class PubSubHub:
         for sub in subscribers:
             sub.thread.join(5)
 
+    def close_idle(self, unused_for: float) -> int:
+        """Close the connections that carried no subscription for ``unused_for`` seconds; return how many."""
+        cutoff = time.monotonic() - unused_for
+        with self.lock:
+            busy = {state.node for state in self.channels.values()}
+            idle = [sub for node, sub in self.subscribers.items() if node not in busy and sub.last_used <= cutoff]
+            for sub in idle:
+                self._retire(sub)
+        return len(idle)
+
     # -- internals --------------------------------------------------------------------------------
+    def _retire(self, sub: _Subscriber) -> None:
+        """Stop ``sub``'s reader and close its connection; the next watch on its node opens another."""
+        sub.retired = True
+        del self.subscribers[sub.node]
+        sub._drop()
+
     def _reroute(self, channel: str, state: _Channel) -> None:
         """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
         with self.lock:
@@ -178,8 +208,7 @@ class PubSubHub:
             sub = self.subscribers.get(state.node)
             if sub is not None:
                 if sub.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
-                    sub.retired = True
-                    del self.subscribers[state.node]
+                    self._retire(sub)
                 else:
                     sub._drop()  # a silent connection: make the reader reconnect
         with contextlib.suppress(Exception):
@@ -210,6 +239,7 @@ class PubSubHub:
                 del self.channels[channel]
                 sub = self.subscribers.get(state.node)
                 if sub is not None:
+                    sub.last_used = time.monotonic()
                     sub.send(self.unsubscribe_cmd, channel)
 
     def dispatch(self, reply: list[Any]) -> None:

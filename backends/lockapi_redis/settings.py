@@ -36,6 +36,10 @@ class Settings:
     """Keyword arguments for every redis-py connection (auth, TLS, timeouts, db)."""
     sentinel_connection: dict[str, Any] = field(default_factory=dict)
     max_connections: int = 50
+    max_idle_connections: int | None = None
+    """Open idle command connections kept in the pool at most (None: up to ``max_connections``)."""
+    idle_timeout: float = 0.0
+    """Seconds an unused connection stays open (0: until closed); see :mod:`lockapi_redis.idle`."""
     prefix: str = "lockapi"
     wait_replicas: int = 0
     wait_replicas_timeout: float = 1.0
@@ -128,6 +132,7 @@ def parse(config: BackendConfig) -> Settings:
         "socket_keepalive": opts.bool("socket_keepalive", True),
         "health_check_interval": opts.float("health_check_interval", 0.0, strict=False),
         "protocol": 2,
+        "client_name": opts.str("client_name"),
     }
     if kind != "cluster":
         connection["db"] = db
@@ -156,6 +161,15 @@ def parse(config: BackendConfig) -> Settings:
     elif s_user or s_password:
         raise ConfigError("sentinel_username/sentinel_password need a redis+sentinel:// URL")
 
+    max_connections = opts.int("max_connections", 50, minimum=1)
+    max_idle: int | None = None
+    if "max_idle_connections" in opts:
+        if kind == "cluster":
+            raise ConfigError("option 'max_idle_connections' is not available on redis+cluster (redis-py's "
+                              "cluster pool keeps what it opened); use max_connections (per node) and "
+                              "idle_timeout")
+        max_idle = opts.int("max_idle_connections", max_connections, minimum=0)
+
     sharded_default = "sharded" if kind == "cluster" else "classic"
     pubsub = opts.str("pubsub", sharded_default, choices=("sharded", "classic"))
     settings = Settings(
@@ -164,7 +178,9 @@ def parse(config: BackendConfig) -> Settings:
         service_name=service_name,
         connection=connection,
         sentinel_connection=sentinel_connection,
-        max_connections=opts.int("max_connections", 50, minimum=1),
+        max_connections=max_connections,
+        max_idle_connections=max_idle,
+        idle_timeout=opts.float("idle_timeout", 0.0, strict=False),
         prefix=opts.str("prefix", "lockapi") or "lockapi",
         wait_replicas=opts.int("wait_replicas", 0, minimum=0),
         wait_replicas_timeout=opts.float("wait_replicas_timeout", 1.0),

@@ -1,18 +1,25 @@
-"""TLS with a password, Sentinel discovery, wait_replicas with a real replica, and URL parsing."""
+"""TLS with a password, an ACL user with only the documented permissions, Sentinel discovery,
+wait_replicas with a real replica, and URL parsing."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import secrets
+import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from lockapi_redis import RedisBackend
 from lockapi_redis.settings import parse
 
 import lockapi
 from lockapi.spi import BackendConfig, BackendUnavailable, ConfigError, Options
-from tests.servers.redis import RedisServer, SentinelGroup, redis_server, sentinel_group
+from tests.servers.redis import RedisCluster, RedisServer, SentinelGroup, redis_server, sentinel_group
 
 PASSWORD = "p@ss:w/rd"  # needs percent-encoding in a URL
 
@@ -69,6 +76,78 @@ def test_tls_wakeups_use_tls_too(tls_server: RedisServer) -> None:
             assert woken.wait(5)
     finally:
         be.close()
+
+
+# -- least-privilege ACL user ----------------------------------------------------------------------
+REDIS_DOC = Path(__file__).resolve().parents[2] / "docs" / "backends" / "redis.md"
+
+
+def documented_acl() -> list[str]:
+    """The ``ACL SETUSER`` rule docs/backends/redis.md gives, split into arguments after the user name."""
+    match = re.search(r"^ACL SETUSER lockapi-app (.+)$", REDIS_DOC.read_text(), re.MULTILINE)
+    assert match, "docs/backends/redis.md lost its ACL SETUSER line"
+    return match.group(1).split()
+
+
+@contextlib.contextmanager
+def acl_user(servers: list[RedisServer]) -> Iterator[str]:
+    """Create the documented ``lockapi-app`` user on every server; yield its password; delete it after."""
+    password = secrets.token_hex(8)
+    rule = [password.join(arg.split("PASSWORD")) for arg in documented_acl()]
+    for server in servers:
+        admin = server.client()
+        admin.execute_command("ACL", "SETUSER", "lockapi-app", "reset", *rule)
+        admin.close()
+    try:
+        yield password
+    finally:
+        for server in servers:
+            admin = server.client()
+            admin.execute_command("ACL", "DELUSER", "lockapi-app")
+            admin.close()
+
+
+def exercise_every_operation(url: str) -> None:
+    """Every backend operation once, through an ACL user: one NOPERM would raise."""
+    name = f"acl:{uuid.uuid4().hex}"
+    with lockapi.connect(url, timeout=5, client_name="acl-test") as mgr:
+        lease = mgr.acquire(name, ttl=10)
+        assert mgr.try_acquire(name) is None and lease.extend(10) and lease.release()
+        assert mgr.acquire(name, ttl=10, fair=True).release()
+        be = mgr.backend
+        permit = be.try_acquire_permit(name, 2, "p", 10).token
+        assert permit is not None and be.holds_permit(name, "p", permit)
+        assert be.extend_permit(name, "p", permit, 10) and be.release_permit(name, "p", permit)
+        be.mark_done(name, 10)
+        assert be.done([name]) == {name} and name in {n for n, _ in be.iter_done()}
+        granted = be.try_acquire_many([name, name + ":2"], "h", 10, skip_done=False)
+        assert set(granted) == {name, name + ":2"}
+        woken = threading.Event()
+        with be.watch(name, woken.set):
+            assert be.release(name, "h", granted[name])
+            assert woken.wait(5)
+        be.set_fence_floor(name, 10**17)
+        assert be.force_release(name + ":2") and be.inspect(name + ":2") is None
+        be.cancel_wait(name, "nobody")
+        be.ping()
+
+
+def test_an_acl_user_with_the_documented_permissions_can_do_everything(redis_standalone: RedisServer) -> None:
+    with acl_user([redis_standalone]) as password:
+        exercise_every_operation(f"redis://lockapi-app:{password}@127.0.0.1:{redis_standalone.port}")
+        app = redis.Redis(host="127.0.0.1", port=redis_standalone.port, username="lockapi-app",
+                          password=password)
+        try:
+            with pytest.raises(redis.exceptions.NoPermissionError):  # the rule really confines the user
+                app.get("someone-else:key")
+        finally:
+            app.close()
+
+
+@pytest.mark.slow
+def test_the_documented_acl_works_on_a_cluster(redis_cluster_nodes: RedisCluster) -> None:
+    with acl_user(redis_cluster_nodes.nodes) as password:
+        exercise_every_operation(redis_cluster_nodes.url.replace("://", f"://lockapi-app:{password}@", 1))
 
 
 # -- Sentinel and replicas -------------------------------------------------------------------------
@@ -139,6 +218,9 @@ def test_url_forms() -> None:
     ("rediss://h", {"ssl_cert_reqs": "maybe"}),
     ("redis://h", {"sentinel_password": "x"}),
     ("redis://h", {"wait_replicas": "-1"}),
+    ("redis://h", {"idle_timeout": "-1"}),
+    ("redis://h", {"max_idle_connections": "-1"}),
+    ("redis+cluster://h", {"max_idle_connections": "4"}),
 ])
 def test_bad_urls_and_options_fail_before_io(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

@@ -133,3 +133,144 @@ def test_a_forked_child_opens_its_own_connections(redis_standalone: RedisServer,
         assert be.inspect(name + ":child") is not None
     finally:
         be.close()
+
+
+# -- idle connections (max_idle_connections, idle_timeout) ------------------------------------------
+def named_connections(server: RedisServer, client_name: str) -> int:
+    """Connections the server has open for ``client_name`` (the backend's ``client_name`` option)."""
+    admin = server.client()
+    try:
+        return sum(1 for c in admin.client_list() if c.get("name") == client_name)
+    finally:
+        admin.close()
+
+
+def test_at_most_max_idle_connections_stay_open(redis_standalone: RedisServer, name: str) -> None:
+    client_name = f"lockapi-idle-{uuid.uuid4().hex[:8]}"
+    be = backend(redis_standalone.url, max_connections=8, max_idle_connections=2, client_name=client_name)
+    try:
+        pool = pool_of(be)
+        burst = [pool.get_connection() for _ in range(6)]  # a burst of six concurrent callers
+        assert named_connections(redis_standalone, client_name) == 6
+        for conn in burst:
+            pool.release(conn)
+        assert named_connections(redis_standalone, client_name) == 2
+        assert len(pool._available_connections) == 2 and pool._created_connections == 2
+        token = be.try_acquire(name, "h", 5).token  # the pool goes on working with what it kept
+        assert token is not None and be.release(name, "h", token)
+        assert named_connections(redis_standalone, client_name) == 2
+    finally:
+        be.close()
+
+
+def test_close_idle_closes_only_connections_unused_for_that_long(redis_standalone: RedisServer) -> None:
+    be = backend(redis_standalone.url)
+    try:
+        pool = pool_of(be)
+        first, second = pool.get_connection(), pool.get_connection()
+        pool.release(first)
+        time.sleep(0.3)  # not synchronisation: the age that close_idle measures
+        pool.release(second)
+        assert pool.close_idle(60) == 0
+        assert pool.close_idle(0.2) == 1, "only the connection unused for 0.3 s is that old"
+        assert pool._available_connections == [second] and pool._created_connections == 1
+        assert first._sock is None and second._sock is not None  # type: ignore[attr-defined]
+    finally:
+        be.close()
+
+
+def test_idle_timeout_closes_unused_command_and_pubsub_connections(
+    redis_standalone: RedisServer, name: str
+) -> None:
+    client_name = f"lockapi-idle-{uuid.uuid4().hex[:8]}"
+    be = backend(redis_standalone.url, idle_timeout=0.4, client_name=client_name)
+    try:
+        pool = pool_of(be)
+        burst = [pool.get_connection() for _ in range(3)]
+        busy = burst.pop()  # stays in use throughout: never closed under its user
+        for conn in burst:
+            pool.release(conn)
+        with be.watch(name, lambda: None):
+            pass  # the pub/sub connection now has no subscription left
+        assert named_connections(redis_standalone, client_name) == 4
+        wait_until(lambda: named_connections(redis_standalone, client_name) == 1, 15,
+                   "the idle command and pub/sub connections to close")
+        busy.send_command("PING")
+        assert busy.read_response() == b"PONG"
+        pool.release(busy)
+
+        # a later call reconnects, and wake-ups work again on a new pub/sub connection
+        token = be.try_acquire(name, "h", 30).token
+        assert token is not None
+        woken = threading.Event()
+        with be.watch(name, woken.set):
+            assert be.release(name, "h", token)
+            assert woken.wait(5)
+    finally:
+        be.close()
+
+
+@pytest.mark.slow
+def test_idle_timeout_on_a_cluster_closes_connections_once_the_backend_is_idle(
+    redis_cluster_nodes: Any
+) -> None:
+    client_name = f"lockapi-idle-{uuid.uuid4().hex[:8]}"
+    be = RedisBackend(BackendConfig(url=redis_cluster_nodes.url, scheme="redis+cluster",
+                                    options=Options({"idle_timeout": 0.4, "client_name": client_name}),
+                                    timeout=5.0))
+
+    def open_connections() -> int:
+        return sum(named_connections(node, client_name) for node in redis_cluster_nodes.nodes)
+
+    try:
+        names = [f"idle:{i}:{uuid.uuid4().hex}" for i in range(12)]  # spread over the masters
+        for n in names:
+            token = be.try_acquire(n, "h", 30).token
+            assert token is not None and be.release(n, "h", token)
+        with be.watch(names[0], lambda: None):
+            pass
+        assert open_connections() >= 2
+        wait_until(lambda: open_connections() == 0, 15, "every idle cluster connection to close")
+        token = be.try_acquire(names[0], "h", 30).token
+        assert token is not None and be.release(names[0], "h", token)
+    finally:
+        be.close()
+
+
+def test_a_forked_child_gets_its_own_wakeups(redis_standalone: RedisServer, name: str) -> None:
+    be = backend(redis_standalone.url, timeout=5.0, idle_timeout=60)
+    try:
+        with be.watch(name + ":warm", lambda: None):
+            pass  # the parent has a pub/sub connection and reader thread the child must not share
+        token = be.try_acquire(name, "parent", 30).token
+        assert token is not None
+        subscribed_r, subscribed_w = os.pipe()
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            outcome = b"bad"
+            try:
+                threads = {t.name for t in threading.enumerate()}
+                woken = threading.Event()
+                with be.watch(name, woken.set):
+                    os.write(subscribed_w, b"s")
+                    if woken.wait(10) and "lockapi-redis-idle" in threads:
+                        outcome = b"ok"
+            except BaseException as exc:
+                outcome = repr(exc).encode()[:200]
+            finally:
+                os.write(result_w, outcome)
+                os._exit(0)
+        os.close(subscribed_w)
+        os.close(result_w)
+        assert os.read(subscribed_r, 1) == b"s", "the child could not subscribe"
+        assert be.release(name, "parent", token)
+        assert os.read(result_r, 256) == b"ok"
+        assert os.waitpid(pid, 0)[1] == 0
+        woken = threading.Event()
+        with be.watch(name, woken.set):  # the parent's own wake-ups are untouched
+            token = be.try_acquire(name, "parent", 30).token
+            assert token is not None and be.release(name, "parent", token)
+            assert woken.wait(5)
+    finally:
+        be.close()
