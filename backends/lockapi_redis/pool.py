@@ -51,7 +51,7 @@ class _Bounded:
             conn = self._take()
             self._in_use_connections.add(conn)
         try:
-            if not conn.is_connected:
+            if conn._sock is None:  # type: ignore[attr-defined]  # (is_connected is redis-py >= 8 only)
                 conn.connect()
             else:
                 try:

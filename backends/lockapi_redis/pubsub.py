@@ -89,7 +89,8 @@ class _Subscriber:
         while not hub.closed and not self.retired:
             try:
                 conn = self.factory()
-                conn.connect()
+                conn.connect()  # connect and handshake are bounded by the timeout; reads then block
+                conn._sock.settimeout(None)  # type: ignore[attr-defined]  # until a message or a close
             except (RedisError, RedisClusterException, OSError) as exc:
                 log.debug("pub/sub connect to %s failed: %s", self.node, exc)
                 hub.stop_event.wait(backoff)
@@ -115,7 +116,7 @@ class _Subscriber:
     def _read(self, conn: AbstractConnection) -> None:
         while not self.hub.closed:
             try:
-                reply: Any = conn.read_response(disconnect_on_error=False, timeout=None)
+                reply: Any = conn.read_response(disconnect_on_error=False)
             except ResponseError as exc:  # e.g. MOVED for a sharded subscribe: that watch times out
                 log.debug("pub/sub on %s: %s", self.node, exc)
                 continue
