@@ -7,10 +7,10 @@ Conventions shared by all scripts:
 * Acquire scripts return the fencing token as a decimal string when granted, else the integer
   ``-1 - retry_after_ms``. Tokens stay strings inside the scripts (compared by length, then
   lexicographically) because Lua numbers are doubles, exact only below 2^53.
-* Fencing: ``token = max(INCR fence, TIME in microseconds)``; the time floor keeps tokens increasing
-  even after a restart that lost every key. The same floor lets an idle counter expire: after a grant
-  whose token is not ahead of TIME, the counter lives ``FENCE_TTL_MS`` more (0: forever), since any
-  later TIME is greater. A counter ahead of TIME (a floor set above it) never expires.
+* Fencing: ``token = max(counter + 1, TIME in microseconds)``; the time floor keeps tokens increasing
+  even after a restart that lost every key. The same floor lets an idle counter expire: a grant whose
+  token is the TIME floor stores it with a ttl of ``FENCE_TTL_MS`` (0: forever), since any later TIME
+  is greater. A counter ahead of TIME (a floor set above it) counts on by INCR and never expires.
 * Names only ever travel in KEYS and holders/values in ARGV: nothing from the application is
   formatted into a script. The only substitution is the publish command, PUBLISH or SPUBLISH.
 * Numbers passed back to Redis go through ``int()`` (``string.format('%d')``), since Lua would print
@@ -19,29 +19,37 @@ Conventions shared by all scripts:
 
 from __future__ import annotations
 
-_HELPERS = """
-local function int(x) return string.format('%d', x) end
-local function now_ms()
+import re
+
+_HELPERS: list[tuple[str, str]] = [
+    # (name, Lua source), each after the helpers it calls; a script gets only the ones it uses.
+    ("int", "local function int(x) return string.format('%d', x) end\n"),
+    ("now_ms", """local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function greater(a, b) return #a > #b or (#a == #b and a > b) end
-local function next_token(fence)
-  redis.call('INCR', fence)
+"""),
+    ("greater", "local function greater(a, b) return #a > #b or (#a == #b and a > b) end\n"),
+    # The next fencing token; the common case (the counter is behind the clock) is GET + TIME + SET.
+    ("next_token", """local function next_token(fence)
   local c = redis.call('GET', fence)
   local t = redis.call('TIME')
   local floor = t[1] .. string.format('%06d', tonumber(t[2]))
-  local tok = c
-  if greater(floor, c) then
-    redis.call('SET', fence, floor)
-    tok = floor
+  if c and not greater(floor, c) then  -- not behind the clock: count on (the counter keeps its ttl)
+    redis.call('INCR', fence)
+    return redis.call('GET', fence)
   end
-  if FENCE_TTL_MS > 0 and not greater(tok, floor) then redis.call('PEXPIRE', fence, FENCE_TTL_MS) end
-  return tok
+  if FENCE_TTL_MS > 0 then
+    redis.call('SET', fence, floor, 'PX', FENCE_TTL_MS)
+  else
+    redis.call('SET', fence, floor)
+  end
+  return floor
 end
--- The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
--- there is none: the message then wakes every watcher).
-local function next_waiter(queue, qtime)
+"""),
+    # The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
+    # there is none: the message then wakes every watcher).
+    ("next_waiter", """local function next_waiter(queue, qtime)
   local i, now = 0, nil
   while true do
     local w = redis.call('LINDEX', queue, i)
@@ -52,11 +60,13 @@ local function next_waiter(queue, qtime)
     i = i + 1
   end
 end
-local function expire_at_last(zkey)
+"""),
+    ("expire_at_last", """local function expire_at_last(zkey)
   local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
   if last[2] then redis.call('PEXPIREAT', zkey, int(tonumber(last[2]) + 1)) end
 end
-"""
+"""),
+]
 
 # KEYS: lock, fence. ARGV: holder, ttl_ms.
 ACQUIRE = """
@@ -219,9 +229,21 @@ return 0
 """
 
 
+def _helpers_for(body: str) -> str:
+    """The helpers ``body`` calls, directly or through another helper, in definition order."""
+    used: list[str] = []
+    calls = body
+    for name, code in reversed(_HELPERS):
+        if re.search(rf"\b{name}\(", calls):
+            used.append(code)
+            calls += code
+    return "".join(reversed(used))
+
+
 def source(body: str, publish: str, fence_ttl_ms: int) -> str:
-    """The full text of a script: its settings (publish command, fence counter ttl), helpers, ``body``."""
+    """The full text of a script: its settings (publish command, fence counter ttl), the helpers it
+    calls (a Lua closure per helper is built on every run, so a script carries no others), ``body``."""
     if publish not in ("PUBLISH", "SPUBLISH"):
         raise ValueError(publish)
     settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {int(fence_ttl_ms)}\n"
-    return settings + _HELPERS + body
+    return settings + _helpers_for(body) + body
