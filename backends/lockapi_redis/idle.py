@@ -13,7 +13,6 @@ in a child process after ``fork``, since threads do not survive a fork.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -54,5 +53,4 @@ class IdleSweeper:
                 try:
                     sweep(self.idle_timeout)
                 except Exception:  # a sweep must never end the thread; the next one tries again
-                    with contextlib.suppress(Exception):
-                        log.debug("idle connection sweep failed", exc_info=True)
+                    log.debug("idle connection sweep failed", exc_info=True)
