@@ -29,16 +29,14 @@ class IdleSweeper:
     def __init__(self, idle_timeout: float, sweeps: list[Sweep]) -> None:
         self.idle_timeout = idle_timeout
         self._sweeps = sweeps
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.start()
 
     def start(self) -> None:
         """Start the sweeping thread (again, in a child process after a fork)."""
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="lockapi-redis-idle",
-                                        daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(self._stop,), name="lockapi-redis-idle", daemon=True)
+        thread.start()
+        self._thread: threading.Thread | None = thread
 
     def close(self) -> None:
         self._stop.set()

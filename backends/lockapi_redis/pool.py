@@ -36,10 +36,10 @@ class _Bounded:
     _owner_check = False
     """Whether ``owns_connection`` can say no for a live connection (sentinel: it points elsewhere)."""
 
-    def __init__(self, *args: Any, wait_timeout: float, max_idle: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wait_timeout: float, max_idle: int, **kwargs: Any) -> None:
         self.wait_timeout = wait_timeout
+        self.max_idle = max_idle
         super().__init__(*args, **kwargs)
-        self.max_idle = self.max_connections if max_idle is None else max_idle
 
     def reset(self) -> None:
         super().reset()  # type: ignore[misc]

@@ -149,8 +149,6 @@ class PubSubHub:
         self.pending: dict[str, int] = {}
         self.subscribers: dict[str, _Subscriber] = {}
         self.stop_event = threading.Event()
-        if self.closed:
-            self.stop_event.set()
 
     # -- used by the backend ----------------------------------------------------------------------
     @contextlib.contextmanager

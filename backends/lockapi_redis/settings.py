@@ -36,8 +36,8 @@ class Settings:
     """Keyword arguments for every redis-py connection (auth, TLS, timeouts, db)."""
     sentinel_connection: dict[str, Any] = field(default_factory=dict)
     max_connections: int = 50
-    max_idle_connections: int | None = None
-    """Open idle command connections kept in the pool at most (None: up to ``max_connections``)."""
+    max_idle_connections: int = 50
+    """Open idle command connections kept in the pool at most (default: ``max_connections``)."""
     idle_timeout: float = 0.0
     """Seconds an unused connection stays open (0: until closed); see :mod:`lockapi_redis.idle`."""
     prefix: str = "lockapi"
@@ -162,13 +162,10 @@ def parse(config: BackendConfig) -> Settings:
         raise ConfigError("sentinel_username/sentinel_password need a redis+sentinel:// URL")
 
     max_connections = opts.int("max_connections", 50, minimum=1)
-    max_idle: int | None = None
-    if "max_idle_connections" in opts:
-        if kind == "cluster":
+    if "max_idle_connections" in opts and kind == "cluster":
             raise ConfigError("option 'max_idle_connections' is not available on redis+cluster (redis-py's "
                               "cluster pool keeps what it opened); use max_connections (per node) and "
                               "idle_timeout")
-        max_idle = opts.int("max_idle_connections", max_connections, minimum=0)
 
     sharded_default = "sharded" if kind == "cluster" else "classic"
     pubsub = opts.str("pubsub", sharded_default, choices=("sharded", "classic"))
@@ -179,7 +176,7 @@ def parse(config: BackendConfig) -> Settings:
         connection=connection,
         sentinel_connection=sentinel_connection,
         max_connections=max_connections,
-        max_idle_connections=max_idle,
+        max_idle_connections=opts.int("max_idle_connections", max_connections, minimum=0),
         idle_timeout=opts.float("idle_timeout", 0.0, strict=False),
         prefix=opts.str("prefix", "lockapi") or "lockapi",
         wait_replicas=opts.int("wait_replicas", 0, minimum=0),
