@@ -1,6 +1,8 @@
 """The job API: one element of a scheduled job handled by one node, once.
 
-Lock names are ``f"{job.name}:{job.key(element)}"``. Exactly-once needs an order, and these classes keep
+Lock names are ``"<job name>:<key(element)>"``, with ``\\`` and ``:`` in the job name escaped by a
+backslash so that no (job, element) pair shares a lock or done marker with another (job ``a`` element
+``b:c`` is ``a:b:c``; job ``a:b`` element ``c`` is ``a\\:b:c``). Exactly-once needs an order, and these classes keep
 it: a node checks the done marker only AFTER it holds the lock, and marks an element done BEFORE it
 releases the lock.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lockapi.errors import InvalidArgument, InvalidArgumentType, LeaseLost
+from lockapi.spi import pause_point
 from lockapi.validation import check_name, check_permits, check_ttl
 
 if TYPE_CHECKING:
@@ -40,11 +43,18 @@ class Job:
             raise InvalidArgumentType("Job.key must be a callable element -> str")
 
     def lock_name(self, element: Any) -> str:
-        """The lock name of ``element``: ``"<job name>:<key(element)>"``."""
+        """The lock name of ``element``: ``"<job name, escaped>:<key(element)>"``.
+
+        The first unescaped ``:`` ends the job name, so distinct (job, element) pairs never share a name.
+        """
         key = self.key(element)
         if not isinstance(key, str):
             raise InvalidArgumentType(f"Job.key must return str, got {type(key).__name__} for {element!r}")
-        return check_name(f"{self.name}:{key}", "job lock name")
+        return check_name(f"{_escape(self.name)}:{key}", "job lock name")
+
+
+def _escape(job_name: str) -> str:
+    return job_name.replace("\\", "\\\\").replace(":", "\\:")
 
 
 class JobLockManager(abc.ABC):
@@ -107,6 +117,7 @@ class BackendJobLockManager(JobLockManager):
         lease = self._manager.try_acquire(name, ttl=job.ttl)
         if lease is None:
             return False
+        pause_point("job_lock:acquired")
         if self._manager.backend.done([name]):
             lease.release()
             return False
@@ -145,6 +156,7 @@ class BackendJobLockManager(JobLockManager):
             with self._lock:
                 self._held[name] = lease  # still ours: the caller may retry or unlock
             raise
+        pause_point("job_done:marked")
         if not lease.release():
             raise LeaseLost(
                 f"{name!r} was marked done, but its lock had expired before: another node may have "

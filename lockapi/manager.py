@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from lockapi.errors import InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
+from lockapi.errors import InvalidArgument, InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
 from lockapi.events import Event, Listener, Listeners
 from lockapi.lease import Lease, OnLost, Permit
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
@@ -135,20 +135,22 @@ class LockManager:
         def attempt() -> Attempt:
             return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
 
-        token = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
+        token, sent = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
         self._emit(op, name, True, token, started)
-        return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, started,
+        return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, sent,
                      auto_renew=bool(auto_renew), on_lost=callback)
 
     def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
-              started: float, *, fair: bool = False, holder: str = "") -> int:
+              started: float, *, fair: bool = False, holder: str = "") -> tuple[int, float]:
+        """(token, monotonic time just before the granting attempt was sent): a lease's local
+        deadline counts from there, so it never ends later than the backend's expiry."""
         name = key[1]
         try:
             if wait == 0.0:
                 token = attempt().token
                 if token is None:
                     raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
-                return token
+                return token, started
             return wait_for_grant(self._backend, self._bus, key, attempt, wait,
                                   fair_holder=holder if fair else None)
         except _NotGranted:
@@ -197,7 +199,13 @@ class LockManager:
     # -- semaphores --------------------------------------------------------------------------------
     def semaphore(self, name: str, permits: int) -> Semaphore:
         """A semaphore of ``permits`` permits shared by every client using the same name."""
-        return Semaphore(self, check_name(name, "semaphore name"), check_permits(permits))
+        permits = check_permits(permits)
+        if permits > self._backend.max_permits:
+            raise InvalidArgument(
+                f"{type(self._backend).__name__} supports at most {self._backend.max_permits} permits per "
+                f"semaphore, got {permits}"
+            )
+        return Semaphore(self, check_name(name, "semaphore name"), permits)
 
     # -- job API -----------------------------------------------------------------------------------
     def jobs(self) -> JobLockManager:
@@ -277,6 +285,6 @@ class Semaphore:
         def attempt() -> Attempt:
             return backend.try_acquire_permit(name, permits, holder, ttl)
 
-        token = mgr._wait(op, (True, name), attempt, wait, started)
+        token, sent = mgr._wait(op, (True, name), attempt, wait, started)
         mgr._emit(op, name, True, token, started)
-        return Permit(backend, mgr._bus, mgr._listeners, name, holder, token, ttl, started)
+        return Permit(backend, mgr._bus, mgr._listeners, name, holder, token, ttl, sent)

@@ -43,6 +43,7 @@ from lockapi.errors import (
 )
 
 __all__ = [
+    "PAUSE_OPERATIONS",
     "Attempt",
     "Backend",
     "BackendConfig",
@@ -55,6 +56,7 @@ __all__ = [
     "UnsupportedFeature",
     "Wake",
     "Watchers",
+    "pause_point",
     "redact_url",
 ]
 
@@ -96,9 +98,6 @@ class Attempt:
     @property
     def granted(self) -> bool:
         return self.token is not None
-
-
-DENIED = Attempt(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +163,34 @@ class Watchers(Generic[K]):
         for wake in wakes:
             with contextlib.suppress(Exception):
                 wake()
+
+
+PAUSE_OPERATIONS = (
+    "acquire", "acquire_fair", "cancel_wait", "release", "extend", "acquire_many",
+    "permit_acquire", "permit_release", "permit_extend", "mark_done", "done",
+)
+"""The operations a pause point may belong to: a point is named ``"<operation>:<what was just done>"``."""
+
+_pause_hook: Callable[[str], None] | None = None
+
+
+def pause_point(point: str) -> None:
+    """Mark the boundary between two backend round trips of one operation (``"extend:read"``).
+
+    A backend calls this between every pair of consecutive round trips of a multi-step operation and
+    lists each point in :attr:`Backend.pause_points`. It costs one global read unless a test harness
+    (:mod:`lockapi.testing.pauses`) is installed; the harness may then stop the calling thread here while
+    another holder proceeds, to prove the operation keeps the contract whatever happens in between.
+    """
+    hook = _pause_hook
+    if hook is not None:
+        hook(point)
+
+
+def set_pause_hook(hook: Callable[[str], None] | None) -> None:
+    """Install (or with None remove) the function :func:`pause_point` calls. For test harnesses only."""
+    global _pause_hook
+    _pause_hook = hook
 
 
 def redact_url(url: str) -> str:
@@ -329,6 +356,11 @@ class Backend(abc.ABC):
     capabilities: frozenset[Capability] = frozenset()
     description: str = ""
     """One line shown by ``lockapi backends``."""
+    pause_points: frozenset[str] = frozenset()
+    """Every :func:`pause_point` this backend calls (empty when each operation is one round trip).
+    The conformance suite checks the list is complete and stops a holder at each point in turn."""
+    max_permits: int = 2**31 - 1
+    """The largest ``permits`` a semaphore may have here; more is refused before any I/O."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from lockapi.errors import LockTimeout
-from lockapi.spi import Attempt, Backend, Capability, Watchers
+from lockapi.spi import Attempt, Backend, Capability, Watchers, pause_point
 
 POLL_FIRST = 0.002
 """First pause of a polling waiter, in seconds."""
@@ -47,8 +47,9 @@ def wait_for_grant(
     wait: float | None,
     *,
     fair_holder: str | None = None,
-) -> int:
-    """Call ``attempt`` until it grants; return the token, or raise :class:`LockTimeout` after ``wait``.
+) -> tuple[int, float]:
+    """Call ``attempt`` until it grants; return (token, time.monotonic() just before the granting
+    attempt was sent), or raise :class:`LockTimeout` after ``wait``.
 
     ``wait`` None waits forever. ``fair_holder`` (the holder id of a fair waiter): attempts are
     repeated at least every QUEUE_REFRESH to keep the waiter's place in the backend's queue, and
@@ -64,11 +65,13 @@ def wait_for_grant(
         contextlib.nullcontext() if fair and push else bus.register(key, woken.set))
     with backend.watch(name, woken.set, semaphore=semaphore, holder=fair_holder), local:
         poll = POLL_FIRST
+        pause_point("acquire:watching")
         while True:
             woken.clear()
+            sent = time.monotonic()
             result = attempt()
             if result.token is not None:
-                return result.token
+                return result.token, sent
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise LockTimeout(

@@ -26,12 +26,13 @@ from lockapi import (
     UnsupportedFeature,
 )
 from lockapi.testing import workers
+from lockapi.testing.interleavings import InterleavingConformance
 
 BAD_NAMES: list[Any] = ["", "x" * 1025, "é" * 513, "a\x00b", "\ud800", None, 42, b"bytes"]
 BAD_TTLS: list[Any] = [0, -1, math.nan, math.inf, -math.inf, "10", True, 11 * 365 * 24 * 3600.0]
 
 
-class LockConformance:
+class LockConformance(InterleavingConformance):
     """Every rule of the lockapi contract, checked against the backend at ``lock_url``."""
 
     short_ttl = 1.0
@@ -138,6 +139,18 @@ class LockConformance:
         assert lease.extend() is False
         assert lease.release() is False
         assert successor.release() is True
+
+    def test_2_a_lease_granted_after_a_long_wait_is_not_lost(self, manager: LockManager, other: LockManager,
+                                                             name: str) -> None:
+        """The local deadline counts from the attempt that was granted, not from the start of the wait."""
+        ttl = self.short_ttl
+        holder = other.acquire(name, ttl=ttl * 1.5)
+        started = time.monotonic()
+        lease = manager.acquire(name, ttl=ttl, wait=ttl * 1.5 + self.margin + 5)
+        assert time.monotonic() - started > ttl, "the waiter was granted before the holder's lease ended"
+        assert not lease.lost, "a lease granted after waiting longer than its ttl reports itself lost at once"
+        assert lease.is_held() and lease.release()
+        assert holder.release() is False
 
     def test_2_killed_holders_lease_expires_after_its_ttl(
         self, manager: LockManager, lock_url: str, lock_options: dict[str, Any], name: str, tmp_path: Path
