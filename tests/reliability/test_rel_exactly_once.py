@@ -1,0 +1,86 @@
+"""Exactly-once through the job API under random SIGKILL / SIGSTOP of workers, on every shared backend.
+
+Four worker processes share 400 elements of one job with short ttls (see tests/reliability/exactly_once.py
+for the fenced ledger and what counts as a bug). The test injects a fault every few hundred milliseconds:
+SIGKILL (the worker is replaced by a new one) or SIGSTOP for longer than the ttl, then SIGCONT.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reliability.checker import SPAWN
+from tests.reliability.exactly_once import Fault, Ledger, problems, worker
+from tests.reliability.targets import Target
+
+ELEMENTS = 400
+WORKERS = 4
+FAULTS = 12
+
+
+@pytest.fixture
+def pool() -> Iterator[list[Any]]:
+    """Worker processes the test started; any still alive at the end are resumed, killed and reaped."""
+    procs: list[Any] = []
+    yield procs
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.join(30)
+
+
+def test_every_element_is_processed_once_under_kills_and_pauses(
+    server_target: Target, tmp_path: Path, pool: list[Any]
+) -> None:
+    t = server_target
+    ttl = 1.0 + t.margin / 2
+    ledger = Ledger(tmp_path / "ledger.json").create([f"e{i:03}" for i in range(ELEMENTS)])
+    rng = random.Random(int(os.environ.get("LOCKAPI_CHAOS_SEED", "1313")))
+    seeds = iter(range(10_000))
+
+    def start() -> Any:
+        proc = SPAWN.Process(target=worker, args=(t.url, t.options, str(ledger.path), ttl, next(seeds)))
+        proc.start()
+        pool.append(proc)
+        return proc
+
+    live = [start() for _ in range(WORKERS)]
+    faults: list[Fault] = []
+    deadline = time.monotonic() + 600
+    while len(faults) < FAULTS and ledger.uncommitted():
+        assert time.monotonic() < deadline, "the chaos phase did not finish"
+        time.sleep(rng.uniform(0.2, 0.5))
+        running = [proc for proc in live if proc.is_alive()]
+        if not running:
+            break  # every worker found nothing left to do
+        victim = rng.choice(running)
+        if rng.random() < 0.5:
+            started = time.monotonic_ns()
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.join(30)
+            faults.append(Fault(victim.pid, started, None))
+            live[live.index(victim)] = start()
+        else:
+            started = time.monotonic_ns()
+            os.kill(victim.pid, signal.SIGSTOP)
+            time.sleep(rng.uniform(1.5, 2.5) * ttl)  # the fault under test: stopped past its ttl
+            os.kill(victim.pid, signal.SIGCONT)
+            faults.append(Fault(victim.pid, started, time.monotonic_ns()))
+    for proc in live:
+        proc.join(max(deadline - time.monotonic(), 60))
+    assert all(proc.exitcode == 0 for proc in live), [proc.exitcode for proc in live]
+    found = problems(ledger)
+    entries = ledger.entries()
+    kinds = {k: sum(1 for e in entries if e["kind"] == k) for k in ("commit", "stale_begin", "rejected_commit")}
+    print(f"\nexactly-once on {t.id}: {len(faults)} faults "
+          f"({sum(f.end is None for f in faults)} kills), {kinds}")
+    assert not found, "\n".join(found[:20])
