@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockapi.config import Settings, resolve
+from lockapi.config import Settings, backend_target, resolve
 from lockapi.errors import (
     BackendUnavailable,
     ConfigError,
@@ -56,6 +56,7 @@ __all__ = [
     "UnsupportedFeature",
     "connect",
     "open_backend",
+    "redact_url",
     "resolve_config",
 ]
 
@@ -74,14 +75,5 @@ def connect(url: str | None = None, **options: Any) -> LockManager:
     ``$LOCKAPI_MIGRATION_TARGET``), the manager runs the configured migration phase.
     Raises :class:`ConfigError` for a bad URL or option, before connecting.
     """
-    settings = resolve(url, options)
-    if settings.migration:
-        backend = open_backend(
-            "migration://",
-            {"source": settings.url, "source_options": settings.options, **settings.migration},
-        )
-        shown = f"migration({redact_url(settings.url)} -> {redact_url(str(settings.migration['target']))})"
-    else:
-        backend = open_backend(settings.url, settings.options)
-        shown = redact_url(settings.url)
-    return LockManager(backend, url=shown)
+    target, target_options, shown = backend_target(resolve(url, options))
+    return LockManager(open_backend(target, target_options), url=shown)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lockapi.errors import ConfigError
+from lockapi.spi import redact_url
 
 DEFAULT_URL = "sqlite:///lockapi.sqlite3"
 
@@ -76,3 +77,13 @@ def resolve(url: str | None = None, options: dict[str, Any] | None = None, env: 
         raise ConfigError("migration settings need target = \"scheme://...\" (the backend to move to)")
     settings.migration = migration
     return settings
+
+
+def backend_target(settings: Settings) -> tuple[str, dict[str, Any], str]:
+    """(URL, options, URL as shown to people) to open for ``settings``: the ``migration://`` backend
+    around the configured one when a migration is configured, else the configured backend itself."""
+    if settings.migration:
+        options = {"source": settings.url, "source_options": settings.options, **settings.migration}
+        target = redact_url(str(settings.migration["target"]))
+        return "migration://", options, f"migration({redact_url(settings.url)} -> {target})"
+    return settings.url, settings.options, redact_url(settings.url)

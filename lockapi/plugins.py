@@ -61,10 +61,10 @@ def parse_url(url: object) -> ParsedURL:
     return ParsedURL(scheme, plugin, base, query)
 
 
-def backend_class(plugin: str) -> type[Backend]:
-    """Load the backend class registered for ``plugin``."""
+def load_plugin(group: str, plugin: str, base: type) -> Any:
+    """Load the class registered for ``plugin`` in ``group``; it must subclass ``base``."""
     try:
-        driver: stevedore.DriverManager[Any] = stevedore.DriverManager(BACKENDS_GROUP, plugin, invoke_on_load=False)
+        driver: stevedore.DriverManager[Any] = stevedore.DriverManager(group, plugin, invoke_on_load=False)
     except stevedore.exception.NoMatches:
         raise ConfigError(
             f"no lock backend is installed for scheme {plugin!r}; installed: {', '.join(installed_schemes())}"
@@ -74,8 +74,14 @@ def backend_class(plugin: str) -> type[Backend]:
         hint = f"install its extra: pip install 'lockapi[{extra}]'" if extra else "reinstall the plugin's package"
         raise ConfigError(f"the {plugin!r} backend is registered but cannot be loaded ({exc}); {hint}") from exc
     cls = driver.driver
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ConfigError(f"entry point {plugin!r} in {BACKENDS_GROUP} is not a lockapi.spi.Backend subclass")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"entry point {plugin!r} in {group} is not a {base.__module__}.{base.__qualname__}")
+    return cls
+
+
+def backend_class(plugin: str) -> type[Backend]:
+    """Load the backend class registered for ``plugin``."""
+    cls: type[Backend] = load_plugin(BACKENDS_GROUP, plugin, Backend)
     return cls
 
 
@@ -84,17 +90,21 @@ _EXTRAS = {"redis": "redis", "rediss": "redis", "sqlite": "sql", "postgresql": "
 """The pip extra that brings each first-party backend's client library."""
 
 
+def backend_config(url: str, options: dict[str, Any] | None) -> BackendConfig:
+    """The :class:`BackendConfig` for ``url`` and ``options`` (core's options read, no I/O)."""
+    parsed = parse_url(url)
+    merged = Options({**parsed.query, **(options or {})}, source="option")
+    timeout = merged.float("timeout", 5.0)
+    return BackendConfig(url=parsed.base, scheme=parsed.plugin, options=merged, timeout=timeout)
+
+
 def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
     """Construct the backend for ``url``. Options: the URL query string, overridden by ``options``.
 
     Every option is checked (by core and by the plugin) before any connection is made.
     """
-    parsed = parse_url(url)
-    merged = Options({**parsed.query, **(options or {})}, source="option")
-    timeout = merged.float("timeout", 5.0)
-    cls = backend_class(parsed.plugin)
-    config = BackendConfig(url=parsed.base, scheme=parsed.plugin, options=merged, timeout=timeout)
-    return cls(config)
+    config = backend_config(url, options)
+    return backend_class(config.scheme)(config)
 
 
 def command_plugins() -> list[Any]:

@@ -39,6 +39,39 @@ class LocalBus(Watchers[BusKey]):
     """Wakes waiters in this process as soon as a lease or permit of the same manager is released."""
 
 
+class Backoff:
+    """How long a waiter sleeps after a denied attempt: the one policy of the sync and async APIs.
+
+    Push-woken waiters sleep up to PUSH_MAX (a wake-up ends the sleep early); polling waiters back off
+    from POLL_FIRST to POLL_MAX with jitter. Every pause is capped by the holder's remaining ttl
+    (``retry_after``), by QUEUE_REFRESH for a fair waiter (to keep its place), and by the deadline.
+    """
+
+    def __init__(self, *, push: bool, fair: bool) -> None:
+        self._push = push
+        self._fair = fair
+        self._poll = POLL_FIRST
+
+    def pause(self, result: Attempt, now: float, deadline: float | None) -> float:
+        if self._push:
+            pause = PUSH_MAX
+        else:
+            pause = random.uniform(self._poll / 2, self._poll)
+            self._poll = min(self._poll * 2, POLL_MAX)
+        if result.retry_after is not None:
+            pause = min(pause, max(result.retry_after, 0.001))
+        if self._fair:
+            pause = min(pause, QUEUE_REFRESH)
+        if deadline is not None:
+            pause = min(pause, deadline - now)
+        return pause
+
+
+def timed_out(kind: str, name: str, wait: float | None) -> LockTimeout:
+    """The error of a wait that ran out (``kind``: lock or semaphore)."""
+    return LockTimeout(f"{kind} {name!r} not granted within {wait:g} s")
+
+
 def wait_for_grant(
     backend: Backend,
     bus: LocalBus,
@@ -59,12 +92,12 @@ def wait_for_grant(
     deadline = None if wait is None else started + wait
     push = Capability.PUSH_WAKEUP in backend.capabilities
     fair = fair_holder is not None
+    backoff = Backoff(push=push, fair=fair)
     woken = threading.Event()
     semaphore, name = key
     local: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if fair and push else bus.register(key, woken.set))
     with backend.watch(name, woken.set, semaphore=semaphore, holder=fair_holder), local:
-        poll = POLL_FIRST
         pause_point("acquire:watching")
         while True:
             woken.clear()
@@ -74,18 +107,5 @@ def wait_for_grant(
                 return result.token, sent
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise LockTimeout(
-                    f"{'semaphore' if semaphore else 'lock'} {name!r} not granted within {wait:g} s"
-                )
-            if push:
-                pause = PUSH_MAX
-            else:
-                pause = random.uniform(poll / 2, poll)
-                poll = min(poll * 2, POLL_MAX)
-            if result.retry_after is not None:
-                pause = min(pause, max(result.retry_after, 0.001))
-            if fair:
-                pause = min(pause, QUEUE_REFRESH)
-            if deadline is not None:
-                pause = min(pause, deadline - now)
-            woken.wait(pause)
+                raise timed_out("semaphore" if semaphore else "lock", name, wait)
+            woken.wait(backoff.pause(result, now, deadline))

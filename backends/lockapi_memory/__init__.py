@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from lockapi.aio.spi import SyncBackendAdapter
 from lockapi.spi import (
     Attempt,
     Backend,
@@ -272,3 +273,11 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         return None
+
+
+class AsyncMemoryBackend(SyncBackendAdapter):
+    """``memory://`` for :mod:`lockapi.aio`: the same stores as the sync backend (sync and async managers
+    of one process contend), and since no call ever blocks, each runs directly on the event loop."""
+
+    inline = True
+    sync_class = MemoryBackend

@@ -17,12 +17,17 @@ Nothing here costs anything outside a test: without an installed pause, ``pause_
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Iterator
 
 from lockapi.spi import PAUSE_OPERATIONS, set_pause_hook
 
-__all__ = ["CORE_PAUSE_POINTS", "Pause", "operation_of", "pause_at", "record_points"]
+__all__ = ["ACTOR", "CORE_PAUSE_POINTS", "Pause", "operation_of", "pause_at", "record_points"]
+
+ACTOR: contextvars.ContextVar[threading.Thread] = contextvars.ContextVar("lockapi_pause_actor")
+"""The thread on whose behalf code runs, when that is not the current thread: set by whoever hands work
+to another thread or an event loop (the asyncio adapters copy context variables along)."""
 
 CORE_PAUSE_POINTS = frozenset({
     "acquire:watching",    # a waiter has subscribed to wake-ups and is about to re-check the lock
@@ -60,7 +65,7 @@ class Pause:
     def _claim(self, point: str) -> bool:
         if point != self.point:
             return False
-        if self._thread is not None and threading.current_thread() is not self._thread:
+        if self._thread is not None and ACTOR.get(threading.current_thread()) is not self._thread:
             return False
         with self._guard:
             if self._taken:
@@ -115,7 +120,8 @@ _hook = _Hook()
 
 @contextlib.contextmanager
 def pause_at(point: str, *, thread: threading.Thread | None = None) -> Iterator[Pause]:
-    """Arm a pause at ``point`` (for ``thread`` only, if given) for the duration of the block.
+    """Arm a pause at ``point`` (for ``thread`` only, if given: that thread, or work it handed to an
+    event loop or a worker thread with its context variables) for the duration of the block.
 
     On exit the pause is disarmed and a thread still stopped there is resumed.
     """

@@ -26,6 +26,7 @@ from lockapi import (
     UnsupportedFeature,
 )
 from lockapi.testing import workers
+from lockapi.testing.blocking import blocking_manager
 from lockapi.testing.interleavings import InterleavingConformance
 
 BAD_NAMES: list[Any] = ["", "x" * 1025, "é" * 513, "a\x00b", "\ud800", None, 42, b"bytes"]
@@ -45,15 +46,25 @@ class LockConformance(InterleavingConformance):
     def lock_options(self) -> dict[str, Any]:
         return {}
 
+    @pytest.fixture(params=["sync", "async"])
+    def api(self, request: pytest.FixtureRequest) -> str:
+        """Which API the managers speak: ``lockapi`` or ``lockapi.aio`` (seen through a blocking view)."""
+        return str(request.param)
+
+    def _connect(self, api: str, lock_url: str, lock_options: dict[str, Any]) -> Any:
+        if api == "async":
+            return blocking_manager(lock_url, **lock_options)
+        return lockapi.connect(lock_url, **lock_options)
+
     @pytest.fixture
-    def manager(self, lock_url: str, lock_options: dict[str, Any]) -> Iterator[LockManager]:
-        with lockapi.connect(lock_url, **lock_options) as mgr:
+    def manager(self, api: str, lock_url: str, lock_options: dict[str, Any]) -> Iterator[LockManager]:
+        with self._connect(api, lock_url, lock_options) as mgr:
             yield mgr
 
     @pytest.fixture
-    def other(self, lock_url: str, lock_options: dict[str, Any]) -> Iterator[LockManager]:
+    def other(self, api: str, lock_url: str, lock_options: dict[str, Any]) -> Iterator[LockManager]:
         """A second, independent connection: another node."""
-        with lockapi.connect(lock_url, **lock_options) as mgr:
+        with self._connect(api, lock_url, lock_options) as mgr:
             yield mgr
 
     @pytest.fixture

@@ -1,0 +1,149 @@
+"""Waiting on the event loop: the sync API's policy (:class:`lockapi.waiting.Backoff`), without a thread.
+
+Two things differ from the sync API:
+
+* **One turn per name and manager.** Waiters of one manager on the same name queue locally (FIFO) and
+  only the head of that queue talks to the backend; it passes the turn on when it is granted or gives
+  up. A thousand waiting tasks are then one waiter to the store, and each hand-off costs one attempt,
+  not a thousand.
+* **Cancellation never orphans a grant.** An attempt in flight when its task is cancelled is left to
+  finish; if it was granted, the grant is given back in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+
+from lockapi.aio.spi import AsyncBackend
+from lockapi.spi import Attempt, Capability, pause_point
+from lockapi.waiting import Backoff, BusKey, LocalBus, timed_out
+
+GiveBack = Callable[[int], Awaitable[object]]
+"""Returns a grant nobody will see (its attempt's task was cancelled): release(token)."""
+
+
+class Turns:
+    """Per key, a FIFO turn (``asyncio.Lock``) among the waiters of one manager."""
+
+    def __init__(self) -> None:
+        self._turns: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable, deadline: float | None, what: str, name: str,
+                   wait: float | None) -> AsyncIterator[None]:
+        lock, users = self._turns.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._turns[key] = (lock, users + 1)
+        try:
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    await lock.acquire()
+            except TimeoutError:
+                raise timed_out(what, name, wait) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._turns[key]
+            if users == 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
+
+    def waiting(self) -> int:
+        """Waiters queued or holding a turn (for tests and metrics)."""
+        return sum(users for _, users in self._turns.values())
+
+
+def _loop_time(deadline: float | None) -> float | None:
+    """``deadline`` (time.monotonic) in the running loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+class Background:
+    """Tasks a manager started and must not lose (give-backs, renewals); awaited by ``aclose``."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+async def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
+                  background: Background) -> Attempt:
+    """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on, and a
+    grant it returns after the caller was cancelled is given back."""
+    task = asyncio.ensure_future(attempt())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        def settle(done: asyncio.Future[Attempt]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result().token is not None:
+                token = done.result().token
+                assert token is not None
+                background.spawn(give_back(token))
+
+        task.add_done_callback(settle)
+        raise
+
+
+async def wait_for_grant(
+    backend: AsyncBackend,
+    bus: LocalBus,
+    key: BusKey,
+    attempt: Callable[[], Awaitable[Attempt]],
+    deadline: float | None,
+    wait: float | None,
+    give_back: GiveBack,
+    background: Background,
+    *,
+    fair_holder: str | None = None,
+) -> tuple[int, float]:
+    """Attempt until granted; (token, ``time.monotonic()`` just before the granting attempt was sent).
+
+    Raises :class:`lockapi.LockTimeout` at ``deadline`` (``time.monotonic()``; None: never).
+    """
+    semaphore, name = key
+    what = "semaphore" if semaphore else "lock"
+    push = Capability.PUSH_WAKEUP in backend.capabilities
+    fair = fair_holder is not None
+    backoff = Backoff(push=push, fair=fair)
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    def wake() -> None:  # from any thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(woken.set)
+
+    local: contextlib.AbstractContextManager[None] = (
+        contextlib.nullcontext() if fair and push else bus.register(key, wake))
+    async with backend.watch(name, wake, semaphore=semaphore, holder=fair_holder):
+        with local:
+            pause_point("acquire:watching")
+            while True:
+                woken.clear()
+                sent = time.monotonic()
+                result = await guarded(attempt, give_back, background)
+                if result.token is not None:
+                    return result.token, sent
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise timed_out(what, name, wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff.pause(result, now, deadline)):
+                        await woken.wait()
