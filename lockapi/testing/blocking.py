@@ -40,7 +40,7 @@ class _Loop:
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
         context = contextvars.copy_context()
-        context.run(ACTOR.set, ACTOR.get(None) or threading.current_thread())
+        context.run(ACTOR.set, ACTOR.get(threading.current_thread()))
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         async def call() -> T:
@@ -62,8 +62,8 @@ class _Loop:
 def _settle(task: asyncio.Task[T], result: concurrent.futures.Future[T]) -> None:
     if task.cancelled():
         result.cancel()
-    elif task.exception() is not None:
-        result.set_exception(task.exception())  # type: ignore[arg-type]
+    elif (error := task.exception()) is not None:
+        result.set_exception(error)
     else:
         result.set_result(task.result())
 
