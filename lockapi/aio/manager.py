@@ -181,7 +181,7 @@ class AsyncLockManager:
         try:
             granted = await asyncio.shield(task)
         except asyncio.CancelledError:
-            task.add_done_callback(functools.partial(self._give_back_many, holder))
+            self._background.spawn(self._give_back_many(holder, task))
             raise
         except LockError as exc:
             self._emit("acquire_many", label, None, None, started, exc)
@@ -189,11 +189,15 @@ class AsyncLockManager:
         self._emit("acquire_many", label, bool(granted), None, started)
         return {name: AsyncLease(self, name, holder, token, ttl, started) for name, token in granted.items()}
 
-    def _give_back_many(self, holder: str, done: asyncio.Future[dict[str, int]]) -> None:
-        if done.cancelled() or done.exception() is not None:
+    async def _give_back_many(self, holder: str, task: Awaitable[dict[str, int]]) -> None:
+        """Give back what a batch granted after its caller was cancelled."""
+        try:
+            granted = await task
+        except Exception:
             return
-        for name, token in done.result().items():
-            self._background.spawn(self._backend.release(name, holder, token))
+        for name, token in granted.items():
+            with contextlib.suppress(LockError):
+                await self._backend.release(name, holder, token)
 
     async def inspect(self, name: str) -> LockInfo | None:
         """The live lease on ``name`` (holder id, token, seconds left), or None if it is free."""

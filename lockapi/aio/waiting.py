@@ -86,20 +86,23 @@ class Background:
 
 async def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
                   background: Background) -> Attempt:
-    """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on, and a
-    grant it returns after the caller was cancelled is given back."""
+    """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on (tracked
+    by ``background``), and a grant it returns after the caller was cancelled is given back."""
     task = asyncio.ensure_future(attempt())
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        def settle(done: asyncio.Future[Attempt]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result().token is not None:
-                token = done.result().token
-                assert token is not None
-                background.spawn(give_back(token))
-
-        task.add_done_callback(settle)
+        background.spawn(_give_back_if_granted(task, give_back))
         raise
+
+
+async def _give_back_if_granted(task: Awaitable[Attempt], give_back: GiveBack) -> None:
+    try:
+        attempt = await task
+    except Exception:  # the attempt failed: nothing was granted, or the grant ends at its ttl
+        return
+    if attempt.token is not None:
+        await give_back(attempt.token)
 
 
 async def wait_for_grant(
