@@ -15,7 +15,7 @@ import stevedore
 import stevedore.exception
 
 from lockapi.errors import ConfigError
-from lockapi.spi import Backend, BackendConfig, Options, redact_url
+from lockapi.spi import DEFAULT_TIMEOUT, Backend, BackendConfig, Options, redact_url
 
 BACKENDS_GROUP = "lockapi.backends"
 COMMANDS_GROUP = "lockapi.commands"
@@ -94,7 +94,7 @@ def backend_config(url: str, options: dict[str, Any] | None) -> BackendConfig:
     """The :class:`BackendConfig` for ``url`` and ``options`` (core's options read, no I/O)."""
     parsed = parse_url(url)
     merged = Options({**parsed.query, **(options or {})}, source="option")
-    timeout = merged.float("timeout", 5.0)
+    timeout = merged.float("timeout", DEFAULT_TIMEOUT)
     return BackendConfig(url=parsed.base, scheme=parsed.plugin, options=merged, timeout=timeout)
 
 

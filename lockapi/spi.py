@@ -10,16 +10,11 @@ Arguments reach a backend already validated: names are non-empty ``str`` of at m
 without NUL, ttls are finite floats in (0, 10 years], permits are ints >= 1. Holder ids are opaque
 strings unique per lease (at most 128 ASCII characters).
 
-The rules every backend keeps (checked by :mod:`lockapi.testing`):
-
-1. at most one live lease per lock name; at most ``permits`` live permits per semaphore name;
-2. a lease or permit expires ``ttl`` seconds after its grant or last extension, by the BACKEND's clock;
-3. fencing tokens are ints that strictly increase per name over every grant, never reused, surviving
-   release, expiry and client restarts (locks and semaphores each have their own sequence per name);
-4. not reentrant: a held name is refused to every other holder id, including the same process;
-5. release, extend and holds check the holder id AND token; they return False (never raise) for a
-   lease that is not held;
-6. done markers are independent of locks and expire after their own ttl.
+Every backend keeps the rules of the lock contract, numbered once in docs/semantics.md (mutual
+exclusion, expiry by the backend's clock, fencing tokens, no reentrance, idempotent release, waiting,
+fair mode, semaphores, done markers, auto-renew); :mod:`lockapi.testing` checks each, its test names
+carrying the rule's number. Where a method's docstring below says more, it is about the SPI call, not a
+second list of rules.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ import enum
 import math
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
@@ -306,10 +301,6 @@ class Options:
             return list(value)
         raise ConfigError(f"option {key!r} must be a list of strings, got {value!r}")
 
-    def remaining(self) -> dict[builtins.str, Any]:
-        """The options not read so far (for backends that pass them on to their client library)."""
-        return {k: v for k, v in self._values.items() if k not in self._used}
-
     def finish(self, known: Sequence[builtins.str] = ()) -> None:
         """Raise :class:`ConfigError` if any option was never read."""
         unknown = sorted(set(self._values) - self._used - set(known))
@@ -337,8 +328,6 @@ class BackendConfig:
     scheme: str
     options: Options
     timeout: float = DEFAULT_TIMEOUT
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Python objects passed to ``connect()`` that cannot travel in a URL (e.g. an injectable clock)."""
 
     @property
     def redacted_url(self) -> str:
