@@ -338,8 +338,20 @@ class Backend(abc.ABC):
     """A connection to one lock store. Implementations are thread-safe.
 
     Subclasses set :attr:`capabilities` and implement the abstract methods; the others have working
-    defaults built on them. All methods raise :class:`BackendUnavailable` (and only lockapi errors) when
-    the store cannot be reached within ``config.timeout``.
+    defaults built on them.
+
+    Error policy (every backend, and the migration tooling built on the SPI):
+
+    * only lockapi errors leave a backend: a driver's exception is translated in ONE place of the
+      backend (a single ``_run``/``_translate`` helper), never method by method;
+    * the store unreachable, or slower than ``config.timeout`` for the whole call (connecting included),
+      is :class:`BackendUnavailable`; wrong credentials, a missing database or a bad option is
+      :class:`ConfigError` (retrying will not help);
+    * the message is one line: what failed, where (the URL through :func:`redact_url`), what to do. A
+      server's stack trace or a multi-line driver message never goes into it; the driver's exception
+      is chained as ``__cause__`` (``raise ... from exc``) for the full story;
+    * a failure inside a callback the backend calls (a wake-up, a listener) is logged with
+      ``logging.getLogger(__name__).exception`` and never reaches the caller.
     """
 
     capabilities: frozenset[Capability] = frozenset()
