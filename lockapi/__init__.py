@@ -26,7 +26,7 @@ from lockapi.errors import (
     UnsupportedFeature,
 )
 from lockapi.events import Event
-from lockapi.jobs import Job, JobLockManager, JobSemaphore
+from lockapi.jobs import Job, JobLockManager, JobSemaphore, Slot
 from lockapi.lease import Lease, Permit
 from lockapi.manager import LockManager, Semaphore
 from lockapi.plugins import open_backend
@@ -53,6 +53,7 @@ __all__ = [
     "Permit",
     "Semaphore",
     "Settings",
+    "Slot",
     "UnsupportedFeature",
     "connect",
     "open_backend",
