@@ -30,6 +30,7 @@ from lockapi.jobs import Job, JobLockManager, JobSemaphore, Slot
 from lockapi.lease import Lease, Permit
 from lockapi.manager import LockManager, Semaphore
 from lockapi.plugins import open_backend
+from lockapi.scheduling import RunSkipped, ScheduledLock, ScheduledRun, current_run, scheduled
 from lockapi.spi import Capability, LockInfo, redact_url
 
 __all__ = [
@@ -51,13 +52,18 @@ __all__ = [
     "LockManager",
     "LockTimeout",
     "Permit",
+    "RunSkipped",
+    "ScheduledLock",
+    "ScheduledRun",
     "Semaphore",
     "Settings",
     "Slot",
     "UnsupportedFeature",
     "connect",
+    "current_run",
     "open_backend",
     "resolve_config",
+    "scheduled",
 ]
 
 resolve_config = resolve

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from lockapi.errors import InvalidArgument, InvalidArgumentType, LeaseLost, LockError
+from lockapi.errors import InvalidArgument, InvalidArgumentType, LeaseLost, LockError, LockTimeout
 from lockapi.spi import pause_point
 from lockapi.validation import check_at_most, check_name, check_permits, check_ttl
 
@@ -71,9 +71,12 @@ class JobLockManager(abc.ABC):
     """
 
     @abc.abstractmethod
-    def lock(self, job: Job, element: Any, *, auto_renew: bool = False, on_lost: OnLost | None = None,
-             at_most: float | None = None) -> bool:
-        """Take ``element``; False if another holder has it or it was processed within ``done_ttl``."""
+    def lock(self, job: Job, element: Any, *, wait: float | None = 0.0, auto_renew: bool = False,
+             on_lost: OnLost | None = None, at_most: float | None = None) -> bool:
+        """Take ``element``; False if another holder has it or it was processed within ``done_ttl``.
+
+        ``wait`` (seconds, None: forever) waits for another holder to let it go first; the done marker
+        is read only once the lock is held, so an element that holder finished is still refused."""
 
     @abc.abstractmethod
     def unlock(self, job: Job, element: Any, *, keep: float | None = None) -> None:
@@ -165,16 +168,25 @@ class BackendJobLockManager(JobLockManager):
         self._held: dict[str, Lease] = {}
         self._lock = threading.Lock()
 
-    def lock(self, job: Job, element: Any, *, auto_renew: bool = False, on_lost: OnLost | None = None,
-             at_most: float | None = None) -> bool:
+    def lock(self, job: Job, element: Any, *, wait: float | None = 0.0, auto_renew: bool = False,
+             on_lost: OnLost | None = None, at_most: float | None = None) -> bool:
         name = job.lock_name(element)
         with self._lock:
             if name in self._held:
                 return False
-        lease = self._manager.try_acquire(name, ttl=job.ttl, auto_renew=auto_renew, on_lost=on_lost,
-                                          at_most=at_most)
-        if lease is None:
+        found: Lease | None
+        if wait == 0:
+            found = self._manager.try_acquire(name, ttl=job.ttl, auto_renew=auto_renew, on_lost=on_lost,
+                                              at_most=at_most)
+        else:
+            try:
+                found = self._manager.acquire(name, ttl=job.ttl, wait=wait, auto_renew=auto_renew,
+                                              on_lost=on_lost, at_most=at_most)
+            except LockTimeout:
+                found = None
+        if found is None:
             return False
+        lease = found
         pause_point("job_lock:acquired")
         try:
             done = bool(self._manager.backend.done([name]))

@@ -59,6 +59,8 @@ class Lease:
         self._state = threading.Lock()
         self._released = False
         self._lost = False
+        self.lost_reason: str | None = None
+        """Why the lease was lost, once it is known lost (renewal refused, at_most reached, ...)."""
         self._on_lost = on_lost
         self._auto_renew = auto_renew
         self._renew_ttl = ttl
@@ -127,6 +129,7 @@ class Lease:
             self._released = True
             if not ok:
                 self._lost = True
+                self.lost_reason = self.lost_reason or "it had expired or another holder took it before release"
         self._emit("release", ok, started)
         if ok and hold is None:
             self._bus.wake(self._bus_key)
@@ -159,7 +162,7 @@ class Lease:
                 self._deadline = started + new_ttl
         self._emit("extend", ok, started)
         if not ok:
-            self._mark_lost()
+            self._mark_lost("an extension was refused: the lease had expired or another holder took it")
         return ok
 
     def is_held(self) -> bool:
@@ -189,11 +192,12 @@ class Lease:
             )
 
     # -- internals ---------------------------------------------------------------------------------
-    def _mark_lost(self) -> None:
+    def _mark_lost(self, reason: str) -> None:
         with self._state:
             if self._lost:
                 return
             self._lost = True
+            self.lost_reason = reason
             callback = self._on_lost
         if callback is not None:
             try:
@@ -213,7 +217,7 @@ class Lease:
         if self._cap is not None:
             if now >= self._cap:
                 log.warning("lockapi: %r ran out: at_most reached while it was still held", self)
-                self._mark_lost()
+                self._mark_lost("at_most reached: renewals never extend a lease past it")
                 return None
             ttl = min(ttl, self._cap - now)
         try:
@@ -221,7 +225,7 @@ class Lease:
         except LockError as exc:  # BackendUnavailable, mostly: keep trying until the ttl runs out
             if time.monotonic() >= self._deadline:
                 log.warning("lockapi: %r lost: backend unreachable until its ttl ran out (%s)", self, exc)
-                self._mark_lost()
+                self._mark_lost("the backend was unreachable until the ttl ran out")
                 return None
             return min(self._renew_ttl / 3, 1.0)
         return self._next_renewal(time.monotonic()) if ok else None

@@ -21,6 +21,7 @@ from lockapi.waiting import QUEUE_TTL, LocalBus, wait_for_grant
 
 if TYPE_CHECKING:
     from lockapi.jobs import JobLockManager, JobSemaphore
+    from lockapi.scheduling import KeyOf, OnRunLost, OnSkip, ScheduledLock
 
 _AttemptFn = Callable[[], Attempt]
 
@@ -227,6 +228,28 @@ class LockManager:
         from lockapi.jobs import BackendJobSemaphore
 
         return BackendJobSemaphore(self)
+
+    # -- scheduled work -------------------------------------------------------------------------------
+    def scheduled(
+        self,
+        name: str,
+        *,
+        at_most: float,
+        at_least: float = 0.0,
+        wait: float | None = 0.0,
+        ttl: float | None = None,
+        key: str | KeyOf | None = None,
+        remember: float | None = None,
+        on_skip: OnSkip | None = None,
+        on_lost: OnRunLost | None = None,
+    ) -> ScheduledLock:
+        """A guard for scheduled work: ``with mgr.scheduled("nightly", at_most=1800) as run:`` runs the
+        block on one node; the others get :class:`lockapi.RunSkipped`. Also a decorator. See
+        :mod:`lockapi.scheduling` for ``at_most``, ``at_least``, ``wait``, ``ttl`` and ``key``."""
+        from lockapi.scheduling import ScheduledLock
+
+        return ScheduledLock(self, name, at_most=at_most, at_least=at_least, wait=wait, ttl=ttl, key=key,
+                             remember=remember, on_skip=on_skip, on_lost=on_lost)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> None:
