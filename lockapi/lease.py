@@ -104,6 +104,12 @@ class Lease:
             return False
         return time.monotonic() >= self._deadline
 
+    @property
+    def renewal_cap(self) -> float | None:
+        """The ``time.monotonic()`` past which auto-renewal never extends this lease (``at_most`` after
+        the granting request was sent), or None without a cap."""
+        return self._cap
+
     def release(self, *, keep: float | None = None) -> bool:
         """Release the lease. True if it was still held; False if it had expired, was lost or was
         already released. Never raises for a lease that is not held; raises

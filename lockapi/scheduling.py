@@ -263,15 +263,20 @@ class ScheduledLock:
             raise RunSkipped(self.name, key, reason, time.monotonic() - started)
         return jobs.lease(self._job, key)
 
-    def end(self, run: ScheduledRun, error: BaseException | None) -> None:
+    def lock_name(self, key: str | None = None) -> str:
+        """The lock name a run takes: the guard's name, or with a key the job API's per-key name."""
+        return self.name if key is None else self._job.lock_name(key)
+
+    def end(self, run: ScheduledRun, error: BaseException | None, *, hold: bool = True) -> None:
         """End ``run``: keep the lock until ``at_least`` after the grant, never releasing it sooner
-        (with a key and no ``error``: mark the key done first, then release). Raises
-        :class:`LeaseLost` if the lock was lost during a run that did not raise. Idempotent."""
+        (with a key and no ``error``: mark the key done first, then release). ``hold=False`` releases
+        at once (the work never started). Raises :class:`LeaseLost` if the lock was lost during a run
+        that did not raise. Idempotent."""
         if run._ended or run.lease is None:
             return
         lease = run.lease
         seconds = time.monotonic() - run.granted_at
-        keep = run.granted_at + self.at_least - time.monotonic()
+        keep = run.granted_at + self.at_least - time.monotonic() if hold else 0.0
         run._ended = True
         lost = lease.lost
         try:
