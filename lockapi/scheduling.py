@@ -43,6 +43,7 @@ the lock was lost meanwhile, None: the run raised, ``error`` says what; seconds 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -51,7 +52,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -101,10 +102,20 @@ _current: contextvars.ContextVar[ScheduledRun | None] = contextvars.ContextVar("
 
 
 def current_run() -> ScheduledRun | None:
-    """The scheduled run the calling code is inside (a decorated function or a ``with`` block), if any.
-
-    Use ``current_run().token`` to fence the resource a run writes to."""
+    """The scheduled run the calling code is inside (a decorated function or an integration's job), if
+    any. Use ``current_run().token`` to fence the resource a run writes to."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def as_current(run: ScheduledRun) -> Iterator[ScheduledRun]:
+    """Make ``run`` what :func:`current_run` returns inside the block (for integrations that call the
+    job themselves between :meth:`ScheduledLock.begin` and :meth:`ScheduledLock.end`)."""
+    token = _current.set(run)
+    try:
+        yield run
+    finally:
+        _current.reset(token)
 
 
 class ScheduledRun:
@@ -355,14 +366,12 @@ class ScheduledLock:
                 run = self.begin(self._key_of(args, kwargs))
             except RunSkipped as skipped:
                 return self._skipped(skipped)
-            token = _current.set(run)
             try:
-                result = fn(*args, **kwargs)
+                with as_current(run):
+                    result = fn(*args, **kwargs)
             except BaseException as exc:
                 self.end(run, exc)
                 raise
-            finally:
-                _current.reset(token)
             self.end(run, None)
             return result
 
@@ -377,14 +386,12 @@ class ScheduledLock:
             except RunSkipped as skipped:
                 result = self._skipped(skipped)
                 return await result if inspect.isawaitable(result) else result
-            token = _current.set(run)
             try:
-                value = await fn(*args, **kwargs)
+                with as_current(run):
+                    value = await fn(*args, **kwargs)
             except BaseException as exc:
                 await asyncio.to_thread(self.end, run, exc)
                 raise
-            finally:
-                _current.reset(token)
             await asyncio.to_thread(self.end, run, None)
             return value
 
