@@ -191,6 +191,36 @@ def test_key_done_marker_is_read_after_the_lock_is_held(manager: LockManager, ot
     assert ran == ["b"] and outcome == ["done"]
 
 
+def test_key_marked_done_before_release_survives_a_pause_past_the_ttl(manager: LockManager, other: LockManager,
+                                                                     lock_name: str) -> None:
+    """A is stopped after marking its key done and before releasing, until its lease ran out: B never runs the key
+    again, and A learns its lock was lost."""
+    ran: list[str] = []
+    errors: list[BaseException] = []
+    a = manager.scheduled(lock_name, at_most=1, ttl=0.5, key="k")(lambda: ran.append("a"))
+    b = other.scheduled(lock_name, at_most=60, key="k", on_skip=lambda s: ran.append(f"b {s.reason}"))(
+        lambda: ran.append("b"))
+
+    def run_a() -> None:
+        try:
+            a()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_a)
+    with pause_at("job_done:marked", thread=thread) as pause:
+        thread.start()
+        pause.wait_reached()
+        deadline = time.monotonic() + 30
+        while other.inspect(manager.scheduled(lock_name, at_most=60).lock_name("k")) is not None:
+            assert time.monotonic() < deadline, "A's lease never expired"
+            time.sleep(0.02)
+        b()
+    thread.join(60)
+    assert ran == ["a", "b done"]
+    assert len(errors) == 1 and isinstance(errors[0], LeaseLost)
+
+
 def test_scheduled_processes_run_a_trigger_once(shared_url: str, lock_name: str, tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
