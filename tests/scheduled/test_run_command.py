@@ -249,6 +249,15 @@ def test_bad_usage_exits_2_before_connecting(tmp_path: Path, bad: list[str]) -> 
     assert not db.exists(), "nothing is written for a rejected invocation"
 
 
+def test_backend_down_exits_3_without_running_cmd(tmp_path: Path) -> None:
+    env = {**os.environ, "LOCKAPI_URL": "redis://127.0.0.1:1/0?timeout=1"}  # nothing listens on port 1
+    result = subprocess.run([sys.executable, "-m", "lockapi.cli", "run", "--lock", "x", "--at-most", "1m", "--",
+                             *cmd(tmp_path, go=False)], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 3, result.stderr
+    assert "backend unavailable" in result.stderr and lines(tmp_path / "log") == []
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("1.5s", 1.5), ("500ms", 0.5), ("30m", 1800),
                                                ("1h30m", 5400), ("2d", 172800)])
 def test_durations(text: str, seconds: float) -> None:
