@@ -265,7 +265,36 @@ class Wrapper:
                  f"{_show(s.at_most)}")
         threading.Thread(target=lambda: self._events.put(("exit", proc.wait())), name="lockapi-run-wait",
                          daemon=True).start()
-        cap = lease.renewal_cap
+        try:
+            returncode, ending = self._watch(proc, lease.renewal_cap)
+        except BaseException:
+            self._kill(proc, signal.SIGKILL)  # never leave CMD running unguarded
+            raise
+        seconds = time.monotonic() - started
+        code = 128 - returncode if returncode < 0 else returncode
+        how = (f"terminated by {_signal_name(-returncode)}" if returncode < 0 else f"exited {returncode}")
+        error = None if returncode == 0 and ending is None else _CommandFailed(how)
+        keep = max(run.granted_at + s.at_least - time.monotonic(), 0.0)
+        try:
+            self.guard.end(run, error)
+        except LeaseLost:
+            ending = ending or ("lost", EXIT_LOST)
+        if ending is not None:
+            why = (f"--at-most {_show(s.at_most)} reached" if ending[0] == "at-most"
+                   else f"the lease was lost ({run.lost_reason or 'it expired'})")
+            self.say(f"{s.command[0]} {how} after {_show(seconds)}: {why}; another host may run it now",
+                     problem=True)
+            return ending[1]
+        after = (f"keeping the lock {_show(keep)} more (--at-least)" if keep > 0 and not
+                 (s.key is not None and error is None) else
+                 "key marked done" if s.key is not None and error is None else "lock released")
+        self.say(f"{s.command[0]} {how} after {_show(seconds)}; {after}")
+        return code
+
+    def _watch(self, proc: subprocess.Popen[bytes], cap: float | None) -> tuple[int, tuple[str, int] | None]:
+        """Forward signals and terminate CMD when the lease is lost or at_most comes, until CMD exits.
+        Returns (CMD's returncode, (why, exit code) if it was terminated)."""
+        s = self.settings
         assert cap is not None
         term_at, kill_at = cap - s.grace, cap
         ending: tuple[str, int] | None = None  # (why, exit code) once CMD is being terminated
@@ -289,8 +318,7 @@ class Wrapper:
                 returncode: int = value
                 break
             if kind == "signal":
-                if not s.quiet:
-                    self.say(f"forwarding {_signal_name(value)} to {s.command[0]}")
+                self.say(f"forwarding {_signal_name(value)} to {s.command[0]}")
                 self._kill(proc, value)
             elif kind == "lost" and ending is None:
                 ending = ("lost", EXIT_LOST)
@@ -298,26 +326,7 @@ class Wrapper:
                 self.say(f"lease lost ({value}); sending SIGTERM to {s.command[0]}, SIGKILL in {_show(s.grace)}",
                          problem=True)
                 self._kill(proc, signal.SIGTERM)
-        seconds = time.monotonic() - started
-        code = 128 - returncode if returncode < 0 else returncode
-        how = (f"terminated by {_signal_name(-returncode)}" if returncode < 0 else f"exited {returncode}")
-        error = None if returncode == 0 and ending is None else _CommandFailed(how)
-        keep = max(run.granted_at + s.at_least - time.monotonic(), 0.0)
-        try:
-            self.guard.end(run, error)
-        except LeaseLost:
-            ending = ending or ("lost", EXIT_LOST)
-        if ending is not None:
-            why = (f"--at-most {_show(s.at_most)} reached" if ending[0] == "at-most"
-                   else f"the lease was lost ({run.lost_reason or 'it expired'})")
-            self.say(f"{s.command[0]} {how} after {_show(seconds)}: {why}; another host may run it now",
-                     problem=True)
-            return ending[1]
-        after = (f"keeping the lock {_show(keep)} more (--at-least)" if keep > 0 and not
-                 (s.key is not None and error is None) else
-                 "key marked done" if s.key is not None and error is None else "lock released")
-        self.say(f"{s.command[0]} {how} after {_show(seconds)}; {after}")
-        return code
+        return returncode, ending
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -247,9 +247,9 @@ class ScheduledLock:
         started = time.monotonic()
         try:
             lease = self._take(manager, run, key)
-        except RunSkipped:
+        except RunSkipped as skipped:
             self._emit("scheduled", False, None, time.monotonic() - started, manager=manager)
-            log.info("lockapi: scheduled run %r skipped: held elsewhere or done", self.name)
+            log.info("lockapi: %s", skipped)
             raise
         except LockError as exc:
             self._emit("scheduled", None, None, time.monotonic() - started, repr(exc), manager=manager)
