@@ -26,10 +26,11 @@ from lockapi.errors import (
     UnsupportedFeature,
 )
 from lockapi.events import Event
-from lockapi.jobs import Job, JobLockManager, JobSemaphore
+from lockapi.jobs import Job, JobLockManager, JobSemaphore, Slot
 from lockapi.lease import Lease, Permit
 from lockapi.manager import LockManager, Semaphore
 from lockapi.plugins import open_backend
+from lockapi.scheduling import RunSkipped, ScheduledLock, ScheduledRun, current_run, scheduled
 from lockapi.spi import Capability, LockInfo, redact_url
 
 __all__ = [
@@ -51,13 +52,19 @@ __all__ = [
     "LockManager",
     "LockTimeout",
     "Permit",
+    "RunSkipped",
+    "ScheduledLock",
+    "ScheduledRun",
     "Semaphore",
     "Settings",
+    "Slot",
     "UnsupportedFeature",
     "connect",
+    "current_run",
     "open_backend",
     "redact_url",
     "resolve_config",
+    "scheduled",
 ]
 
 resolve_config = resolve

@@ -12,8 +12,12 @@ from collections.abc import Sequence
 import lockapi
 from lockapi.errors import BackendUnavailable, ConfigError, LockError
 from lockapi.plugins import backend_class, command_plugins, installed_schemes
+from lockapi.run import register as register_run
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+BUILTIN_COMMANDS = (register_run,)
+"""Subcommands of core that live in their own modules: each ``register(subparsers)`` adds one."""
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=3, help="K: the service's concurrent-call limit")
     p.add_argument("--call-ms", type=float, default=2.0, help="duration of one service call")
     p.set_defaults(func=_demo)
-    for register in command_plugins():
+    for register in (*BUILTIN_COMMANDS, *command_plugins()):
         register(sub)
     return parser
 

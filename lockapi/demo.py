@@ -83,11 +83,8 @@ def run_worker(settings: DemoSettings, job_name: str, worker: int, log: str) -> 
             batch, pending = pending[: settings.batch], pending[settings.batch :]
             got = jobs.lock_many(job, batch)
             for element in got:
-                slots.acquire(job, wait=120)
-                try:
+                with slots.acquire(job, wait=120):
                     _call_service(Path(log), element, worker, settings.call_ms)
-                finally:
-                    slots.release(job)
                 jobs.successfully_processed(job, element)
             taken = set(got)
             # Not granted: done already, or in progress elsewhere. Come back to the unfinished ones.

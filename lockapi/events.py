@@ -15,7 +15,12 @@ class Event:
     """One operation as the application saw it.
 
     ``op`` is one of acquire, try_acquire, acquire_many, release, extend, permit_acquire,
-    permit_release, permit_extend. ``outcome`` is True/False for a decision, None when ``error`` is set.
+    permit_release, permit_extend; and for scheduled work (:mod:`lockapi.scheduling`, ``name`` is the
+    guard's name, never a run's key): ``scheduled`` (outcome True taken, False skipped),
+    ``scheduled_lost`` (False: the lock was lost or ran out at at_most while the run went on;
+    ``seconds`` since the grant) and ``scheduled_end`` (True: ended holding the lock, False: it was
+    lost meanwhile, None: the run raised; ``seconds`` the run took). ``outcome`` is True/False for a
+    decision, None when ``error`` is set.
     """
 
     op: str

@@ -46,6 +46,7 @@ class Lease:
         *,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
+        at_most: float | None = None,
     ) -> None:
         self.name = name
         self.holder = holder
@@ -58,10 +59,15 @@ class Lease:
         self._state = threading.Lock()
         self._released = False
         self._lost = False
+        self.lost_reason: str | None = None
+        """Why the lease was lost, once it is known lost (renewal refused, at_most reached, ...)."""
         self._on_lost = on_lost
         self._auto_renew = auto_renew
+        self._renew_ttl = ttl
+        self._cap = None if at_most is None else requested_at + at_most
+        """Auto-renewal never extends past this monotonic time (``at_most`` after the granting request)."""
         if auto_renew:
-            renewer().schedule(self, ttl / 3)
+            renewer().schedule(self, self._next_renewal(time.monotonic()))
 
     def __repr__(self) -> str:
         kind = type(self).__name__
@@ -98,11 +104,23 @@ class Lease:
             return False
         return time.monotonic() >= self._deadline
 
-    def release(self) -> bool:
+    @property
+    def renewal_cap(self) -> float | None:
+        """The ``time.monotonic()`` past which auto-renewal never extends this lease (``at_most`` after
+        the granting request was sent), or None without a cap."""
+        return self._cap
+
+    def release(self, *, keep: float | None = None) -> bool:
         """Release the lease. True if it was still held; False if it had expired, was lost or was
         already released. Never raises for a lease that is not held; raises
         :class:`BackendUnavailable` if the backend cannot be reached (the lease then ends at its ttl;
-        calling release again retries)."""
+        calling release again retries).
+
+        With ``keep`` (seconds > 0) the name is not freed now: auto-renewal stops and the lease is set
+        to expire ``keep`` seconds from now, by the backend's clock (one extend), so no one can take it
+        before then. This holder is done with it either way: later calls return False.
+        """
+        hold = None if keep is None else check_ttl(keep)
         with self._state:
             if self._released:
                 return False
@@ -110,15 +128,16 @@ class Lease:
                 renewer().cancel(self)
             started = time.monotonic()
             try:
-                ok = self._send_release()
+                ok = self._send_release() if hold is None else self._send_extend(hold)
             except LockError as exc:
                 self._emit("release", None, started, exc)
                 raise
             self._released = True
             if not ok:
                 self._lost = True
+                self.lost_reason = self.lost_reason or "it had expired or another holder took it before release"
         self._emit("release", ok, started)
-        if ok:
+        if ok and hold is None:
             self._bus.wake(self._bus_key)
         return ok
 
@@ -126,8 +145,15 @@ class Lease:
         """Make the lease expire ``ttl`` seconds from now (default: its current ttl).
 
         True if it was still held; False if it had expired or been lost (then :attr:`lost` is True).
+        A new ``ttl`` also becomes the one auto-renewal uses.
         """
         new_ttl = self.ttl if ttl is None else check_ttl(ttl)
+        ok = self._extend(new_ttl)
+        if ok:
+            self._renew_ttl = new_ttl
+        return ok
+
+    def _extend(self, new_ttl: float) -> bool:
         with self._state:
             if self._released:
                 return False
@@ -142,7 +168,7 @@ class Lease:
                 self._deadline = started + new_ttl
         self._emit("extend", ok, started)
         if not ok:
-            self._mark_lost()
+            self._mark_lost("an extension was refused: the lease had expired or another holder took it")
         return ok
 
     def is_held(self) -> bool:
@@ -172,11 +198,12 @@ class Lease:
             )
 
     # -- internals ---------------------------------------------------------------------------------
-    def _mark_lost(self) -> None:
+    def _mark_lost(self, reason: str) -> None:
         with self._state:
             if self._lost:
                 return
             self._lost = True
+            self.lost_reason = reason
             callback = self._on_lost
         if callback is not None:
             try:
@@ -185,18 +212,37 @@ class Lease:
                 log.exception("lockapi: on_lost callback for %r failed", self)
 
     def _renew(self) -> float | None:
-        """One auto-renewal (called by the renewer). Returns the delay to the next one, or None."""
+        """One auto-renewal (called by the renewer). Returns the delay to the next one, or None.
+
+        With a cap (``at_most``), an extension never reaches past it; once the cap has passed the lease
+        has run out, and it is reported lost like a refused renewal."""
         if self._released or self._lost:
             return None
+        now = time.monotonic()
+        ttl = self._renew_ttl
+        if self._cap is not None:
+            if now >= self._cap:
+                log.warning("lockapi: %r ran out: at_most reached while it was still held", self)
+                self._mark_lost("at_most reached: renewals never extend a lease past it")
+                return None
+            ttl = min(ttl, self._cap - now)
         try:
-            ok = self.extend()
+            ok = self._extend(ttl)
         except LockError as exc:  # BackendUnavailable, mostly: keep trying until the ttl runs out
             if time.monotonic() >= self._deadline:
                 log.warning("lockapi: %r lost: backend unreachable until its ttl ran out (%s)", self, exc)
-                self._mark_lost()
+                self._mark_lost("the backend was unreachable until the ttl ran out")
                 return None
-            return min(self.ttl / 3, 1.0)
-        return self.ttl / 3 if ok else None
+            return min(self._renew_ttl / 3, 1.0)
+        return self._next_renewal(time.monotonic()) if ok else None
+
+    def _next_renewal(self, now: float) -> float:
+        """Seconds to the next renewal: a third of the ttl, or the cap if that comes first (the call
+        at the cap reports the lease lost)."""
+        delay = self._renew_ttl / 3
+        if self._cap is not None:
+            delay = min(delay, max(self._cap - now, 0.0))
+        return delay
 
     def _emit(self, op: str, outcome: bool | None, started: float, error: BaseException | None = None) -> None:
         if self._listeners:

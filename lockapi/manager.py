@@ -16,11 +16,12 @@ from lockapi.errors import InvalidArgument, InvalidArgumentType, LockError, Lock
 from lockapi.events import Event, Listener, Listeners
 from lockapi.lease import Lease, OnLost, Permit
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
-from lockapi.validation import check_name, check_names, check_permits, check_ttl, check_wait
+from lockapi.validation import check_at_most, check_name, check_names, check_permits, check_ttl, check_wait
 from lockapi.waiting import QUEUE_TTL, LocalBus, wait_for_grant
 
 if TYPE_CHECKING:
     from lockapi.jobs import JobLockManager, JobSemaphore
+    from lockapi.scheduling import KeyOf, OnRunLost, OnSkip, ScheduledLock
 
 _AttemptFn = Callable[[], Attempt]
 
@@ -94,14 +95,17 @@ class LockManager:
         fair: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
+        at_most: float | None = None,
     ) -> Lease:
         """Take the lock ``name`` for ``ttl`` seconds, waiting up to ``wait`` seconds (None: forever).
 
         Raises :class:`LockTimeout` if it was not granted in time. ``fair`` grants waiters in arrival
         order. ``auto_renew`` extends the lease every ttl/3 until released; if that fails, ``lease.lost``
-        becomes True and ``on_lost(lease)`` is called once.
+        becomes True and ``on_lost(lease)`` is called once. ``at_most`` (seconds >= ttl, with
+        ``auto_renew``) caps the renewals: none extends the lease past ``at_most`` after the granting
+        request was sent; when that time comes the lease runs out and is reported lost the same way.
         """
-        return self._acquire("acquire", name, ttl, check_wait(wait), fair, auto_renew, on_lost)
+        return self._acquire("acquire", name, ttl, check_wait(wait), fair, auto_renew, on_lost, at_most)
 
     def try_acquire(
         self,
@@ -111,19 +115,21 @@ class LockManager:
         fair: bool = False,
         auto_renew: bool = False,
         on_lost: OnLost | None = None,
+        at_most: float | None = None,
     ) -> Lease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
         try:
-            return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost)
+            return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
         except _NotGranted:
             return None
 
     def _acquire(
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
-        on_lost: OnLost | None,
+        on_lost: OnLost | None, at_most: float | None = None,
     ) -> Lease:
         name = check_name(name)
         ttl = check_ttl(ttl)
+        cap = check_at_most(at_most, ttl, auto_renew)
         callback = _check_callback(on_lost)
         if fair and Capability.FAIR not in self._backend.capabilities:
             raise UnsupportedFeature(f"{type(self._backend).__name__} has no fair locks (fair=True)")
@@ -138,7 +144,7 @@ class LockManager:
         token, sent = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
         self._emit(op, name, True, token, started)
         return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, sent,
-                     auto_renew=bool(auto_renew), on_lost=callback)
+                     auto_renew=bool(auto_renew), on_lost=callback, at_most=cap)
 
     def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
               started: float, *, fair: bool = False, holder: str = "") -> tuple[int, float]:
@@ -176,7 +182,9 @@ class LockManager:
         ttl = check_ttl(ttl)
         return self._acquire_many(checked, ttl, skip_done=False)
 
-    def _acquire_many(self, names: list[str], ttl: float, *, skip_done: bool) -> dict[str, Lease]:
+    def _acquire_many(self, names: list[str], ttl: float, *, skip_done: bool, auto_renew: bool = False,
+                      on_lost: OnLost | None = None, at_most: float | None = None) -> dict[str, Lease]:
+        """The batch acquire behind :meth:`acquire_many` and the job API (arguments already checked)."""
         if not names:
             return {}
         holder = new_holder_id()
@@ -188,7 +196,8 @@ class LockManager:
             raise
         self._emit("acquire_many", f"<{len(names)} names>", bool(granted), None, started)
         return {
-            name: Lease(self._backend, self._bus, self._listeners, name, holder, token, ttl, started)
+            name: Lease(self._backend, self._bus, self._listeners, name, holder, token, ttl, started,
+                        auto_renew=auto_renew, on_lost=on_lost, at_most=at_most)
             for name, token in granted.items()
         }
 
@@ -219,6 +228,28 @@ class LockManager:
         from lockapi.jobs import BackendJobSemaphore
 
         return BackendJobSemaphore(self)
+
+    # -- scheduled work -------------------------------------------------------------------------------
+    def scheduled(
+        self,
+        name: str,
+        *,
+        at_most: float,
+        at_least: float = 0.0,
+        wait: float | None = 0.0,
+        ttl: float | None = None,
+        key: str | KeyOf | None = None,
+        remember: float | None = None,
+        on_skip: OnSkip | None = None,
+        on_lost: OnRunLost | None = None,
+    ) -> ScheduledLock:
+        """A guard for scheduled work: ``with mgr.scheduled("nightly", at_most=1800) as run:`` runs the
+        block on one node; the others get :class:`lockapi.RunSkipped`. Also a decorator. See
+        :mod:`lockapi.scheduling` for ``at_most``, ``at_least``, ``wait``, ``ttl`` and ``key``."""
+        from lockapi.scheduling import ScheduledLock
+
+        return ScheduledLock(self, name, at_most=at_most, at_least=at_least, wait=wait, ttl=ttl, key=key,
+                             remember=remember, on_skip=on_skip, on_lost=on_lost)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> None:

@@ -46,13 +46,13 @@ def _number(value: object, what: str) -> float:
     return float(value)
 
 
-def check_ttl(ttl: object) -> float:
-    """Return ``ttl`` as float seconds if 0 < ttl <= MAX_TTL, else raise."""
-    value = _number(ttl, "ttl")
+def check_ttl(ttl: object, what: str = "ttl") -> float:
+    """Return ``ttl`` as float seconds if 0 < ttl <= MAX_TTL, else raise (``what`` names it)."""
+    value = _number(ttl, what)
     if not math.isfinite(value) or value <= 0:
-        raise InvalidArgument(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+        raise InvalidArgument(f"{what} must be a finite number of seconds > 0, got {ttl!r}")
     if value > MAX_TTL:
-        raise InvalidArgument(f"ttl must be at most {MAX_TTL:.0f} seconds (10 years), got {ttl!r}")
+        raise InvalidArgument(f"{what} must be at most {MAX_TTL:.0f} seconds (10 years), got {ttl!r}")
     return value
 
 
@@ -73,3 +73,15 @@ def check_permits(permits: object) -> int:
     if not 1 <= permits <= MAX_PERMITS:
         raise InvalidArgument(f"permits must be between 1 and {MAX_PERMITS}, got {permits}")
     return permits
+
+
+def check_at_most(at_most: float | None, ttl: float, auto_renew: bool) -> float | None:
+    """``at_most`` as float seconds (None: no cap); it needs ``auto_renew`` and must be >= ``ttl``."""
+    if at_most is None:
+        return None
+    cap = check_ttl(at_most, "at_most")
+    if not auto_renew:
+        raise InvalidArgument("at_most caps auto-renewal: pass auto_renew=True (or a ttl of at_most instead)")
+    if cap < ttl:
+        raise InvalidArgument(f"at_most ({cap:g} s) must be at least the ttl ({ttl:g} s)")
+    return cap
