@@ -14,4 +14,4 @@ def test_every_python_example_in_the_asyncio_page_runs() -> None:
     assert len(blocks) >= 4, "the page lost its examples"
     namespace: dict[str, object] = {"__name__": "docs_asyncio"}
     for number, block in enumerate(blocks, 1):
-        exec(compile(block, f"{DOC.name}[example {number}]", "exec"), namespace)  # noqa: S102
+        exec(compile(block, f"{DOC.name}[example {number}]", "exec"), namespace)
