@@ -1,4 +1,8 @@
-"""Instrumentation hooks: listeners see every lock decision a manager makes, with its latency."""
+"""Listeners: callbacks that see every lock decision a manager makes, with its latency, once it is made.
+
+For metrics and traces (which need to see an operation start as well as finish), see
+:mod:`lockapi.observers` and :mod:`lockapi.observability`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One operation as the application saw it.
 
-    ``op`` is one of acquire, try_acquire, acquire_many, release, extend, permit_acquire,
-    permit_release, permit_extend. ``outcome`` is True/False for a decision, None when ``error`` is set.
+    ``op`` is one of acquire, try_acquire, acquire_many, release, extend, renew (an auto-renewal),
+    permit_acquire, permit_try_acquire, permit_release, permit_extend. ``outcome`` is True/False for a
+    decision (granted or not, still held or not), None when ``error`` is set. ``result`` says the same
+    in one word: granted, denied, timeout or error for an acquire; released, extended, not_held or
+    error for the others (the outcomes of :mod:`lockapi.observers`).
     """
 
     op: str
@@ -24,6 +31,7 @@ class Event:
     token: int | None
     seconds: float
     error: str | None = None
+    result: str = ""
 
 
 Listener = Callable[[Event], None]
@@ -52,4 +60,5 @@ class Listeners:
             try:
                 listener(event)
             except Exception:
-                log.exception("lockapi event listener %r failed", listener)
+                log.exception("lockapi event listener %r failed", listener,
+                              extra={"lockapi_event": "listener_failed", "lockapi_op": event.op})

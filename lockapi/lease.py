@@ -10,15 +10,28 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from lockapi.errors import LeaseLost, LockError
-from lockapi.events import Event, Listeners
+from lockapi.observers import (
+    CAUSE_BACKEND_ERROR,
+    CAUSE_EXPIRED,
+    CAUSE_RENEW_FAILED,
+    END_LOST,
+    END_RELEASED,
+    ERROR,
+    EXTENDED,
+    NOT_HELD,
+    RELEASED,
+    LeaseEnd,
+)
 from lockapi.renewal import renewer
 from lockapi.validation import check_ttl
 from lockapi.waiting import BusKey, LocalBus
 
 if TYPE_CHECKING:
+    from lockapi.observers import Observer
+    from lockapi.reporting import Reporter
     from lockapi.spi import Backend
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 OnLost = Callable[["Lease"], None]
 
@@ -37,7 +50,7 @@ class Lease:
         self,
         backend: Backend,
         bus: LocalBus,
-        listeners: Listeners,
+        reporter: Reporter,
         name: str,
         holder: str,
         token: int,
@@ -53,13 +66,16 @@ class Lease:
         self.ttl = ttl
         self._backend = backend
         self._bus = bus
-        self._listeners = listeners
+        self._reporter = reporter
         self._deadline = requested_at + ttl  # never later than the backend's expiry
         self._state = threading.Lock()
         self._released = False
         self._lost = False
         self._on_lost = on_lost
         self._auto_renew = auto_renew
+        self._observer: Observer | None = reporter.observers.observer
+        """Who saw this lease granted, and so is told once how it ended (None: nobody)."""
+        self._granted_at = time.monotonic() if self._observer is not None else 0.0
         if auto_renew:
             renewer().schedule(self, ttl / 3)
 
@@ -103,23 +119,28 @@ class Lease:
         already released. Never raises for a lease that is not held; raises
         :class:`BackendUnavailable` if the backend cannot be reached (the lease then ends at its ttl;
         calling release again retries)."""
+        op = self._op("release")
+        reporter = self._reporter
         with self._state:
             if self._released:
                 return False
             if self._auto_renew:
                 renewer().cancel(self)
             started = time.monotonic()
+            observed = reporter.start(op, self.name, started) if reporter.observers.observer is not None else None
             try:
                 ok = self._send_release()
             except LockError as exc:
-                self._emit("release", None, started, exc)
+                reporter.finish(observed, op, self.name, started, ERROR, None, self.token, exc)
                 raise
             self._released = True
-            if not ok:
-                self._lost = True
-        self._emit("release", ok, started)
+            was_lost, self._lost = self._lost, self._lost or not ok
+        reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
         if ok:
             self._bus.wake(self._bus_key)
+            self._ended(END_RELEASED)
+        elif not was_lost:
+            self._lost_now(CAUSE_EXPIRED)
         return ok
 
     def extend(self, ttl: float | None = None) -> bool:
@@ -128,21 +149,28 @@ class Lease:
         True if it was still held; False if it had expired or been lost (then :attr:`lost` is True).
         """
         new_ttl = self.ttl if ttl is None else check_ttl(ttl)
+        ok = self._extend(self._op("extend"), new_ttl)
+        if ok is False:
+            self._mark_lost(CAUSE_EXPIRED)
+        return bool(ok)
+
+    def _extend(self, op: str, new_ttl: float) -> bool | None:
+        """One extend (``op`` extend, permit_extend or renew); None if the lease was released."""
+        reporter = self._reporter
         with self._state:
             if self._released:
-                return False
+                return None
             started = time.monotonic()
+            observed = reporter.start(op, self.name, started) if reporter.observers.observer is not None else None
             try:
                 ok = self._send_extend(new_ttl)
             except LockError as exc:
-                self._emit("extend", None, started, exc)
+                reporter.finish(observed, op, self.name, started, ERROR, None, self.token, exc)
                 raise
             if ok:
                 self.ttl = new_ttl
                 self._deadline = started + new_ttl
-        self._emit("extend", ok, started)
-        if not ok:
-            self._mark_lost()
+        reporter.finish(observed, op, self.name, started, EXTENDED if ok else NOT_HELD, ok, self.token)
         return ok
 
     def is_held(self) -> bool:
@@ -163,7 +191,8 @@ class Lease:
             try:
                 self.release()
             except LockError:
-                log.warning("lockapi: could not release %r while handling %r", self, exc)
+                log.warning("lockapi: could not release %r while handling %r", self, exc,
+                            extra={"lockapi_event": "release_failed", "lockapi_name": self.name})
             return
         if not self.release():
             raise LeaseLost(
@@ -172,38 +201,61 @@ class Lease:
             )
 
     # -- internals ---------------------------------------------------------------------------------
-    def _mark_lost(self) -> None:
+    def _mark_lost(self, cause: str) -> None:
         with self._state:
             if self._lost:
                 return
             self._lost = True
             callback = self._on_lost
+        self._lost_now(cause)
         if callback is not None:
             try:
                 callback(self)
             except Exception:
-                log.exception("lockapi: on_lost callback for %r failed", self)
+                log.exception("lockapi: on_lost callback for %r failed", self,
+                              extra={"lockapi_event": "on_lost_failed", "lockapi_name": self.name})
+
+    def _lost_now(self, cause: str) -> None:
+        """The lease just became known lost (once): one log line, and the observers are told."""
+        kind = type(self).__name__.lower()
+        log.warning("lockapi: %s on %r (token %d) lost: %s", kind, self.name, self.token, _CAUSES[cause],
+                    extra={"lockapi_event": "lease_lost", "lockapi_kind": kind, "lockapi_name": self.name,
+                           "lockapi_token": self.token, "lockapi_cause": cause,
+                           "lockapi_backend": self._reporter.backend})
+        self._ended(END_LOST, cause)
+
+    def _ended(self, end: str, cause: str | None = None) -> None:
+        with self._state:  # told once, whichever of release and loss comes first
+            observer, self._observer = self._observer, None
+        if observer is None:
+            return
+        now = time.monotonic()
+        held = (now if end == END_RELEASED else min(now, self._deadline)) - self._granted_at
+        self._reporter.lease_ended(observer, LeaseEnd("permit" if self._semaphore else "lock", self.name,
+                                                      self._reporter.backend, self.token, max(held, 0.0), end,
+                                                      cause))
 
     def _renew(self) -> float | None:
         """One auto-renewal (called by the renewer). Returns the delay to the next one, or None."""
         if self._released or self._lost:
             return None
         try:
-            ok = self.extend()
-        except LockError as exc:  # BackendUnavailable, mostly: keep trying until the ttl runs out
+            ok = self._extend("renew", self.ttl)
+        except LockError:  # BackendUnavailable, mostly: keep trying until the ttl runs out
             if time.monotonic() >= self._deadline:
-                log.warning("lockapi: %r lost: backend unreachable until its ttl ran out (%s)", self, exc)
-                self._mark_lost()
+                self._mark_lost(CAUSE_BACKEND_ERROR)
                 return None
             return min(self.ttl / 3, 1.0)
+        if ok is False:
+            self._mark_lost(CAUSE_RENEW_FAILED)
         return self.ttl / 3 if ok else None
 
-    def _emit(self, op: str, outcome: bool | None, started: float, error: BaseException | None = None) -> None:
-        if self._listeners:
-            self._listeners.emit(
-                Event(self._op(op), self.name, outcome, self.token, time.monotonic() - started,
-                      None if error is None else repr(error))
-            )
+
+_CAUSES = {
+    CAUSE_EXPIRED: "the backend no longer knew it (it expired or another holder took it)",
+    CAUSE_RENEW_FAILED: "the backend refused its auto-renewal (it had expired or another holder took it)",
+    CAUSE_BACKEND_ERROR: "auto-renewal could not reach the backend until its ttl ran out",
+}
 
 
 class Permit(Lease):

@@ -13,8 +13,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from lockapi.errors import InvalidArgument, InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
-from lockapi.events import Event, Listener, Listeners
+from lockapi.events import Listener
 from lockapi.lease import Lease, OnLost, Permit
+from lockapi.observers import DENIED, ERROR, GRANTED, TIMEOUT, Observer
+from lockapi.reporting import Reporter
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
 from lockapi.validation import check_name, check_names, check_permits, check_ttl, check_wait
 from lockapi.waiting import QUEUE_TTL, LocalBus, wait_for_grant
@@ -61,9 +63,9 @@ class LockManager:
     def __init__(self, backend: Backend, *, url: str = "") -> None:
         self._backend = backend
         self._bus = LocalBus()
-        self._listeners = Listeners()
         self.url = url
         """The connection URL, with any password redacted."""
+        self._reporter = Reporter(backend.config.scheme, url or type(backend).__name__)
 
     def __repr__(self) -> str:
         return f"<LockManager {self.url or type(self._backend).__name__}>"
@@ -79,10 +81,18 @@ class LockManager:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every lock decision (see :class:`lockapi.events.Event`)."""
-        self._listeners.add(listener)
+        self._reporter.listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+        self._reporter.listeners.remove(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Install ``observer`` (start/finish hooks around every operation, see :mod:`lockapi.observers`)
+        on this manager only; :func:`lockapi.observers.add` installs one for every manager."""
+        self._reporter.observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._reporter.observers.remove(observer)
 
     # -- locks -------------------------------------------------------------------------------------
     def acquire(
@@ -136,8 +146,7 @@ class LockManager:
             return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
 
         token, sent = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
-        self._emit(op, name, True, token, started)
-        return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, sent,
+        return Lease(backend, self._bus, self._reporter, name, holder, token, ttl, sent,
                      auto_renew=bool(auto_renew), on_lost=callback)
 
     def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
@@ -145,22 +154,32 @@ class LockManager:
         """(token, monotonic time just before the granting attempt was sent): a lease's local
         deadline counts from there, so it never ends later than the backend's expiry."""
         name = key[1]
+        reporter = self._reporter
+        observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
         try:
             if wait == 0.0:
                 token = attempt().token
                 if token is None:
                     raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
-                return token, started
-            return wait_for_grant(self._backend, self._bus, key, attempt, wait,
-                                  fair_holder=holder if fair else None)
+                sent = started
+            else:
+                token, sent = wait_for_grant(self._backend, self._bus, key, attempt, wait,
+                                             fair_holder=holder if fair else None,
+                                             on_wait=reporter.waiting_hook(observed))
         except _NotGranted:
-            self._emit(op, name, False, None, started)
+            reporter.finish(observed, op, name, started, DENIED, False)
+            self._give_up(fair, name, holder)
+            raise
+        except LockTimeout:
+            reporter.finish(observed, op, name, started, TIMEOUT, False)
             self._give_up(fair, name, holder)
             raise
         except LockError as exc:
-            self._emit(op, name, None, None, started, exc)
+            reporter.finish(observed, op, name, started, ERROR, None, error=exc)
             self._give_up(fair, name, holder)
             raise
+        reporter.finish(observed, op, name, started, GRANTED, True, token)
+        return token, sent
 
     def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:
@@ -180,15 +199,20 @@ class LockManager:
         if not names:
             return {}
         holder = new_holder_id()
+        reporter = self._reporter
+        label = f"<{len(names)} names>"
         started = time.monotonic()
+        observed = reporter.start("acquire_many", label, started, tuple(names)) \
+            if reporter.observers.observer is not None else None
         try:
             granted = self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done)
         except LockError as exc:
-            self._emit("acquire_many", f"<{len(names)} names>", None, None, started, exc)
+            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
             raise
-        self._emit("acquire_many", f"<{len(names)} names>", bool(granted), None, started)
+        reporter.finish(observed, "acquire_many", label, started, GRANTED if granted else DENIED, bool(granted),
+                        granted=tuple(granted))
         return {
-            name: Lease(self._backend, self._bus, self._listeners, name, holder, token, ttl, started)
+            name: Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started)
             for name, token in granted.items()
         }
 
@@ -236,18 +260,10 @@ class LockManager:
     ) -> None:
         self.close()
 
-    def _emit(self, op: str, name: str, outcome: bool | None, token: int | None, started: float,
-              error: BaseException | None = None) -> None:
-        if self._listeners:
-            self._listeners.emit(Event(op, name, outcome, token, time.monotonic() - started,
-                                       None if error is None else repr(error)))
 
 
 class _NotGranted(LockTimeout):
     """A no-wait attempt was denied: ``try_acquire`` turns it into None, ``acquire(wait=0)`` raises it."""
-
-
-
 
 
 class Semaphore:
@@ -286,5 +302,4 @@ class Semaphore:
             return backend.try_acquire_permit(name, permits, holder, ttl)
 
         token, sent = mgr._wait(op, (True, name), attempt, wait, started)
-        mgr._emit(op, name, True, token, started)
-        return Permit(backend, mgr._bus, mgr._listeners, name, holder, token, ttl, sent)
+        return Permit(backend, mgr._bus, mgr._reporter, name, holder, token, ttl, sent)
