@@ -29,6 +29,7 @@ from lockapi.events import Event
 from lockapi.jobs import Job, JobLockManager, JobSemaphore
 from lockapi.lease import Lease, Permit
 from lockapi.manager import LockManager, Semaphore
+from lockapi.observability import instrument, instrument_prometheus
 from lockapi.plugins import open_backend
 from lockapi.spi import Capability, LockInfo, redact_url
 
@@ -55,6 +56,8 @@ __all__ = [
     "Settings",
     "UnsupportedFeature",
     "connect",
+    "instrument",
+    "instrument_prometheus",
     "open_backend",
     "resolve_config",
 ]

@@ -11,9 +11,13 @@ from collections.abc import Sequence
 
 import lockapi
 from lockapi.errors import BackendUnavailable, ConfigError, LockError
+from lockapi.observability.cli import register as register_serve_metrics
 from lockapi.plugins import backend_class, command_plugins, installed_schemes
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+BUILTIN_COMMANDS = [register_serve_metrics]
+"""``register(subparsers)`` functions of core subcommands that live in their own modules."""
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=3, help="K: the service's concurrent-call limit")
     p.add_argument("--call-ms", type=float, default=2.0, help="duration of one service call")
     p.set_defaults(func=_demo)
-    for register in command_plugins():
+    for register in (*BUILTIN_COMMANDS, *command_plugins()):
         register(sub)
     return parser
 
