@@ -23,9 +23,12 @@ def test_process_wide_instrumentation_covers_managers_opened_before_and_after(ot
         after.acquire(f"{prefix}:after").release()
         again = lockapi.instrument(otel.meter_provider, otel.tracer_provider)  # replaces: nothing counted twice
         assert observers.installed() == again.observers
+        handle.uninstrument()  # the replaced handle no longer removes anything
+        assert observers.installed() == again.observers
         after.acquire(f"{prefix}:again").release()
     finally:
         lockapi.instrument(otel.meter_provider).uninstrument()
+        before.close()
     assert observers.installed() == ()
     assert otel.value("lockapi.lock.attempts", family=prefix) == 3
     assert len(otel.spans("lockapi.acquire")) == 3
