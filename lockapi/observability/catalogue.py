@@ -19,8 +19,10 @@ HOLD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 
 """Histogram bucket bounds of hold times, seconds: from an uncontended cycle to a four-hour job."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Metric:
+    """One metric. Compared and hashed by identity: the catalogue's objects are the keys adapters use."""
+
     name: str
     instrument: str
     unit: str
