@@ -41,22 +41,23 @@ class Listeners:
     """A thread-safe list of listeners. A listener that raises is logged and never breaks the caller."""
 
     def __init__(self) -> None:
-        self._items: tuple[Listener, ...] = ()
+        self.items: tuple[Listener, ...] = ()
+        """The listeners now (replaced, never mutated: safe to read without the lock)."""
         self._lock = threading.Lock()
 
     def add(self, listener: Listener) -> None:
         with self._lock:
-            self._items = (*self._items, listener)
+            self.items = (*self.items, listener)
 
     def remove(self, listener: Listener) -> None:
         with self._lock:
-            self._items = tuple(item for item in self._items if item is not listener)
+            self.items = tuple(item for item in self.items if item is not listener)
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self.items)
 
     def emit(self, event: Event) -> None:
-        for listener in self._items:
+        for listener in self.items:
             try:
                 listener(event)
             except Exception:

@@ -78,7 +78,7 @@ class Reporter:
             observer = self.observers.observer
             if observer is not None:
                 _finish(observer, operation, operation.state)
-        if self.listeners:
+        if self.listeners.items:
             self.listeners.emit(Event(op, name, decision, token, (now or time.monotonic()) - started,
                                       None if error is None else repr(error), outcome))
 
