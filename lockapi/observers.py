@@ -100,7 +100,7 @@ class Operation:
         return self.ended - self.started
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseEnd:
     """A lease (``kind`` lock) or permit (``kind`` permit) that stopped being held by this process."""
 

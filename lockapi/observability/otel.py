@@ -88,7 +88,7 @@ class OtelSink:
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         queued = self._queued
         queued.append((self._histograms[metric], self._attrs(metric, labels), value, otel_context.get_current()))
-        if self._flusher_pid != os.getpid():
+        if self._flusher_pid != _pid:
             self._start_flusher()
         if len(queued) > FLUSH_AT:
             self.flush()
@@ -105,9 +105,9 @@ class OtelSink:
 
     def _start_flusher(self) -> None:
         with self._lock:
-            if self._flusher_pid == os.getpid():
+            if self._flusher_pid == _pid:
                 return
-            self._flusher_pid = os.getpid()  # a forked child has no thread: it starts its own
+            self._flusher_pid = _pid  # a forked child has no thread: it starts its own
         sink = weakref.ref(self)
 
         def run() -> None:
@@ -169,6 +169,16 @@ class TracingObserver(Observer):
     def context(self) -> Any:
         return otel_context.get_current()
 
+
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 _sinks: weakref.WeakKeyDictionary[Any, OtelSink] = weakref.WeakKeyDictionary()
 _sinks_lock = threading.Lock()
