@@ -2,6 +2,8 @@
 
 The OpenTelemetry and Prometheus adapters differ only in their sink; what is counted, when and with
 which labels is decided here, once. Labels are passed as tuples in the order of ``Metric.labels``.
+The hooks only queue what happened (:mod:`lockapi.observability.deferred`); the sink is updated off the
+caller's thread, and by :meth:`MetricsObserver.drain`, which every reader calls before it reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lockapi.observability.catalogue import (
     WAITING,
     Metric,
 )
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.families import Families
 from lockapi.observers import DENIED, END_LOST, ERROR, GRANTED, LeaseEnd, Observer, Operation, Signal
 
@@ -29,6 +32,8 @@ ACQUIRES = {"acquire": "lock", "try_acquire": "lock", "permit_acquire": "permit"
             "acquire_many": "lock"}
 """Acquire operations and the kind of lease they grant."""
 LEASE_OPS = frozenset({"release", "extend", "permit_release", "permit_extend"})
+COUNTED = frozenset(ACQUIRES) | LEASE_OPS | {"renew"}
+"""The operations this observer counts (plugin steps are left to tracing)."""
 MISMATCH_SIGNAL = "migration_mismatch"
 """The signal a migration backend sends per disagreeing record (attributes: op, phase, verdict)."""
 
@@ -36,6 +41,9 @@ Labels = tuple[str, ...]
 
 
 class Sink(Protocol):
+    def attach(self, observer: MetricsObserver) -> None:
+        """Drain ``observer`` before every read of the metrics."""
+
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
         """Add to a counter or up-down counter."""
 
@@ -49,14 +57,39 @@ class MetricsObserver(Observer):
     def __init__(self, sink: Sink, families: Families) -> None:
         self.sink = sink
         self.family = families
+        self._deferred = Deferred(self._apply)
+        self.drain = self._deferred.drain
+        """Apply every queued update now (readers call it before they read)."""
+        sink.attach(self)
 
     def __repr__(self) -> str:
         return f"<MetricsObserver {type(self.sink).__name__}>"
 
+    # -- hooks: queue only ---------------------------------------------------------------------------
     def waiting(self, op: Operation, state: Any) -> None:
-        self.sink.add(WAITING, (op.backend, op.op, self.family(op.name)), 1)
+        self._deferred.put((self._waiting, op))
 
     def finish(self, op: Operation, state: Any) -> None:
+        if op.op in COUNTED:
+            self._deferred.put((self._finish, op))
+
+    def lease_ended(self, end: LeaseEnd) -> None:
+        self._deferred.put((self._lease_ended, end))
+
+    def signal(self, signal: Signal) -> None:
+        if signal.kind == MISMATCH_SIGNAL:
+            self._deferred.put((self._mismatch, signal))
+
+    # -- applied off the caller's thread --------------------------------------------------------------
+    @staticmethod
+    def _apply(item: tuple[Any, Any]) -> None:
+        update, fact = item
+        update(fact)
+
+    def _waiting(self, op: Operation) -> None:
+        self.sink.add(WAITING, (op.backend, op.op, self.family(op.name)), 1)
+
+    def _finish(self, op: Operation) -> None:
         kind = ACQUIRES.get(op.op)
         sink, backend = self.sink, op.backend
         if op.names:
@@ -73,10 +106,8 @@ class MetricsObserver(Observer):
                 sink.add(HELD, (backend, kind, family), 1)
         elif op.op == "renew":
             sink.add(RENEWALS, (backend, family, op.outcome), 1)
-        elif op.op in LEASE_OPS:
-            sink.add(OPERATIONS, (backend, op.op, family, op.outcome), 1)
         else:
-            return
+            sink.add(OPERATIONS, (backend, op.op, family, op.outcome), 1)
         if op.error is not None:
             sink.add(ERRORS, (backend, op.op, family, type(op.error).__name__), 1)
 
@@ -97,16 +128,14 @@ class MetricsObserver(Observer):
             elif outcome == ERROR and op.error is not None:
                 sink.add(ERRORS, (backend, op.op, fam, type(op.error).__name__), count)
 
-    def lease_ended(self, end: LeaseEnd) -> None:
+    def _lease_ended(self, end: LeaseEnd) -> None:
         family = self.family(end.name)
         self.sink.add(HELD, (end.backend, end.kind, family), -1)
         self.sink.record(HOLD, (end.backend, end.kind, family, end.end), end.held)
         if end.end == END_LOST:
             self.sink.add(LOST, (end.backend, end.kind, family, end.cause or ""), 1)
 
-    def signal(self, signal: Signal) -> None:
-        if signal.kind == MISMATCH_SIGNAL:
-            a = signal.attributes
-            self.sink.add(MISMATCHES, (str(a.get("backend", "migration")), str(a.get("op", "")),
-                                       self.family(signal.name), str(a.get("phase", "")),
-                                       str(a.get("verdict", ""))), 1)
+    def _mismatch(self, signal: Signal) -> None:
+        a = signal.attributes
+        self.sink.add(MISMATCHES, (str(a.get("backend", "migration")), str(a.get("op", "")),
+                                   self.family(signal.name), str(a.get("phase", "")), str(a.get("verdict", ""))), 1)

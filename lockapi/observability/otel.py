@@ -1,23 +1,18 @@
 """The OpenTelemetry adapter (extra ``lockapi[otel]``, built on opentelemetry-api only).
 
-Metrics: counters and up-down counters are kept by lockapi (a dict update under a lock, well under a
-microsecond) and reported through observable instruments when the reader collects. The two histograms
-are synchronous instruments with lockapi's bucket bounds as advice, but the SDK's ``record`` costs
-several microseconds (attribute cleaning and hashing), so the caller only queues the value (with the
-current context, for exemplars); a daemon thread records the queue every :data:`FLUSH_INTERVAL`
-seconds, mostly while callers wait on the backend's socket, and every collection records it first
-(the SDK runs observable callbacks before it reads the histograms), so a reader never misses a value.
-Traces: one span per operation
-(``lockapi.<op>``), current while the backend client runs, so a client that instruments itself
-(SQLAlchemy, psycopg, redis-py's pipelines...) parents its spans under it.
+Metrics: the metrics observer queues what happened and applies it off the caller's thread
+(:mod:`lockapi.observability.deferred`). Counters and up-down counters are kept by lockapi (a dict
+update under a lock) and reported through observable instruments; the two histograms are synchronous
+instruments with lockapi's bucket bounds as advice. Every collection first drains the queue: the SDK
+runs observable callbacks before it reads the synchronous instruments, so a reader never misses a
+value. Traces: one span per operation (``lockapi.<op>``), current while the backend client runs, so a
+client that instruments itself (psycopg, SQLAlchemy, redis-py's pipelines...) parents its spans under it.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,10 +30,6 @@ from lockapi.observers import Observer, Operation
 
 SCOPE = "lockapi"
 """The instrumentation scope (meter and tracer name)."""
-FLUSH_INTERVAL = 0.5
-"""Seconds between two recordings of the queued histogram values by the background thread."""
-FLUSH_AT = 10_000
-"""Queued values beyond which the caller records the queue itself (bounds memory if the thread lags)."""
 
 
 class OtelSink:
@@ -49,8 +40,7 @@ class OtelSink:
         self._values: dict[Metric, dict[Labels, float]] = {}
         self._histograms: dict[Metric, Any] = {}
         self._attributes: dict[tuple[Metric, Labels], dict[str, str]] = {}
-        self._queued: deque[tuple[Any, dict[str, str], float, otel_context.Context]] = deque()
-        self._flusher_pid = 0
+        self._observers: weakref.WeakSet[MetricsObserver] = weakref.WeakSet()
         for metric in METRICS:
             if metric.instrument == HISTOGRAM:
                 self._histograms[metric] = meter.create_histogram(
@@ -61,6 +51,9 @@ class OtelSink:
             create = (meter.create_observable_counter if metric.instrument == COUNTER
                       else meter.create_observable_up_down_counter)
             create(metric.name, callbacks=[self._observe(metric)], unit=metric.unit, description=metric.description)
+
+    def attach(self, observer: MetricsObserver) -> None:
+        self._observers.add(observer)
 
     def _attrs(self, metric: Metric, labels: Labels) -> dict[str, str]:
         key = (metric, labels)
@@ -73,7 +66,8 @@ class OtelSink:
         values = self._values[metric]
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            self.flush()
+            for observer in list(self._observers):
+                observer.drain()
             with self._lock:
                 snapshot = list(values.items())
             return [Observation(value, self._attrs(metric, labels)) for labels, value in snapshot]
@@ -86,37 +80,7 @@ class OtelSink:
             values[labels] = values.get(labels, 0) + amount
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
-        queued = self._queued
-        queued.append((self._histograms[metric], self._attrs(metric, labels), value, otel_context.get_current()))
-        if self._flusher_pid != _pid:
-            self._start_flusher()
-        if len(queued) > FLUSH_AT:
-            self.flush()
-
-    def flush(self) -> None:
-        """Record every queued histogram value (any thread; deque pops are atomic)."""
-        queued = self._queued
-        while True:
-            try:
-                histogram, attributes, value, context = queued.popleft()
-            except IndexError:
-                return
-            histogram.record(value, attributes, context)
-
-    def _start_flusher(self) -> None:
-        with self._lock:
-            if self._flusher_pid == _pid:
-                return
-            self._flusher_pid = _pid  # a forked child has no thread: it starts its own
-        sink = weakref.ref(self)
-
-        def run() -> None:
-            while (alive := sink()) is not None:
-                alive.flush()
-                del alive
-                threading.Event().wait(FLUSH_INTERVAL)
-
-        threading.Thread(target=run, name="lockapi-otel-histograms", daemon=True).start()
+        self._histograms[metric].record(value, self._attrs(metric, labels))
 
 
 class TracingObserver(Observer):
@@ -169,16 +133,6 @@ class TracingObserver(Observer):
     def context(self) -> Any:
         return otel_context.get_current()
 
-
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
 
 _sinks: weakref.WeakKeyDictionary[Any, OtelSink] = weakref.WeakKeyDictionary()
 _sinks_lock = threading.Lock()

@@ -1,10 +1,13 @@
 """The Prometheus adapter (extra ``lockapi[prometheus]``): the catalogue's metrics through prometheus_client.
 
 ``instrument_prometheus()`` registers them (once per registry) and installs the observer; ``serve()``
-starts an HTTP endpoint in this process. Processes without an endpoint of their own (cron jobs,
-workers) run prometheus_client's multi-process mode instead: set ``PROMETHEUS_MULTIPROC_DIR`` in their
-environment, and let ``lockapi serve-metrics`` (:func:`serve_directory`) serve what they all write
-there. Up-down counters are gauges in ``livesum`` mode: a dead process's held leases drop out.
+starts an HTTP endpoint in this process. In one process the values live in an
+:class:`~lockapi.observability.aggregate.Aggregate` exposed by a custom collector (cheaper per update
+than prometheus_client's own metric objects). Processes without an endpoint of their own (cron jobs,
+workers) run prometheus_client's multi-process mode instead: with ``PROMETHEUS_MULTIPROC_DIR`` set,
+lockapi uses prometheus_client's metric objects, which write to that directory, and
+``lockapi serve-metrics`` (:func:`serve_directory`) serves what all processes wrote there. Up-down
+counters are gauges in ``livesum`` mode: a dead process's held leases drop out.
 """
 
 from __future__ import annotations
@@ -18,31 +21,77 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 import lockapi
 from lockapi.errors import ConfigError
+from lockapi.observability.aggregate import Aggregate
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
 from lockapi.observability.metrics import Labels, MetricsObserver
 
 
+def _doc(metric: Metric) -> str:
+    return f"{metric.description} ({metric.name}, {metric.unit})"
+
+
+class AggregateCollector(Collector):
+    """Exposes an :class:`Aggregate` (after draining its observers' queued updates)."""
+
+    def __init__(self, aggregate: Aggregate) -> None:
+        self.aggregate = aggregate
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        aggregate = self.aggregate
+        aggregate.drain()
+        families: list[Any] = []
+        for metric in METRICS:
+            name, labels = metric.prometheus_name, list(metric.labels)
+            if metric.instrument == HISTOGRAM:
+                histogram = HistogramMetricFamily(name, _doc(metric), labels=labels, unit="seconds")
+                bounds = [*(repr(float(b)) for b in metric.buckets), "+Inf"]
+                for values, h in aggregate.histograms(metric):
+                    running, cumulative = 0.0, []
+                    for bound, count in zip(bounds, h[:-2], strict=True):
+                        running += count
+                        cumulative.append((bound, running))
+                    histogram.add_metric(list(values), cumulative, h[-2])
+                families.append(histogram)
+                continue
+            family = (CounterMetricFamily if metric.instrument == COUNTER else GaugeMetricFamily)(
+                name, _doc(metric), labels=labels)
+            for values, value in aggregate.values(metric):
+                family.add_metric(list(values), value)
+            families.append(family)
+        return families
+
+
 class PrometheusSink:
-    """The catalogue's metrics in one registry; label children are cached (an update is one ``inc``)."""
+    """prometheus_client's own metric objects (the multi-process mode needs them); label children are
+    cached, so an update is one ``inc``/``observe``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._metrics: dict[Metric, Any] = {}
         self._children: dict[tuple[Metric, Labels], Any] = {}
+        self._observers: weakref.WeakSet[MetricsObserver] = weakref.WeakSet()
+        registry.register(_DrainFirst(self._observers))  # before the metrics: a registry collects in order
         for metric in METRICS:
             kwargs: dict[str, Any] = {"labelnames": metric.labels, "registry": registry}
-            name, doc = metric.prometheus_name, f"{metric.description} ({metric.name}, {metric.unit})"
+            name, doc = metric.prometheus_name, _doc(metric)
             if metric.instrument == COUNTER:
                 self._metrics[metric] = Counter(name, doc, **kwargs)
             elif metric.instrument == HISTOGRAM:
                 self._metrics[metric] = Histogram(name, doc, buckets=metric.buckets, unit="seconds", **kwargs)
             else:
                 self._metrics[metric] = Gauge(name, doc, multiprocess_mode="livesum", **kwargs)
+
+    def attach(self, observer: MetricsObserver) -> None:
+        self._observers.add(observer)
 
     def _child(self, metric: Metric, labels: Labels) -> Any:
         key = (metric, labels)
@@ -58,15 +107,40 @@ class PrometheusSink:
         self._child(metric, labels).observe(value)
 
 
-_sinks: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusSink] = weakref.WeakKeyDictionary()
+class _DrainFirst(Collector):
+    """Registered ahead of the metrics: each collection applies the observers' queued updates first."""
+
+    def __init__(self, observers: weakref.WeakSet[MetricsObserver]) -> None:
+        self._observers = observers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        for observer in list(self._observers):
+            observer.drain()
+        return []
+
+
+_sinks: weakref.WeakKeyDictionary[CollectorRegistry, Aggregate | PrometheusSink] = weakref.WeakKeyDictionary()
 _sinks_lock = threading.Lock()
 
 
-def _sink(registry: CollectorRegistry) -> PrometheusSink:
+def multiprocess_mode() -> bool:
+    """True when prometheus_client writes its values to ``$PROMETHEUS_MULTIPROC_DIR``."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _sink(registry: CollectorRegistry) -> Aggregate | PrometheusSink:
     with _sinks_lock:
         sink = _sinks.get(registry)
         if sink is None:
-            sink = _sinks[registry] = PrometheusSink(registry)
+            if multiprocess_mode():
+                sink = PrometheusSink(registry)
+            else:
+                sink = Aggregate()
+                registry.register(AggregateCollector(sink))
+            _sinks[registry] = sink
         return sink
 
 
