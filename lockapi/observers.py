@@ -63,20 +63,15 @@ CAUSE_BACKEND_ERROR = "backend_error"
 Attributes = Mapping[str, "str | int | float | bool"]
 
 
-@dataclass(slots=True, eq=False)
 class Operation:
     """One operation in progress. Core fills in the result fields before calling ``finish``.
 
     ``op`` is one of acquire, try_acquire, permit_acquire, permit_try_acquire, acquire_many, release,
     extend, renew (an auto-renewal), permit_release, permit_extend, or a plugin step
-    (``migration.shadow``...). Times are ``time.monotonic()`` seconds.
+    (``migration.shadow``...). Times are ``time.monotonic()`` seconds. (A plain class with class-level
+    defaults: building one on every observed operation is the cost that matters here.)
     """
 
-    op: str
-    name: str
-    backend: str
-    """The backend's URL scheme (redis, postgresql, memory, migration...)."""
-    started: float
     names: tuple[str, ...] = ()
     """acquire_many: every name asked for (``name`` is then ``"<N names>"``)."""
     attributes: Attributes | None = None
@@ -91,8 +86,27 @@ class Operation:
     error: BaseException | None = None
     granted: tuple[str, ...] = ()
     """acquire_many: the names granted."""
+    observer: Observer | None = None
+    """The observer that saw it start (core keeps it, and hands ``finish`` to the same one)."""
     state: Any = None
     """The observer's own state for this operation (what its ``start`` returned); core keeps it."""
+
+    def __init__(self, op: str, name: str, backend: str, started: float, names: tuple[str, ...] = (),
+                 *, attributes: Attributes | None = None, parent: Any = None) -> None:
+        self.op = op
+        self.name = name
+        self.backend = backend
+        """The backend's URL scheme (redis, postgresql, memory, migration...)."""
+        self.started = started
+        if names:
+            self.names = names
+        if attributes is not None:
+            self.attributes = attributes
+        if parent is not None:
+            self.parent = parent
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.op} {self.name!r} {self.outcome or 'running'}>"
 
     @property
     def seconds(self) -> float:

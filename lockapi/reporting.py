@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from lockapi.errors import BackendUnavailable
 from lockapi.events import Event, Listeners
-from lockapi.observers import Chain, LeaseEnd, Observer, Operation, _finish, _guarded, _start
+from lockapi.observers import Chain, LeaseEnd, Observer, Operation, _guarded
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,18 @@ class Reporter:
         if observer is None:
             return None
         operation = Operation(op, name, self.backend, started, names)
-        operation.state = _start(observer, operation)
+        operation.observer = observer
+        try:
+            operation.state = observer.start(operation)
+        except Exception:
+            _guarded("start", observer)
         return operation
 
     def waiting_hook(self, operation: Operation | None) -> Callable[[], None] | None:
         """The callback :func:`lockapi.waiting.wait_for_grant` calls when the caller starts to wait."""
         if operation is None:
             return None
-        observer = self.observers.observer
+        observer = operation.observer
 
         def waiting() -> None:
             operation.waited = time.monotonic()
@@ -74,10 +78,15 @@ class Reporter:
         now = 0.0
         if operation is not None:
             now = operation.ended = time.monotonic()
-            operation.outcome, operation.token, operation.error, operation.granted = outcome, token, error, granted
-            observer = self.observers.observer
+            operation.outcome, operation.token, operation.error = outcome, token, error
+            if granted:
+                operation.granted = granted
+            observer = operation.observer
             if observer is not None:
-                _finish(observer, operation, operation.state)
+                try:
+                    observer.finish(operation, operation.state)
+                except Exception:
+                    _guarded("finish", observer)
         if self.listeners.items:
             self.listeners.emit(Event(op, name, decision, token, (now or time.monotonic()) - started,
                                       None if error is None else repr(error), outcome))

@@ -32,14 +32,15 @@ _live: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 class Deferred:
-    """A queue of items applied by ``apply(item)`` off the caller's thread. Thread-safe."""
+    """A queue of items applied by ``apply(item)`` off the caller's thread. Thread-safe; one drain
+    runs at a time, so ``apply`` never runs concurrently with itself."""
 
     def __init__(self, apply: Callable[[Any], None]) -> None:
         self._apply = apply
         self._queue: deque[Any] = deque()
         self._thread_pid = 0
         self._lock = threading.Lock()
-        self._draining = threading.Lock()
+        self.draining = threading.Lock()
         """Held for a whole drain: a drain at exit waits for the thread's pass instead of racing it (an
         item the thread popped must be applied before the interpreter freezes daemon threads)."""
         self.closed = False
@@ -56,7 +57,7 @@ class Deferred:
     def drain(self) -> None:
         """Apply every queued item now, on this thread."""
         queue, apply = self._queue, self._apply
-        with self._draining:
+        with self.draining:
             while True:
                 try:
                     item = queue.popleft()
@@ -83,6 +84,12 @@ class Deferred:
                 wait(INTERVAL)
 
         threading.Thread(target=run, name="lockapi-metrics", daemon=True).start()
+
+
+def apply_update(item: tuple[Callable[[Any], None], Any]) -> None:
+    """The ``apply`` of metric sinks: items are ``(update, fact)``."""
+    update, fact = item
+    update(fact)
 
 
 def _forked() -> None:

@@ -2,8 +2,9 @@
 
 The OpenTelemetry and Prometheus adapters differ only in their sink; what is counted, when and with
 which labels is decided here, once. Labels are passed as tuples in the order of ``Metric.labels``.
-The hooks only queue what happened (:mod:`lockapi.observability.deferred`); the sink is updated off the
-caller's thread, and by :meth:`MetricsObserver.drain`, which every reader calls before it reads.
+The hooks only queue what happened on the sink's queue (:mod:`lockapi.observability.deferred`); the
+sink is updated off the caller's thread by one drainer at a time (so a sink needs no lock of its own),
+and every reader drains the queue before it reads.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ Labels = tuple[str, ...]
 
 
 class Sink(Protocol):
-    def attach(self, observer: MetricsObserver) -> None:
-        """Drain ``observer`` before every read of the metrics."""
+    deferred: Deferred
+    """The sink's queue of updates: items are ``(update, fact)``; applied by ``update(fact)``."""
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
         """Add to a counter or up-down counter."""
@@ -57,10 +58,9 @@ class MetricsObserver(Observer):
     def __init__(self, sink: Sink, families: Families) -> None:
         self.sink = sink
         self.family = families
-        self._deferred = Deferred(self._apply)
+        self._deferred = sink.deferred
         self.drain = self._deferred.drain
-        """Apply every queued update now (readers call it before they read)."""
-        sink.attach(self)
+        """Apply every queued update of the sink now (readers call it before they read)."""
 
     def __repr__(self) -> str:
         return f"<MetricsObserver {type(self.sink).__name__}>"
@@ -81,11 +81,6 @@ class MetricsObserver(Observer):
             self._deferred.put((self._mismatch, signal))
 
     # -- applied off the caller's thread --------------------------------------------------------------
-    @staticmethod
-    def _apply(item: tuple[Any, Any]) -> None:
-        update, fact = item
-        update(fact)
-
     def _waiting(self, op: Operation) -> None:
         self.sink.add(WAITING, (op.backend, op.op, self.family(op.name)), 1)
 

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 
 import lockapi
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
+from lockapi.observability.deferred import Deferred, apply_update
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
 from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver
@@ -36,11 +37,10 @@ class OtelSink:
     """The catalogue's metrics on one meter. One per meter provider (instruments cannot be re-created)."""
 
     def __init__(self, meter: Meter) -> None:
-        self._lock = threading.Lock()
+        self.deferred = Deferred(apply_update)
         self._values: dict[Metric, dict[Labels, float]] = {}
         self._histograms: dict[Metric, Any] = {}
         self._attributes: dict[tuple[Metric, Labels], dict[str, str]] = {}
-        self._observers: weakref.WeakSet[MetricsObserver] = weakref.WeakSet()
         for metric in METRICS:
             if metric.instrument == HISTOGRAM:
                 self._histograms[metric] = meter.create_histogram(
@@ -51,9 +51,6 @@ class OtelSink:
             create = (meter.create_observable_counter if metric.instrument == COUNTER
                       else meter.create_observable_up_down_counter)
             create(metric.name, callbacks=[self._observe(metric)], unit=metric.unit, description=metric.description)
-
-    def attach(self, observer: MetricsObserver) -> None:
-        self._observers.add(observer)
 
     def _attrs(self, metric: Metric, labels: Labels) -> dict[str, str]:
         key = (metric, labels)
@@ -66,18 +63,15 @@ class OtelSink:
         values = self._values[metric]
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            for observer in list(self._observers):
-                observer.drain()
-            with self._lock:
-                snapshot = list(values.items())
+            self.deferred.drain()
+            snapshot = list(values.items())  # one step: the drainer may be adding meanwhile
             return [Observation(value, self._attrs(metric, labels)) for labels, value in snapshot]
 
         return callback
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
         values = self._values[metric]
-        with self._lock:
-            values[labels] = values.get(labels, 0) + amount
+        values[labels] = values.get(labels, 0) + amount
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         self._histograms[metric].record(value, self._attrs(metric, labels))

@@ -28,6 +28,7 @@ import lockapi
 from lockapi.errors import ConfigError
 from lockapi.observability.aggregate import Aggregate
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
+from lockapi.observability.deferred import Deferred, apply_update
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
 from lockapi.observability.metrics import Labels, MetricsObserver
@@ -78,8 +79,8 @@ class PrometheusSink:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._metrics: dict[Metric, Any] = {}
         self._children: dict[tuple[Metric, Labels], Any] = {}
-        self._observers: weakref.WeakSet[MetricsObserver] = weakref.WeakSet()
-        registry.register(_DrainFirst(self._observers))  # before the metrics: a registry collects in order
+        self.deferred = Deferred(apply_update)
+        registry.register(_DrainFirst(self.deferred))  # before the metrics: a registry collects in order
         for metric in METRICS:
             kwargs: dict[str, Any] = {"labelnames": metric.labels, "registry": registry}
             name, doc = metric.prometheus_name, _doc(metric)
@@ -89,9 +90,6 @@ class PrometheusSink:
                 self._metrics[metric] = Histogram(name, doc, buckets=metric.buckets, unit="seconds", **kwargs)
             else:
                 self._metrics[metric] = Gauge(name, doc, multiprocess_mode="livesum", **kwargs)
-
-    def attach(self, observer: MetricsObserver) -> None:
-        self._observers.add(observer)
 
     def _child(self, metric: Metric, labels: Labels) -> Any:
         key = (metric, labels)
@@ -110,15 +108,14 @@ class PrometheusSink:
 class _DrainFirst(Collector):
     """Registered ahead of the metrics: each collection applies the observers' queued updates first."""
 
-    def __init__(self, observers: weakref.WeakSet[MetricsObserver]) -> None:
-        self._observers = observers
+    def __init__(self, deferred: Deferred) -> None:
+        self._deferred = deferred
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> list[Any]:
-        for observer in list(self._observers):
-            observer.drain()
+        self._deferred.drain()
         return []
 
 
