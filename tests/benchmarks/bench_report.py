@@ -313,7 +313,9 @@ def write(res: Results, out: Path) -> None:
         add(f"The uncontended Redis cycle ({m['cycle_seconds']} s per run, runs interleaved as above), plain and "
             "with each observability adapter installed on its manager (`lockapi.instrument(..., manager=)`). "
             "`slower` is the run-by-run ratio plain cycles/s ÷ instrumented cycles/s (1.05x = 5 % slower); "
-            "`CPU` is the instrumented client's CPU per cycle over the plain one's. OpenTelemetry runs on its "
+            "`CPU` is the instrumented client's CPU per cycle over the plain one's. Each slice ends by settling "
+            "its adapter's background work (the metrics queue, the span processor) and counts it, so the "
+            "figures are the whole cost, as on a machine without an idle core. OpenTelemetry runs on its "
             "SDK (in-memory metric reader; traces: batch processor, every span sampled, exporter dropping "
             "them).\n")
         add("| subject | cycles/s | slower | client CPU µs/cycle | CPU vs plain |")
