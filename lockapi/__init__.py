@@ -29,6 +29,7 @@ from lockapi.events import Event
 from lockapi.jobs import Job, JobLockManager, JobSemaphore, Slot
 from lockapi.lease import Lease, Permit
 from lockapi.manager import LockManager, Semaphore
+from lockapi.observability import instrument, instrument_prometheus
 from lockapi.plugins import open_backend
 from lockapi.scheduling import RunSkipped, ScheduledLock, ScheduledRun, current_run, scheduled
 from lockapi.spi import Capability, LockInfo, redact_url
@@ -61,6 +62,8 @@ __all__ = [
     "UnsupportedFeature",
     "connect",
     "current_run",
+    "instrument",
+    "instrument_prometheus",
     "open_backend",
     "redact_url",
     "resolve_config",

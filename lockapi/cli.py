@@ -11,13 +11,14 @@ from collections.abc import Sequence
 
 import lockapi
 from lockapi.errors import BackendUnavailable, ConfigError, LockError
+from lockapi.observability.cli import register as register_serve_metrics
 from lockapi.plugins import backend_class, command_plugins, installed_schemes
 from lockapi.run import register as register_run
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
-BUILTIN_COMMANDS = (register_run,)
-"""Subcommands of core that live in their own modules: each ``register(subparsers)`` adds one."""
+BUILTIN_COMMANDS = [register_run, register_serve_metrics]
+"""``register(subparsers)`` functions of core subcommands that live in their own modules."""
 
 
 def _backends(args: argparse.Namespace) -> int:

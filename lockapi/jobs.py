@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lockapi.errors import InvalidArgument, InvalidArgumentType, LeaseLost, LockError, LockTimeout
 from lockapi.spi import pause_point
-from lockapi.validation import check_at_most, check_name, check_permits, check_ttl
+from lockapi.validation import check_at_most, check_callback, check_name, check_permits, check_ttl
 
 if TYPE_CHECKING:
     from lockapi.lease import Lease, OnLost, Permit
@@ -61,6 +61,14 @@ class Job:
 
 def _escape(job_name: str) -> str:
     return job_name.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def lost_after_marking(name: str) -> LeaseLost:
+    """The error of ``successfully_processed`` when the lock had been lost before the marker was written."""
+    return LeaseLost(
+        f"{name!r} was marked done, but its lock had expired before: another node may have "
+        "processed it at the same time (raise job.ttl, auto-renew, or use shorter work units)"
+    )
 
 
 class JobLockManager(abc.ABC):
@@ -204,8 +212,7 @@ class BackendJobLockManager(JobLockManager):
     def lock_many(self, job: Job, elements: Iterable[Any], *, auto_renew: bool = False,
                   on_lost: OnLost | None = None, at_most: float | None = None) -> list[Any]:
         cap = check_at_most(at_most, job.ttl, auto_renew)
-        if on_lost is not None and not callable(on_lost):
-            raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
+        check_callback(on_lost)
         by_name: dict[str, Any] = {}
         for element in elements:
             by_name.setdefault(job.lock_name(element), element)
@@ -249,10 +256,7 @@ class BackendJobLockManager(JobLockManager):
             raise
         pause_point("job_done:marked")
         if not lease.release():
-            raise LeaseLost(
-                f"{name!r} was marked done, but its lock had expired before: another node may have "
-                "processed it at the same time (raise job.ttl, auto-renew, or use shorter work units)"
-            )
+            raise lost_after_marking(name)
 
     def is_processed(self, job: Job, element: Any) -> bool:
         name = job.lock_name(element)

@@ -1,4 +1,9 @@
-"""Leases and permits: what a grant gives the application."""
+"""Leases and permits: what a grant gives the application.
+
+:class:`LeaseCore` is everything about a lease that is not I/O — its local deadline, why it was lost,
+the renewal plan (a third of the ttl, never past ``at_most``), the one report of how it ended — shared by
+the thread-based :class:`Lease` here and by :class:`lockapi.aio.AsyncLease`.
+"""
 
 from __future__ import annotations
 
@@ -7,81 +12,76 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lockapi.errors import LeaseLost, LockError
-from lockapi.events import Event, Listeners
+from lockapi.observers import (
+    CAUSE_AT_MOST,
+    CAUSE_BACKEND_ERROR,
+    CAUSE_EXPIRED,
+    CAUSE_RENEW_FAILED,
+    END_LOST,
+    END_RELEASED,
+    ERROR,
+    EXTENDED,
+    NOT_HELD,
+    RELEASED,
+    LeaseEnd,
+    Operation,
+)
 from lockapi.renewal import renewer
 from lockapi.validation import check_ttl
 from lockapi.waiting import BusKey, LocalBus
 
 if TYPE_CHECKING:
+    from lockapi.observers import Observer
+    from lockapi.reporting import Reporter
     from lockapi.spi import Backend
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 OnLost = Callable[["Lease"], None]
 
+CAUSES = {
+    CAUSE_EXPIRED: "the backend no longer knew it (it expired or another holder took it)",
+    CAUSE_RENEW_FAILED: "the backend refused its auto-renewal (it had expired or another holder took it)",
+    CAUSE_BACKEND_ERROR: "auto-renewal could not reach the backend until its ttl ran out",
+    CAUSE_AT_MOST: "at_most reached: renewals never extend a lease past it",
+}
+"""Why a lease was lost, by cause (:attr:`LeaseCore.lost_reason` is the text)."""
 
-class Lease:
-    """A granted lock: held until released, or until ``ttl`` seconds pass without an extension.
+class LeaseCore:
+    """A granted lock or permit, without I/O: identity, local deadline, loss, renewal plan, reporting.
 
-    Any thread holding this object may release or extend it. As a context manager it releases on exit
-    and raises :class:`LeaseLost` if the lease had been lost before the block ended (unless the block
-    raised: that exception propagates instead).
+    Subclasses do the backend calls and call the ``_record_*`` methods with what happened.
     """
 
     _semaphore = False
 
-    def __init__(
-        self,
-        backend: Backend,
-        bus: LocalBus,
-        listeners: Listeners,
-        name: str,
-        holder: str,
-        token: int,
-        ttl: float,
-        requested_at: float,
-        *,
-        auto_renew: bool = False,
-        on_lost: OnLost | None = None,
-        at_most: float | None = None,
-    ) -> None:
+    def __init__(self, reporter: Reporter, name: str, holder: str, token: int, ttl: float, requested_at: float,
+                 *, auto_renew: bool = False, on_lost: Callable[[Any], object] | None = None,
+                 at_most: float | None = None) -> None:
         self.name = name
         self.holder = holder
         self.token = token
         self.ttl = ttl
-        self._backend = backend
-        self._bus = bus
-        self._listeners = listeners
+        self._reporter = reporter
         self._deadline = requested_at + ttl  # never later than the backend's expiry
-        self._state = threading.Lock()
+        self._flags = threading.Lock()
         self._released = False
         self._lost = False
         self.lost_reason: str | None = None
-        """Why the lease was lost, once it is known lost (renewal refused, at_most reached, ...)."""
+        """Why the lease was lost, once it is known lost (expired, renewal refused, at_most reached...)."""
         self._on_lost = on_lost
         self._auto_renew = auto_renew
         self._renew_ttl = ttl
         self._cap = None if at_most is None else requested_at + at_most
-        """Auto-renewal never extends past this monotonic time (``at_most`` after the granting request)."""
-        if auto_renew:
-            renewer().schedule(self, self._next_renewal(time.monotonic()))
+        self._observer: Observer | None = reporter.observers.observer
+        """Who saw this lease granted, and so is told once how it ended (None: nobody)."""
+        self._granted_at = time.monotonic() if self._observer is not None else 0.0
 
     def __repr__(self) -> str:
-        kind = type(self).__name__
-        return f"<{kind} {self.name!r} token={self.token} holder={self.holder!r}>"
-
-    # -- backend operations, overridden by Permit ----------------------------------------------------
-    def _send_release(self) -> bool:
-        return self._backend.release(self.name, self.holder, self.token)
-
-    def _send_extend(self, ttl: float) -> bool:
-        return self._backend.extend(self.name, self.holder, self.token, ttl)
-
-    def _send_holds(self) -> bool:
-        return self._backend.holds(self.name, self.holder, self.token)
+        return f"<{type(self).__name__} {self.name!r} token={self.token} holder={self.holder!r}>"
 
     @property
     def _bus_key(self) -> BusKey:
@@ -90,12 +90,12 @@ class Lease:
     def _op(self, op: str) -> str:
         return f"permit_{op}" if self._semaphore else op
 
-    # -- public API --------------------------------------------------------------------------------
+    # -- public, I/O-free --------------------------------------------------------------------------
     @property
     def lost(self) -> bool:
         """True once the lease is known lost, or its ttl has run out by the local clock.
 
-        The local deadline counts from before the acquire request was sent, so it never ends later
+        The local deadline counts from before the granting request was sent, so it never ends later
         than the backend's own expiry.
         """
         if self._lost:
@@ -110,6 +110,124 @@ class Lease:
         the granting request was sent), or None without a cap."""
         return self._cap
 
+    # -- bookkeeping the subclasses call -------------------------------------------------------------
+    def _start(self, op: str) -> tuple[float, Operation | None]:
+        started = time.monotonic()
+        reporter = self._reporter
+        return started, (reporter.start(op, self.name, started) if reporter.observers.observer is not None else None)
+
+    def _record_error(self, op: str, started: float, observed: Operation | None, exc: BaseException) -> None:
+        self._reporter.finish(observed, op, self.name, started, ERROR, None, self.token, exc)
+
+    def _record_release(self, op: str, started: float, observed: Operation | None, ok: bool,
+                        kept: bool) -> bool:
+        """A release (or, ``kept``, the extend of ``release(keep=)``) answered ``ok``; True if the local
+        bus should wake this name's waiters."""
+        with self._flags:
+            self._released = True
+            was_lost, self._lost = self._lost, self._lost or not ok
+            if not ok and not was_lost:
+                self.lost_reason = CAUSES[CAUSE_EXPIRED]
+        self._reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
+        if ok:
+            self._ended(END_RELEASED)
+        elif not was_lost:
+            self._lost_now(CAUSE_EXPIRED)
+        return ok and not kept
+
+    def _record_extend(self, op: str, started: float, observed: Operation | None, ok: bool, new_ttl: float) -> None:
+        if ok:
+            self.ttl = new_ttl
+            self._deadline = started + new_ttl
+        self._reporter.finish(observed, op, self.name, started, EXTENDED if ok else NOT_HELD, ok, self.token)
+
+    def _take_lost(self, cause: str) -> tuple[bool, Callable[[Any], object] | None]:
+        """Mark the lease lost for ``cause``; (True if it was not known lost before, the callback)."""
+        with self._flags:
+            if self._lost:
+                return False, None
+            self._lost = True
+            self.lost_reason = CAUSES[cause]
+            callback = self._on_lost
+        self._lost_now(cause)
+        return True, callback
+
+    def _lost_now(self, cause: str) -> None:
+        """The lease just became known lost (once): one log line, and the observers are told."""
+        kind = type(self).__name__.lower()
+        log.warning("lockapi: %s on %r (token %d) lost: %s", kind, self.name, self.token, CAUSES[cause],
+                    extra={"lockapi_event": "lease_lost", "lockapi_kind": kind, "lockapi_name": self.name,
+                           "lockapi_token": self.token, "lockapi_cause": cause,
+                           "lockapi_backend": self._reporter.backend})
+        self._ended(END_LOST, cause)
+
+    def _ended(self, end: str, cause: str | None = None) -> None:
+        with self._flags:  # told once, whichever of release and loss comes first
+            observer, self._observer = self._observer, None
+        if observer is None:
+            return
+        now = time.monotonic()
+        held = (now if end == END_RELEASED else min(now, self._deadline)) - self._granted_at
+        self._reporter.lease_ended(observer, LeaseEnd("permit" if self._semaphore else "lock", self.name,
+                                                      self._reporter.backend, self.token, max(held, 0.0), end,
+                                                      cause))
+
+    # -- the renewal plan ----------------------------------------------------------------------------
+    def _renewal_ttl(self, now: float) -> float | None:
+        """The ttl the next auto-renewal asks for (never reaching past the cap); None when the cap has
+        passed (the caller then reports the lease lost with CAUSE_AT_MOST)."""
+        if self._cap is None:
+            return self._renew_ttl
+        if now >= self._cap:
+            return None
+        return min(self._renew_ttl, self._cap - now)
+
+    def _next_renewal(self, now: float) -> float:
+        """Seconds to the next renewal: a third of the ttl, or the cap if that comes first (the renewal
+        at the cap reports the lease lost)."""
+        delay = self._renew_ttl / 3
+        if self._cap is not None:
+            delay = min(delay, max(self._cap - now, 0.0))
+        return delay
+
+    def _renewal_unreachable(self) -> str | float:
+        """A renewal could not reach the backend: CAUSE_BACKEND_ERROR once the ttl has run out, else the
+        delay before trying again."""
+        if time.monotonic() >= self._deadline:
+            return CAUSE_BACKEND_ERROR
+        return min(self._renew_ttl / 3, 1.0)
+
+
+class Lease(LeaseCore):
+    """A granted lock: held until released, or until ``ttl`` seconds pass without an extension.
+
+    Any thread holding this object may release or extend it. As a context manager it releases on exit
+    and raises :class:`LeaseLost` if the lease had been lost before the block ended (unless the block
+    raised: that exception propagates instead).
+    """
+
+    def __init__(self, backend: Backend, bus: LocalBus, reporter: Reporter, name: str, holder: str, token: int,
+                 ttl: float, requested_at: float, *, auto_renew: bool = False, on_lost: OnLost | None = None,
+                 at_most: float | None = None) -> None:
+        super().__init__(reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
+                         on_lost=on_lost, at_most=at_most)
+        self._backend = backend
+        self._bus = bus
+        self._state = threading.Lock()
+        if auto_renew:
+            renewer().schedule(self, self._next_renewal(time.monotonic()))
+
+    # -- backend operations, overridden by Permit ----------------------------------------------------
+    def _send_release(self) -> bool:
+        return self._backend.release(self.name, self.holder, self.token)
+
+    def _send_extend(self, ttl: float) -> bool:
+        return self._backend.extend(self.name, self.holder, self.token, ttl)
+
+    def _send_holds(self) -> bool:
+        return self._backend.holds(self.name, self.holder, self.token)
+
+    # -- public API --------------------------------------------------------------------------------
     def release(self, *, keep: float | None = None) -> bool:
         """Release the lease. True if it was still held; False if it had expired, was lost or was
         already released. Never raises for a lease that is not held; raises
@@ -120,24 +238,21 @@ class Lease:
         to expire ``keep`` seconds from now, by the backend's clock (one extend), so no one can take it
         before then. This holder is done with it either way: later calls return False.
         """
-        hold = None if keep is None else check_ttl(keep)
+        hold = None if keep is None else check_ttl(keep, "keep")
+        op = self._op("release")
         with self._state:
             if self._released:
                 return False
             if self._auto_renew:
                 renewer().cancel(self)
-            started = time.monotonic()
+            started, observed = self._start(op)
             try:
                 ok = self._send_release() if hold is None else self._send_extend(hold)
             except LockError as exc:
-                self._emit("release", None, started, exc)
+                self._record_error(op, started, observed, exc)
                 raise
-            self._released = True
-            if not ok:
-                self._lost = True
-                self.lost_reason = self.lost_reason or "it had expired or another holder took it before release"
-        self._emit("release", ok, started)
-        if ok and hold is None:
+            wake = self._record_release(op, started, observed, ok, kept=hold is not None)
+        if wake:
             self._bus.wake(self._bus_key)
         return ok
 
@@ -148,27 +263,25 @@ class Lease:
         A new ``ttl`` also becomes the one auto-renewal uses.
         """
         new_ttl = self.ttl if ttl is None else check_ttl(ttl)
-        ok = self._extend(new_ttl)
+        ok = self._extend(self._op("extend"), new_ttl)
         if ok:
             self._renew_ttl = new_ttl
-        return ok
+        elif ok is False:
+            self._mark_lost(CAUSE_EXPIRED)
+        return bool(ok)
 
-    def _extend(self, new_ttl: float) -> bool:
+    def _extend(self, op: str, new_ttl: float) -> bool | None:
+        """One extend (``op`` extend, permit_extend or renew); None if the lease was released."""
         with self._state:
             if self._released:
-                return False
-            started = time.monotonic()
+                return None
+            started, observed = self._start(op)
             try:
                 ok = self._send_extend(new_ttl)
             except LockError as exc:
-                self._emit("extend", None, started, exc)
+                self._record_error(op, started, observed, exc)
                 raise
-            if ok:
-                self.ttl = new_ttl
-                self._deadline = started + new_ttl
-        self._emit("extend", ok, started)
-        if not ok:
-            self._mark_lost("an extension was refused: the lease had expired or another holder took it")
+            self._record_extend(op, started, observed, ok, new_ttl)
         return ok
 
     def is_held(self) -> bool:
@@ -189,7 +302,8 @@ class Lease:
             try:
                 self.release()
             except LockError:
-                log.warning("lockapi: could not release %r while handling %r", self, exc)
+                log.warning("lockapi: could not release %r while handling %r", self, exc,
+                            extra={"lockapi_event": "release_failed", "lockapi_name": self.name})
             return
         if not self.release():
             raise LeaseLost(
@@ -198,18 +312,14 @@ class Lease:
             )
 
     # -- internals ---------------------------------------------------------------------------------
-    def _mark_lost(self, reason: str) -> None:
-        with self._state:
-            if self._lost:
-                return
-            self._lost = True
-            self.lost_reason = reason
-            callback = self._on_lost
-        if callback is not None:
+    def _mark_lost(self, cause: str) -> None:
+        first, callback = self._take_lost(cause)
+        if first and callback is not None:
             try:
                 callback(self)
             except Exception:
-                log.exception("lockapi: on_lost callback for %r failed", self)
+                log.exception("lockapi: on_lost callback for %r failed", self,
+                              extra={"lockapi_event": "on_lost_failed", "lockapi_name": self.name})
 
     def _renew(self) -> float | None:
         """One auto-renewal (called by the renewer). Returns the delay to the next one, or None.
@@ -218,38 +328,21 @@ class Lease:
         has run out, and it is reported lost like a refused renewal."""
         if self._released or self._lost:
             return None
-        now = time.monotonic()
-        ttl = self._renew_ttl
-        if self._cap is not None:
-            if now >= self._cap:
-                log.warning("lockapi: %r ran out: at_most reached while it was still held", self)
-                self._mark_lost("at_most reached: renewals never extend a lease past it")
-                return None
-            ttl = min(ttl, self._cap - now)
+        ttl = self._renewal_ttl(time.monotonic())
+        if ttl is None:
+            self._mark_lost(CAUSE_AT_MOST)
+            return None
         try:
-            ok = self._extend(ttl)
-        except LockError as exc:  # BackendUnavailable, mostly: keep trying until the ttl runs out
-            if time.monotonic() >= self._deadline:
-                log.warning("lockapi: %r lost: backend unreachable until its ttl ran out (%s)", self, exc)
-                self._mark_lost("the backend was unreachable until the ttl ran out")
+            ok = self._extend("renew", ttl)
+        except LockError:  # BackendUnavailable, mostly: keep trying until the ttl runs out
+            retry = self._renewal_unreachable()
+            if isinstance(retry, str):
+                self._mark_lost(retry)
                 return None
-            return min(self._renew_ttl / 3, 1.0)
+            return retry
+        if ok is False:
+            self._mark_lost(CAUSE_RENEW_FAILED)
         return self._next_renewal(time.monotonic()) if ok else None
-
-    def _next_renewal(self, now: float) -> float:
-        """Seconds to the next renewal: a third of the ttl, or the cap if that comes first (the call
-        at the cap reports the lease lost)."""
-        delay = self._renew_ttl / 3
-        if self._cap is not None:
-            delay = min(delay, max(self._cap - now, 0.0))
-        return delay
-
-    def _emit(self, op: str, outcome: bool | None, started: float, error: BaseException | None = None) -> None:
-        if self._listeners:
-            self._listeners.emit(
-                Event(self._op(op), self.name, outcome, self.token, time.monotonic() - started,
-                      None if error is None else repr(error))
-            )
 
 
 class Permit(Lease):

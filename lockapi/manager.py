@@ -9,17 +9,29 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from lockapi.errors import InvalidArgument, InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
-from lockapi.events import Event, Listener, Listeners
+from lockapi.errors import InvalidArgument, LockError, LockTimeout, UnsupportedFeature
+from lockapi.events import Listener
 from lockapi.lease import Lease, OnLost, Permit
+from lockapi.observers import DENIED, ERROR, GRANTED, TIMEOUT, Observer
+from lockapi.reporting import Reporter
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
-from lockapi.validation import check_at_most, check_name, check_names, check_permits, check_ttl, check_wait
+from lockapi.validation import (
+    check_at_most,
+    check_callback,
+    check_name,
+    check_names,
+    check_permits,
+    check_ttl,
+    check_wait,
+)
 from lockapi.waiting import QUEUE_TTL, LocalBus, wait_for_grant
 
 if TYPE_CHECKING:
+    from lockapi.aio.spi import AsyncBackend
     from lockapi.jobs import JobLockManager, JobSemaphore
     from lockapi.scheduling import KeyOf, OnRunLost, OnSkip, ScheduledLock
 
@@ -47,10 +59,43 @@ class _HolderIds:
 new_holder_id = _HolderIds()
 
 
-def _check_callback(on_lost: OnLost | None) -> OnLost | None:
-    if on_lost is not None and not callable(on_lost):
-        raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
-    return on_lost
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """The checked arguments of one acquire (sync or async API): every check runs before any I/O."""
+
+    name: str
+    ttl: float
+    at_most: float | None
+    queue_ttl: float | None
+
+
+def check_lock_request(backend: Backend | AsyncBackend, name: object, ttl: object, fair: bool, auto_renew: bool,
+                       at_most: float | None) -> LockRequest:
+    checked_ttl = check_ttl(ttl)
+    request = LockRequest(check_name(name), checked_ttl, check_at_most(at_most, checked_ttl, auto_renew),
+                          QUEUE_TTL if fair else None)
+    if fair and Capability.FAIR not in backend.capabilities:
+        raise UnsupportedFeature(f"{type(backend).__name__} has no fair locks (fair=True)")
+    return request
+
+
+def check_semaphore(backend: Backend | AsyncBackend, name: object, permits: object) -> tuple[str, int]:
+    """(name, permits) of a semaphore, checked against the backend's limit before any I/O."""
+    count = check_permits(permits)
+    if count > backend.max_permits:
+        raise InvalidArgument(
+            f"{type(backend).__name__} supports at most {backend.max_permits} permits per semaphore, got {count}"
+        )
+    return check_name(name, "semaphore name"), count
+
+
+def failed(exc: LockError) -> tuple[str, bool | None, LockError | None]:
+    """How an acquire that raised ``exc`` is reported: (outcome, decision, error)."""
+    if isinstance(exc, _NotGranted):
+        return DENIED, False, None
+    if isinstance(exc, LockTimeout):
+        return TIMEOUT, False, None
+    return ERROR, None, exc
 
 
 class LockManager:
@@ -62,9 +107,9 @@ class LockManager:
     def __init__(self, backend: Backend, *, url: str = "") -> None:
         self._backend = backend
         self._bus = LocalBus()
-        self._listeners = Listeners()
         self.url = url
         """The connection URL, with any password redacted."""
+        self._reporter = Reporter(backend.config.scheme, url or type(backend).__name__)
 
     def __repr__(self) -> str:
         return f"<LockManager {self.url or type(self._backend).__name__}>"
@@ -80,10 +125,18 @@ class LockManager:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every lock decision (see :class:`lockapi.events.Event`)."""
-        self._listeners.add(listener)
+        self._reporter.listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+        self._reporter.listeners.remove(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Install ``observer`` (start/finish hooks around every operation, see :mod:`lockapi.observers`)
+        on this manager only; :func:`lockapi.observers.add` installs one for every manager."""
+        self._reporter.observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._reporter.observers.remove(observer)
 
     # -- locks -------------------------------------------------------------------------------------
     def acquire(
@@ -127,14 +180,10 @@ class LockManager:
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
         on_lost: OnLost | None, at_most: float | None = None,
     ) -> Lease:
-        name = check_name(name)
-        ttl = check_ttl(ttl)
-        cap = check_at_most(at_most, ttl, auto_renew)
-        callback = _check_callback(on_lost)
-        if fair and Capability.FAIR not in self._backend.capabilities:
-            raise UnsupportedFeature(f"{type(self._backend).__name__} has no fair locks (fair=True)")
+        request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
+        callback = check_callback(on_lost)
+        name, ttl, queue_ttl = request.name, request.ttl, request.queue_ttl
         holder = new_holder_id()
-        queue_ttl = QUEUE_TTL if fair else None
         backend = self._backend
         started = time.monotonic()
 
@@ -142,31 +191,33 @@ class LockManager:
             return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
 
         token, sent = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
-        self._emit(op, name, True, token, started)
-        return Lease(backend, self._bus, self._listeners, name, holder, token, ttl, sent,
-                     auto_renew=bool(auto_renew), on_lost=callback, at_most=cap)
+        return Lease(backend, self._bus, self._reporter, name, holder, token, ttl, sent,
+                     auto_renew=bool(auto_renew), on_lost=callback, at_most=request.at_most)
 
     def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
               started: float, *, fair: bool = False, holder: str = "") -> tuple[int, float]:
         """(token, monotonic time just before the granting attempt was sent): a lease's local
         deadline counts from there, so it never ends later than the backend's expiry."""
         name = key[1]
+        reporter = self._reporter
+        observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
         try:
             if wait == 0.0:
                 token = attempt().token
                 if token is None:
                     raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
-                return token, started
-            return wait_for_grant(self._backend, self._bus, key, attempt, wait,
-                                  fair_holder=holder if fair else None)
-        except _NotGranted:
-            self._emit(op, name, False, None, started)
-            self._give_up(fair, name, holder)
-            raise
+                sent = started
+            else:
+                token, sent = wait_for_grant(self._backend, self._bus, key, attempt, wait,
+                                             fair_holder=holder if fair else None,
+                                             on_wait=reporter.waiting_hook(observed))
         except LockError as exc:
-            self._emit(op, name, None, None, started, exc)
+            outcome, decision, error = failed(exc)
+            reporter.finish(observed, op, name, started, outcome, decision, error=error)
             self._give_up(fair, name, holder)
             raise
+        reporter.finish(observed, op, name, started, GRANTED, True, token)
+        return token, sent
 
     def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:
@@ -188,15 +239,20 @@ class LockManager:
         if not names:
             return {}
         holder = new_holder_id()
+        reporter = self._reporter
+        label = f"<{len(names)} names>"
         started = time.monotonic()
+        observed = reporter.start("acquire_many", label, started, tuple(names)) \
+            if reporter.observers.observer is not None else None
         try:
             granted = self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done)
         except LockError as exc:
-            self._emit("acquire_many", f"<{len(names)} names>", None, None, started, exc)
+            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
             raise
-        self._emit("acquire_many", f"<{len(names)} names>", bool(granted), None, started)
+        reporter.finish(observed, "acquire_many", label, started, GRANTED if granted else DENIED, bool(granted),
+                        granted=tuple(granted))
         return {
-            name: Lease(self._backend, self._bus, self._listeners, name, holder, token, ttl, started,
+            name: Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started,
                         auto_renew=auto_renew, on_lost=on_lost, at_most=at_most)
             for name, token in granted.items()
         }
@@ -208,13 +264,7 @@ class LockManager:
     # -- semaphores --------------------------------------------------------------------------------
     def semaphore(self, name: str, permits: int) -> Semaphore:
         """A semaphore of ``permits`` permits shared by every client using the same name."""
-        permits = check_permits(permits)
-        if permits > self._backend.max_permits:
-            raise InvalidArgument(
-                f"{type(self._backend).__name__} supports at most {self._backend.max_permits} permits per "
-                f"semaphore, got {permits}"
-            )
-        return Semaphore(self, check_name(name, "semaphore name"), permits)
+        return Semaphore(self, *check_semaphore(self._backend, name, permits))
 
     # -- job API -----------------------------------------------------------------------------------
     def jobs(self) -> JobLockManager:
@@ -267,18 +317,10 @@ class LockManager:
     ) -> None:
         self.close()
 
-    def _emit(self, op: str, name: str, outcome: bool | None, token: int | None, started: float,
-              error: BaseException | None = None) -> None:
-        if self._listeners:
-            self._listeners.emit(Event(op, name, outcome, token, time.monotonic() - started,
-                                       None if error is None else repr(error)))
 
 
 class _NotGranted(LockTimeout):
     """A no-wait attempt was denied: ``try_acquire`` turns it into None, ``acquire(wait=0)`` raises it."""
-
-
-
 
 
 class Semaphore:
@@ -317,5 +359,4 @@ class Semaphore:
             return backend.try_acquire_permit(name, permits, holder, ttl)
 
         token, sent = mgr._wait(op, (True, name), attempt, wait, started)
-        mgr._emit(op, name, True, token, started)
-        return Permit(backend, mgr._bus, mgr._listeners, name, holder, token, ttl, sent)
+        return Permit(backend, mgr._bus, mgr._reporter, name, holder, token, ttl, sent)

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 
 class Renewable(Protocol):

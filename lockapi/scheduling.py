@@ -424,9 +424,9 @@ class ScheduledLock:
 
     def _emit(self, op: str, outcome: bool | None, token: int | None, seconds: float,
               error: str | None = None, *, manager: LockManager | None = None) -> None:
-        mgr = manager or self.manager
-        if mgr._listeners:
-            mgr._listeners.emit(Event(op, self.name, outcome, token, seconds, error))
+        listeners = (manager or self.manager)._reporter.listeners
+        if listeners:
+            listeners.emit(Event(op, self.name, outcome, token, seconds, error))
 
 
 def _where() -> tuple[int, int]:

@@ -48,11 +48,15 @@ __all__ = [
     "LockError",
     "LockInfo",
     "Options",
+    "Step",
     "UnsupportedFeature",
     "Wake",
     "Watchers",
     "pause_point",
     "redact_url",
+    "signal",
+    "step",
+    "trace_context",
 ]
 
 
@@ -186,6 +190,70 @@ def set_pause_hook(hook: Callable[[str], None] | None) -> None:
     """Install (or with None remove) the function :func:`pause_point` calls. For test harnesses only."""
     global _pause_hook
     _pause_hook = hook
+
+
+class Step:
+    """What :func:`step` yields: set ``outcome`` (a short word such as ``granted``) before the block ends
+    to report how the step went; an exception leaving the block reports ``error`` by itself."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self) -> None:
+        self.outcome: str | None = None
+
+
+class _UnobservedStep(contextlib.AbstractContextManager[Step]):
+    """The step context while nobody observes: one shared object, nothing recorded."""
+
+    def __enter__(self) -> Step:
+        return Step()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNOBSERVED = _UnobservedStep()
+_observer_hook: Any = None
+
+
+def step(op: str, name: str, *, backend: str = "", parent: object = None,
+         **attributes: builtins.str | builtins.int | builtins.float | builtins.bool
+         ) -> contextlib.AbstractContextManager[Step]:
+    """Report a plugin's own step (``"migration.shadow"``) on ``name`` to the process-wide observers.
+
+    Use it as ``with step("migration.dual", name, backend="migration", side="r") as s: ...; s.outcome =
+    "granted"``. A tracing observer opens a span for the block, a child of the operation running on this
+    thread, or of ``parent`` (a :func:`trace_context` captured on the thread that queued this work).
+    Costs one global read while nobody observes. ``attributes`` must be low-cardinality.
+    """
+    hook = _observer_hook
+    if hook is None:
+        return _UNOBSERVED
+    return hook.step(op, name, backend, parent, attributes)  # type: ignore[no-any-return]
+
+
+def signal(kind: str, name: str, **attributes: builtins.str | builtins.int | builtins.float | builtins.bool
+           ) -> None:
+    """Report a one-off fact about ``name`` to the process-wide observers, e.g.
+    ``signal("migration_mismatch", name, verdict="false_grant", op="acquire", phase="shadow")``.
+    A metrics observer counts it (kinds and attributes it knows; see docs/observability.md)."""
+    hook = _observer_hook
+    if hook is not None:
+        hook.signal(kind, name, attributes)
+
+
+def trace_context() -> object:
+    """The observers' view of the operation running on this thread (e.g. its span), to pass as
+    ``step(..., parent=...)`` from another thread; None while nobody observes."""
+    hook = _observer_hook
+    return None if hook is None else hook.context()
+
+
+def set_observer_hook(hook: Any) -> None:
+    """Install (None: remove) what :func:`step`, :func:`signal` and :func:`trace_context` call. Core only
+    (:mod:`lockapi.observers` installs it while process-wide observers exist)."""
+    global _observer_hook
+    _observer_hook = hook
 
 
 def redact_url(url: str) -> str:

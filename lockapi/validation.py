@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeVar
 
 from lockapi.errors import InvalidArgument, InvalidArgumentType, InvalidName, InvalidNameType
 
@@ -85,3 +86,13 @@ def check_at_most(at_most: float | None, ttl: float, auto_renew: bool) -> float 
     if cap < ttl:
         raise InvalidArgument(f"at_most ({cap:g} s) must be at least the ttl ({ttl:g} s)")
     return cap
+
+
+C = TypeVar("C")
+
+
+def check_callback(on_lost: C) -> C:
+    """``on_lost`` if it is callable or None, else :class:`InvalidArgumentType`."""
+    if on_lost is not None and not callable(on_lost):
+        raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
+    return on_lost

@@ -80,13 +80,15 @@ def wait_for_grant(
     wait: float | None,
     *,
     fair_holder: str | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> tuple[int, float]:
     """Call ``attempt`` until it grants; return (token, time.monotonic() just before the granting
     attempt was sent), or raise :class:`LockTimeout` after ``wait``.
 
     ``wait`` None waits forever. ``fair_holder`` (the holder id of a fair waiter): attempts are
     repeated at least every QUEUE_REFRESH to keep the waiter's place in the backend's queue, and
-    wake-ups are those the backend addresses to this holder.
+    wake-ups are those the backend addresses to this holder. ``on_wait`` is called once, when the
+    first attempt was denied and the caller is about to wait (instrumentation: waiting callers).
     """
     started = time.monotonic()
     deadline = None if wait is None else started + wait
@@ -108,4 +110,7 @@ def wait_for_grant(
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise timed_out("semaphore" if semaphore else "lock", name, wait)
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
             woken.wait(backoff.pause(result, now, deadline))

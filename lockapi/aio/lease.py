@@ -1,4 +1,4 @@
-"""Leases and permits of the asyncio API: the contract of :class:`lockapi.Lease`, with coroutines.
+"""Leases and permits of the asyncio API: :class:`lockapi.lease.LeaseCore` with coroutines for the I/O.
 
 Auto-renewal runs on the event loop (a timer per lease, no thread); ``on_lost`` may be a plain function
 or a coroutine function. A release that is cancelled half-way still completes (it is shielded), and a
@@ -17,41 +17,32 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lockapi.errors import LeaseLost, LockError
-from lockapi.events import Event
+from lockapi.lease import LeaseCore
+from lockapi.observers import CAUSE_AT_MOST, CAUSE_EXPIRED, CAUSE_RENEW_FAILED
 from lockapi.validation import check_ttl
 
 if TYPE_CHECKING:
     from lockapi.aio.manager import AsyncLockManager
 
-log = logging.getLogger("lockapi.aio")
+log = logging.getLogger(__name__)
 
 AsyncOnLost = Callable[["AsyncLease"], Awaitable[object] | None]
 
 
-class AsyncLease:
-    """A granted lock (see :class:`lockapi.Lease` for the contract). Use it from its manager's loop."""
-
-    _semaphore = False
+class AsyncLease(LeaseCore):
+    """A granted lock (the contract of :class:`lockapi.Lease`). Use it from its manager's loop."""
 
     def __init__(self, manager: AsyncLockManager, name: str, holder: str, token: int, ttl: float,
-                 requested_at: float, *, auto_renew: bool = False, on_lost: AsyncOnLost | None = None) -> None:
-        self.name = name
-        self.holder = holder
-        self.token = token
-        self.ttl = ttl
+                 requested_at: float, *, auto_renew: bool = False, on_lost: AsyncOnLost | None = None,
+                 at_most: float | None = None) -> None:
+        super().__init__(manager._reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
+                         on_lost=on_lost, at_most=at_most)
         self._manager = manager
         self._backend = manager.backend
-        self._deadline = requested_at + ttl  # never later than the backend's expiry
         self._state = asyncio.Lock()
-        self._released = False
-        self._lost = False
-        self._on_lost = on_lost
         self._timer: asyncio.TimerHandle | None = None
         if auto_renew:
-            self._schedule_renewal(ttl / 3)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} token={self.token} holder={self.holder!r}>"
+            self._schedule_renewal(self._next_renewal(time.monotonic()))
 
     # -- backend operations, overridden by AsyncPermit ----------------------------------------------
     def _send_release(self) -> Awaitable[bool]:
@@ -63,60 +54,51 @@ class AsyncLease:
     def _send_holds(self) -> Awaitable[bool]:
         return self._backend.holds(self.name, self.holder, self.token)
 
-    def _op(self, op: str) -> str:
-        return f"permit_{op}" if self._semaphore else op
-
     # -- public API --------------------------------------------------------------------------------
-    @property
-    def lost(self) -> bool:
-        """True once the lease is known lost, or its ttl has run out by the local clock."""
-        if self._lost:
-            return True
-        if self._released:
-            return False
-        return time.monotonic() >= self._deadline
+    async def release(self, *, keep: float | None = None) -> bool:
+        """Release the lease (see :meth:`lockapi.Lease.release`, ``keep`` included). Completes even if
+        the caller is cancelled."""
+        hold = None if keep is None else check_ttl(keep, "keep")
+        return await asyncio.shield(self._release(hold))
 
-    async def release(self) -> bool:
-        """Release the lease: True if it was still held. Completes even if the caller is cancelled."""
-        return await asyncio.shield(self._release())
-
-    async def _release(self) -> bool:
+    async def _release(self, hold: float | None) -> bool:
+        op = self._op("release")
         async with self._state:
             if self._released:
                 return False
             self._cancel_renewal()
-            started = time.monotonic()
+            started, observed = self._start(op)
             try:
-                ok = await self._send_release()
+                ok = await (self._send_release() if hold is None else self._send_extend(hold))
             except LockError as exc:
-                self._emit("release", None, started, exc)
+                self._record_error(op, started, observed, exc)
                 raise
-            self._released = True
-            if not ok:
-                self._lost = True
-        self._emit("release", ok, started)
-        if ok:
-            self._manager._bus.wake((self._semaphore, self.name))
+            wake = self._record_release(op, started, observed, ok, kept=hold is not None)
+        if wake:
+            self._manager._bus.wake(self._bus_key)
         return ok
 
     async def extend(self, ttl: float | None = None) -> bool:
-        """Make the lease expire ``ttl`` seconds from now (default: its current ttl)."""
+        """Make the lease expire ``ttl`` seconds from now (see :meth:`lockapi.Lease.extend`)."""
         new_ttl = self.ttl if ttl is None else check_ttl(ttl)
+        ok = await self._extend(self._op("extend"), new_ttl)
+        if ok:
+            self._renew_ttl = new_ttl
+        elif ok is False:
+            self._mark_lost(CAUSE_EXPIRED)
+        return bool(ok)
+
+    async def _extend(self, op: str, new_ttl: float) -> bool | None:
         async with self._state:
             if self._released:
-                return False
-            started = time.monotonic()
+                return None
+            started, observed = self._start(op)
             try:
                 ok = await self._send_extend(new_ttl)
             except LockError as exc:
-                self._emit("extend", None, started, exc)
+                self._record_error(op, started, observed, exc)
                 raise
-            if ok:
-                self.ttl = new_ttl
-                self._deadline = started + new_ttl
-        self._emit("extend", ok, started)
-        if not ok:
-            self._mark_lost()
+            self._record_extend(op, started, observed, ok, new_ttl)
         return ok
 
     async def is_held(self) -> bool:
@@ -136,7 +118,8 @@ class AsyncLease:
             try:
                 await self.release()
             except LockError:
-                log.warning("lockapi: could not release %r while handling %r", self, exc)
+                log.warning("lockapi: could not release %r while handling %r", self, exc,
+                            extra={"lockapi_event": "release_failed", "lockapi_name": self.name})
             return
         if not await self.release():
             raise LeaseLost(
@@ -144,7 +127,7 @@ class AsyncLease:
                 "block ended: it expired or another holder took it; work done under it may have overlapped"
             )
 
-    # -- auto-renewal --------------------------------------------------------------------------------
+    # -- auto-renewal on the loop ---------------------------------------------------------------------
     def _schedule_renewal(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(delay, lambda: self._manager._background.spawn(self._renew()))
@@ -157,46 +140,45 @@ class AsyncLease:
     async def _renew(self) -> None:
         if self._released or self._lost:
             return
+        ttl = self._renewal_ttl(time.monotonic())
+        if ttl is None:
+            self._mark_lost(CAUSE_AT_MOST)
+            return
         try:
-            ok = await self.extend()
-        except LockError as exc:  # BackendUnavailable, mostly: keep trying until the ttl runs out
-            if time.monotonic() >= self._deadline:
-                log.warning("lockapi: %r lost: backend unreachable until its ttl ran out (%s)", self, exc)
-                self._mark_lost()
+            ok = await self._extend("renew", ttl)
+        except LockError:  # BackendUnavailable, mostly: keep trying until the ttl runs out
+            retry = self._renewal_unreachable()
+            if isinstance(retry, str):
+                self._mark_lost(retry)
             elif not self._released:
-                self._schedule_renewal(min(self.ttl / 3, 1.0))
+                self._schedule_renewal(retry)
             return
-        if ok and not self._released:
-            self._schedule_renewal(self.ttl / 3)
+        if ok is False:
+            self._mark_lost(CAUSE_RENEW_FAILED)
+        elif ok and not self._released:
+            self._schedule_renewal(self._next_renewal(time.monotonic()))
 
-    def _mark_lost(self) -> None:
-        if self._lost:
-            return
-        self._lost = True
+    def _mark_lost(self, cause: str) -> None:
+        first, callback = self._take_lost(cause)
         self._cancel_renewal()
-        callback = self._on_lost
-        if callback is None:
+        if not first or callback is None:
             return
         try:
             result: Any = callback(self)
         except Exception:
-            log.exception("lockapi: on_lost callback for %r failed", self)
+            log.exception("lockapi: on_lost callback for %r failed", self,
+                          extra={"lockapi_event": "on_lost_failed", "lockapi_name": self.name})
             return
         if inspect.isawaitable(result):
             self._manager._background.spawn(_logged(result, self))
-
-    def _emit(self, op: str, outcome: bool | None, started: float, error: BaseException | None = None) -> None:
-        listeners = self._manager._listeners
-        if listeners:
-            listeners.emit(Event(self._op(op), self.name, outcome, self.token, time.monotonic() - started,
-                                 None if error is None else repr(error)))
 
 
 async def _logged(awaitable: Awaitable[object], lease: AsyncLease) -> None:
     try:
         await awaitable
     except Exception:
-        log.exception("lockapi: on_lost callback for %r failed", lease)
+        log.exception("lockapi: on_lost callback for %r failed", lease,
+                      extra={"lockapi_event": "on_lost_failed", "lockapi_name": lease.name})
 
 
 class AsyncPermit(AsyncLease):

@@ -12,22 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from lockapi.aio.lease import AsyncLease, AsyncOnLost, AsyncPermit
 from lockapi.aio.spi import AsyncBackend
-from lockapi.aio.waiting import Background, Turns, guarded, wait_for_grant
-from lockapi.errors import InvalidArgument, InvalidArgumentType, LockError, LockTimeout, UnsupportedFeature
-from lockapi.events import Event, Listener, Listeners
-from lockapi.manager import new_holder_id
+from lockapi.aio.waiting import Background, Turns, guarded, once, wait_for_grant
+from lockapi.errors import LockError
+from lockapi.events import Listener
+from lockapi.manager import _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
+from lockapi.observers import DENIED, ERROR, GRANTED, Observer
+from lockapi.reporting import Reporter
 from lockapi.spi import Attempt, Capability, LockInfo
-from lockapi.validation import check_name, check_names, check_permits, check_ttl, check_wait
-from lockapi.waiting import QUEUE_TTL, LocalBus
+from lockapi.validation import check_callback, check_name, check_names, check_ttl, check_wait
+from lockapi.waiting import LocalBus
 
 if TYPE_CHECKING:
     from lockapi.aio.jobs import AsyncJobLockManager, AsyncJobSemaphore
-
-
-def _check_callback(on_lost: object) -> Any:
-    if on_lost is not None and not callable(on_lost):
-        raise InvalidArgumentType(f"on_lost must be callable or None, got {type(on_lost).__name__}")
-    return on_lost
 
 
 class Acquiring:
@@ -60,11 +56,11 @@ class AsyncLockManager:
     def __init__(self, backend: AsyncBackend, *, url: str = "") -> None:
         self._backend = backend
         self._bus = LocalBus()
-        self._listeners = Listeners()
         self._turns = Turns()
         self._background = Background()
         self.url = url
         """The connection URL, with any password redacted."""
+        self._reporter = Reporter(backend.config.scheme, url or type(backend).__name__)
 
     def __repr__(self) -> str:
         return f"<AsyncLockManager {self.url or type(self._backend).__name__}>"
@@ -80,10 +76,17 @@ class AsyncLockManager:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every lock decision (see :class:`lockapi.events.Event`)."""
-        self._listeners.add(listener)
+        self._reporter.listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+        self._reporter.listeners.remove(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Install ``observer`` on this manager only (see :meth:`lockapi.LockManager.add_observer`)."""
+        self._reporter.observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._reporter.observers.remove(observer)
 
     @property
     def waiting(self) -> int:
@@ -92,45 +95,44 @@ class AsyncLockManager:
 
     # -- locks -------------------------------------------------------------------------------------
     def acquire(self, name: str, *, ttl: float = 30.0, wait: float | None = None, fair: bool = False,
-                auto_renew: bool = False, on_lost: AsyncOnLost | None = None) -> Acquiring:
+                auto_renew: bool = False, on_lost: AsyncOnLost | None = None,
+                at_most: float | None = None) -> Acquiring:
         """Take the lock ``name`` for ``ttl`` seconds, waiting up to ``wait`` seconds (None: forever).
 
         ``await mgr.acquire(...)`` gives the lease; ``async with mgr.acquire(...) as lease`` releases it
         at the end. Arguments are checked at the call, before any I/O. Raises :class:`LockTimeout`.
+        ``fair``, ``auto_renew``, ``on_lost`` (a function or coroutine function) and ``at_most`` as in
+        :meth:`lockapi.LockManager.acquire`.
         """
-        start = self._lock_start("acquire", name, ttl, check_wait(wait), fair, auto_renew, on_lost)
+        start = self._lock_start("acquire", name, ttl, check_wait(wait), fair, auto_renew, on_lost, at_most)
         return Acquiring(start)
 
     async def try_acquire(self, name: str, *, ttl: float = 30.0, fair: bool = False, auto_renew: bool = False,
-                          on_lost: AsyncOnLost | None = None) -> AsyncLease | None:
+                          on_lost: AsyncOnLost | None = None, at_most: float | None = None) -> AsyncLease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
         try:
-            return await self._lock_start("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost)()
+            return await self._lock_start("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)()
         except _NotGranted:
             return None
 
     def _lock_start(self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
-                    on_lost: AsyncOnLost | None) -> Callable[[], Awaitable[AsyncLease]]:
-        name = check_name(name)
-        ttl = check_ttl(ttl)
-        callback = _check_callback(on_lost)
-        if fair and Capability.FAIR not in self._backend.capabilities:
-            raise UnsupportedFeature(f"{type(self._backend).__name__} has no fair locks (fair=True)")
+                    on_lost: AsyncOnLost | None, at_most: float | None) -> Callable[[], Awaitable[AsyncLease]]:
+        request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
+        callback = check_callback(on_lost)
         backend = self._backend
 
         async def start() -> AsyncLease:
             holder = new_holder_id()
-            queue_ttl = QUEUE_TTL if fair else None
 
             def attempt() -> Awaitable[Attempt]:
-                return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+                return backend.try_acquire(request.name, holder, request.ttl, queue_ttl=request.queue_ttl)
 
-            give_back = functools.partial(backend.release, name, holder)
+            give_back = functools.partial(backend.release, request.name, holder)
             started = time.monotonic()
-            token, sent = await self._wait(op, (False, name), attempt, give_back, wait, started,
+            token, sent = await self._wait(op, (False, request.name), attempt, give_back, wait, started,
                                            fair=fair, holder=holder)
-            self._emit(op, name, True, token, started)
-            return AsyncLease(self, name, holder, token, ttl, sent, auto_renew=bool(auto_renew), on_lost=callback)
+            return AsyncLease(self, request.name, holder, token, request.ttl, sent, auto_renew=bool(auto_renew),
+                              on_lost=callback, at_most=request.at_most)
 
         return start
 
@@ -139,28 +141,32 @@ class AsyncLockManager:
                     fair: bool = False, holder: str = "") -> tuple[int, float]:
         name = key[1]
         what = "semaphore" if key[0] else "lock"
+        reporter = self._reporter
+        observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
         try:
             if wait == 0.0:
                 token = (await guarded(attempt, give_back, self._background)).token
                 if token is None:
                     raise _NotGranted(f"{what} {name!r} is held (wait=0)")
-                return token, started
-            deadline = None if wait is None else started + wait
-            async with self._turns.turn((key, fair), deadline, what, name, wait):
-                return await wait_for_grant(self._backend, self._bus, key, attempt, deadline, wait, give_back,
-                                            self._background, fair_holder=holder if fair else None)
-        except _NotGranted:
-            self._emit(op, name, False, None, started)
-            await self._give_up(fair, name, holder)
-            raise
+                sent = started
+            else:
+                deadline = None if wait is None else started + wait
+                on_wait = once(reporter.waiting_hook(observed))  # queued for the turn, or denied once
+                async with self._turns.turn((key, fair), deadline, what, name, wait, on_wait):
+                    token, sent = await wait_for_grant(
+                        self._backend, self._bus, key, attempt, deadline, wait, give_back, self._background,
+                        fair_holder=holder if fair else None, on_wait=on_wait)
         except LockError as exc:
-            self._emit(op, name, None, None, started, exc)
+            outcome, decision, error = failed(exc)
+            reporter.finish(observed, op, name, started, outcome, decision, error=error)
             await self._give_up(fair, name, holder)
             raise
         except asyncio.CancelledError:
             if fair:  # leave no queue entry behind, even when cancelled
                 self._background.spawn(self._give_up(fair, name, holder))
             raise
+        reporter.finish(observed, op, name, started, GRANTED, True, token)
+        return token, sent
 
     async def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:
@@ -171,12 +177,18 @@ class AsyncLockManager:
         """Try each name once, without waiting; the granted ones as {name: lease}."""
         return await self._acquire_many(check_names(names), check_ttl(ttl), skip_done=False)
 
-    async def _acquire_many(self, names: list[str], ttl: float, *, skip_done: bool) -> dict[str, AsyncLease]:
+    async def _acquire_many(self, names: list[str], ttl: float, *, skip_done: bool, auto_renew: bool = False,
+                            on_lost: AsyncOnLost | None = None,
+                            at_most: float | None = None) -> dict[str, AsyncLease]:
+        """The batch acquire behind :meth:`acquire_many` and the job API (arguments already checked)."""
         if not names:
             return {}
         holder = new_holder_id()
-        started = time.monotonic()
+        reporter = self._reporter
         label = f"<{len(names)} names>"
+        started = time.monotonic()
+        observed = reporter.start("acquire_many", label, started, tuple(names)) \
+            if reporter.observers.observer is not None else None
         task = asyncio.ensure_future(self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done))
         try:
             granted = await asyncio.shield(task)
@@ -184,10 +196,13 @@ class AsyncLockManager:
             self._background.spawn(self._give_back_many(holder, task))
             raise
         except LockError as exc:
-            self._emit("acquire_many", label, None, None, started, exc)
+            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
             raise
-        self._emit("acquire_many", label, bool(granted), None, started)
-        return {name: AsyncLease(self, name, holder, token, ttl, started) for name, token in granted.items()}
+        reporter.finish(observed, "acquire_many", label, started, GRANTED if granted else DENIED, bool(granted),
+                        granted=tuple(granted))
+        return {name: AsyncLease(self, name, holder, token, ttl, started, auto_renew=auto_renew, on_lost=on_lost,
+                                 at_most=at_most)
+                for name, token in granted.items()}
 
     async def _give_back_many(self, holder: str, task: Awaitable[dict[str, int]]) -> None:
         """Give back what a batch granted after its caller was cancelled."""
@@ -206,13 +221,7 @@ class AsyncLockManager:
     # -- semaphores --------------------------------------------------------------------------------
     def semaphore(self, name: str, permits: int) -> AsyncSemaphore:
         """A semaphore of ``permits`` permits shared by every client using the same name."""
-        permits = check_permits(permits)
-        if permits > self._backend.max_permits:
-            raise InvalidArgument(
-                f"{type(self._backend).__name__} supports at most {self._backend.max_permits} permits per "
-                f"semaphore, got {permits}"
-            )
-        return AsyncSemaphore(self, check_name(name, "semaphore name"), permits)
+        return AsyncSemaphore(self, *check_semaphore(self._backend, name, permits))
 
     # -- job API -----------------------------------------------------------------------------------
     def jobs(self) -> AsyncJobLockManager:
@@ -244,15 +253,6 @@ class AsyncLockManager:
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
-    def _emit(self, op: str, name: str, outcome: bool | None, token: int | None, started: float,
-              error: BaseException | None = None) -> None:
-        if self._listeners:
-            self._listeners.emit(Event(op, name, outcome, token, time.monotonic() - started,
-                                       None if error is None else repr(error)))
-
-
-class _NotGranted(LockTimeout):
-    """A no-wait attempt was denied: ``try_acquire`` turns it into None, ``acquire(wait=0)`` raises it."""
 
 
 class AsyncSemaphore:
@@ -289,5 +289,4 @@ class AsyncSemaphore:
         started = time.monotonic()
         token, sent = await mgr._wait(op, (True, name), attempt,
                                       functools.partial(backend.release_permit, name, holder), wait, started)
-        mgr._emit(op, name, True, token, started)
         return AsyncPermit(mgr, name, holder, token, ttl, sent)

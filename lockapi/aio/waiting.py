@@ -32,12 +32,15 @@ class Turns:
         self._turns: dict[Hashable, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, key: Hashable, deadline: float | None, what: str, name: str,
-                   wait: float | None) -> AsyncIterator[None]:
+    async def turn(self, key: Hashable, deadline: float | None, what: str, name: str, wait: float | None,
+                   on_queued: Callable[[], None] | None = None) -> AsyncIterator[None]:
+        """Hold the turn of ``key`` for the block; ``on_queued`` is called if the caller has to queue."""
         lock, users = self._turns.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._turns[key] = (lock, users + 1)
+        if on_queued is not None and lock.locked():
+            on_queued()
         try:
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
@@ -116,10 +119,12 @@ async def wait_for_grant(
     background: Background,
     *,
     fair_holder: str | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> tuple[int, float]:
     """Attempt until granted; (token, ``time.monotonic()`` just before the granting attempt was sent).
 
     Raises :class:`lockapi.LockTimeout` at ``deadline`` (``time.monotonic()``; None: never).
+    ``on_wait`` is called once, when the first attempt was denied and the caller starts to wait.
     """
     semaphore, name = key
     what = "semaphore" if semaphore else "lock"
@@ -147,6 +152,24 @@ async def wait_for_grant(
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise timed_out(what, name, wait)
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(backoff.pause(result, now, deadline)):
                         await woken.wait()
+
+
+def once(fn: Callable[[], None] | None) -> Callable[[], None] | None:
+    """``fn`` callable at most once (None stays None)."""
+    if fn is None:
+        return None
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return call

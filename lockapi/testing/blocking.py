@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import lockapi.aio
+from lockapi.aio.jobs import AsyncSlot
 from lockapi.aio.lease import AsyncLease
 from lockapi.testing.pauses import ACTOR
 
@@ -158,6 +159,8 @@ class _Leases:
     def wrap(self, result: Any) -> Any:
         if isinstance(result, AsyncLease):
             return self.of(result)
+        if isinstance(result, AsyncSlot):
+            return _Wrapped(self._loop, result, self)
         if isinstance(result, dict) and result and all(isinstance(v, AsyncLease) for v in result.values()):
             return {k: self.of(v) for k, v in result.items()}
         return result

@@ -6,7 +6,8 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from lockapi.spi import Attempt, Backend, LockError
+from lockapi.spi import Attempt, Backend, LockError, signal
+from lockapi_migration.classify import Verdict, raw_verdict
 from lockapi_migration.phases import H
 from lockapi_migration.records import Record, Side
 from lockapi_migration.sink import RecordSink
@@ -60,6 +61,9 @@ LOCK = Kind("lock", False)
 SEMAPHORE = Kind("sem", True)
 
 
+_QUIET = frozenset({Verdict.AGREE, Verdict.UNCOMPARED, Verdict.NOISE})
+
+
 class Recorder:
     """Builds records for one node and phase and hands them to the sink (never blocks)."""
 
@@ -70,8 +74,12 @@ class Recorder:
 
     def record(self, op: str, name: str, holder: str, ttl: float | None, h: Side, r: Side,
                *, delay: float | None = None, detail: str = "", ts: float | None = None) -> None:
-        self.sink.put(Record(time.time() if ts is None else ts, self.node, self.phase, op, name, holder, ttl,
-                             h, r, delay, detail))
+        record = Record(time.time() if ts is None else ts, self.node, self.phase, op, name, holder, ttl,
+                        h, r, delay, detail)
+        self.sink.put(record)
+        verdict = raw_verdict(record)
+        if verdict not in _QUIET:  # metrics: lockapi.migration.mismatches (before the noise analysis)
+            signal("migration_mismatch", name, backend="migration", op=op, phase=self.phase, verdict=verdict.value)
 
     def record_sides(self, primary: str, op: str, name: str, holder: str, ttl: float | None, p: Side,
                      s: Side, *, delay: float | None = None, detail: str = "", ts: float | None = None) -> None:

@@ -21,7 +21,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, step, trace_context
 from lockapi_migration.ops import LOCK, SEMAPHORE, Kind, Recorder
 from lockapi_migration.records import (
     ABSENT,
@@ -66,6 +66,7 @@ class Shadowed(Backend):
         self._plabel = primary_label
         self._slabel = shadow_label
         self._recorder = recorder
+        self._phase = recorder.phase
         self._executor = executor
         self._union_done = union_done
         self._floor_shadow = Capability.ADMIN in shadow.capabilities
@@ -91,9 +92,13 @@ class Shadowed(Backend):
     def _mirror(self, op: str, key: str, holder: str, ttl: float | None, ts: float,
                 dropped: Sequence[tuple[str, Side]], task: Callable[[], list[Row]]) -> None:
         """Queue ``task`` (the shadow side) on ``key``'s shard and record its rows when it has run."""
+        parent = trace_context()  # the caller's span: the shadow's client spans go under it
+
         def run(submitted: float) -> None:
             delay = time.monotonic() - submitted
-            self._record(op, holder, ttl, task(), ts, delay)
+            with step(f"migration.{self._phase}", key, backend="migration", parent=parent, side=self._slabel):
+                rows = task()
+            self._record(op, holder, ttl, rows, ts, delay)
 
         if not self._executor.submit(key, run):
             self._record(op, holder, ttl, [(n, p, Side(error=DROPPED), "") for n, p in dropped], ts)

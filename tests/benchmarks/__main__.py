@@ -21,6 +21,7 @@ from tests.benchmarks import (
     bench_handoff,
     bench_memory,
     bench_migration,
+    bench_overhead,
     bench_profile,
     bench_report,
     bench_servers,
@@ -31,7 +32,7 @@ from tests.benchmarks.bench_workers import workers
 SAVED = Path(os.environ.get("LOCKAPI_CACHE", Path.home() / ".cache" / "lockapi")) / "bench-results.pickle"
 """The last full run's results, for ``--render``."""
 
-SECTIONS = ("cycles", "handoff", "contention", "batch", "migration", "memory", "profile")
+SECTIONS = ("cycles", "handoff", "contention", "batch", "migration", "memory", "overhead", "profile")
 
 FULL = {"runs": 5, "cycle_seconds": 0.6, "handoff_rounds": 40, "handoff_slow_rounds": 12, "processes": 4,
         "contention_seconds": 1.0, "many": 1000, "batch": 1000, "batch_seconds": 0.5, "migration_ops": 300,
@@ -130,6 +131,9 @@ def run(argv: list[str] | None = None) -> Path:
         if "memory" in sections and "redis" in env["groups"]:
             say("memory")
             res.memory = bench_memory.measure(subjects, env, runs=runs, count=params["memory_count"], notes=notes)
+        if "overhead" in sections and "redis" in env["groups"]:
+            say("instrumentation overhead")
+            res.overhead = bench_overhead.measure(env, runs=runs, seconds=params["cycle_seconds"], notes=notes)
         if "profile" in sections:
             say("profiles")
             for key in ("redis", "raw_redis", "postgresql"):

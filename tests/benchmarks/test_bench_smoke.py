@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from tests.benchmarks.__main__ import run
 
@@ -37,3 +38,13 @@ def test_quick_run_writes_a_report(tmp_path: Path) -> None:
     assert "bench_cycles_lockapi.svg" in svgs and "bench_batch.svg" in svgs
     for svg in svgs:
         assert (tmp_path / "img" / svg).read_text().startswith("<svg")
+
+
+def test_the_overhead_section_measures_each_adapter_against_plain(redis_standalone: Any) -> None:
+    from tests.benchmarks.bench_overhead import OVERHEAD_SUBJECTS, _measure_here, rows
+
+    (rates, cpu), notes = _measure_here({"redis_url": redis_standalone.url}, 1, 0.06)
+    assert notes == [] and set(rates) == set(cpu) == set(OVERHEAD_SUBJECTS)
+    assert all(f.median > 0 for f in (*rates.values(), *cpu.values()))
+    table = rows((rates, cpu))
+    assert len(table) == 4 and all(r[2].endswith("x") for r in table[1:])

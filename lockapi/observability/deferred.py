@@ -1,0 +1,107 @@
+"""Deferred work: the caller appends to a queue; a daemon thread applies it off the hot path.
+
+A lock operation only appends a reference to a :class:`collections.deque` (atomic, tens of
+nanoseconds); the work (family lookup, labels, the metrics library's own bookkeeping, several
+microseconds) runs on a daemon thread every :data:`INTERVAL` seconds, mostly while callers wait on the
+backend's socket. Readers call :meth:`Deferred.drain` before they read (a scrape or an OpenTelemetry
+collection), so they never see a value late; the queue is drained at interpreter exit too (short-lived
+processes writing prometheus_client's multi-process files), and inline by the caller past
+:data:`LIMIT` items, which bounds memory if the thread falls behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 0.1
+"""Seconds between two drains by the background thread."""
+LIMIT = 50_000
+"""Queued items beyond which the caller drains the queue itself."""
+
+_pid = os.getpid()
+_live: weakref.WeakSet[Deferred] = weakref.WeakSet()
+
+
+class Deferred:
+    """A queue of items applied by ``apply(item)`` off the caller's thread. Thread-safe; one drain
+    runs at a time, so ``apply`` never runs concurrently with itself."""
+
+    def __init__(self, apply: Callable[[Any], None]) -> None:
+        self._apply = apply
+        self._queue: deque[Any] = deque()
+        self._thread_pid = 0
+        self._lock = threading.Lock()
+        self.draining = threading.Lock()
+        """Held for a whole drain: a drain at exit waits for the thread's pass instead of racing it (an
+        item the thread popped must be applied before the interpreter freezes daemon threads)."""
+        self.closed = False
+        _live.add(self)
+
+    def put(self, item: Any) -> None:
+        queue = self._queue
+        queue.append(item)
+        if self._thread_pid != _pid:
+            self._start()
+        if len(queue) > LIMIT:
+            self.drain()
+
+    def drain(self) -> None:
+        """Apply every queued item now, on this thread."""
+        queue, apply = self._queue, self._apply
+        with self.draining:
+            while True:
+                try:
+                    item = queue.popleft()
+                except IndexError:
+                    return
+                try:
+                    apply(item)
+                except Exception:
+                    log.exception("lockapi: a deferred metric update failed",
+                                  extra={"lockapi_event": "metric_failed"})
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread_pid == _pid:
+                return
+            self._thread_pid = _pid  # a forked child has no thread: it starts its own
+        ref = weakref.ref(self)
+        wait = threading.Event().wait
+
+        def run() -> None:
+            while (alive := ref()) is not None and not alive.closed:
+                alive.drain()
+                del alive
+                wait(INTERVAL)
+
+        threading.Thread(target=run, name="lockapi-metrics", daemon=True).start()
+
+
+def apply_update(item: tuple[Callable[[Any], None], Any]) -> None:
+    """The ``apply`` of metric sinks: items are ``(update, fact)``."""
+    update, fact = item
+    update(fact)
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _drain_all() -> None:
+    for deferred in list(_live):
+        deferred.drain()
+        deferred.closed = True
+
+
+os.register_at_fork(after_in_child=_forked)
+atexit.register(_drain_all)
