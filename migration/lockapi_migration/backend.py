@@ -29,14 +29,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from lockapi import open_backend
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, ConfigError, LockError, LockInfo, Wake
-from lockapi_migration.dual import Dual
 from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, default_node_id
-from lockapi_migration.ops import Recorder
 from lockapi_migration.phases import H, Phase, R
-from lockapi_migration.shadow import SHADOW_TIMEOUT, ShadowExecutor
-from lockapi_migration.shadowed import Shadowed
-from lockapi_migration.sink import RecordSink
-from lockapi_migration.store import RecordStore, open_record_store
+from lockapi_migration.records.sink import RecordSink
+from lockapi_migration.records.store import RecordStore, open_record_store
+from lockapi_migration.replay.queue import SHADOW_TIMEOUT, ReplayQueue
+from lockapi_migration.strategies.dual import DualStrategy
+from lockapi_migration.strategies.operations import Recorder
+from lockapi_migration.strategies.shadow import ShadowStrategy
 
 
 class MigrationBackend(Backend):
@@ -68,7 +68,7 @@ class MigrationBackend(Backend):
         self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
                                  live_after=live_after) if self.store else None
         self.sink: RecordSink | None = None
-        self.executor: ShadowExecutor | None = None
+        self.executor: ReplayQueue | None = None
         self._backends: dict[str, Backend] = {}
         try:
             if self.registry is not None:
@@ -98,11 +98,11 @@ class MigrationBackend(Backend):
         self.sink = RecordSink(self.store)
         recorder = Recorder(self.sink, self.node, phase.value)
         if phase is Phase.DUAL:
-            return Dual(self.config, backends[H], backends[R], recorder)
-        self.executor = ShadowExecutor(workers=workers, capacity=capacity)
+            return DualStrategy(self.config, backends[H], backends[R], recorder)
+        self.executor = ReplayQueue(workers=workers, capacity=capacity)
         primary, shadow = phase.primary, phase.shadow
         assert shadow is not None
-        return Shadowed(self.config, backends[primary], backends[shadow], primary, shadow, recorder,
+        return ShadowStrategy(self.config, backends[primary], backends[shadow], primary, shadow, recorder,
                         self.executor, union_done=phase is Phase.CUTOVER)
 
     def backend(self, label: str) -> Backend:

@@ -16,7 +16,7 @@ import time
 
 from lockapi.spi import ConfigError, LockError
 from lockapi_migration.phases import Phase, blockers
-from lockapi_migration.store import SHADOW_STARTED, NodeInfo, RecordStore
+from lockapi_migration.records.store import SHADOW_STARTED, NodeInfo, RecordStore
 
 log = logging.getLogger("lockapi.migration")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from lockapi_migration.classify import Verdict, classify
-from lockapi_migration.records import DROPPED, GRANTED
+from lockapi_migration.records.model import DROPPED, GRANTED
+from lockapi_migration.tooling.classify import Verdict, classify
 
 from lockapi import BackendUnavailable, Job, LockTimeout
 from tests.migration.conftest import Fleet, backend_of

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lockapi_migration.classify import Verdict
 from lockapi_migration.fleet import PhaseConflict
-from lockapi_migration.report import render_text, summarize
-from lockapi_migration.store import open_record_store
+from lockapi_migration.records.store import open_record_store
+from lockapi_migration.tooling.classify import Verdict
+from lockapi_migration.tooling.report import render_text, summarize
 
 import lockapi
 from lockapi import BackendUnavailable, LockManager

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from lockapi_migration.fleet import PhaseConflict, live_nodes
-from lockapi_migration.store import SHADOW_STARTED, NodeInfo
+from lockapi_migration.records.store import SHADOW_STARTED, NodeInfo
 
 from tests.migration.conftest import Fleet
 

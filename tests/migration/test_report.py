@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from lockapi_migration.check import Thresholds, evaluate
-from lockapi_migration.classify import Verdict, classify
-from lockapi_migration.html import render_html
 from lockapi_migration.phases import Phase
-from lockapi_migration.records import DENIED, GRANTED, TRUE, Record, Side
-from lockapi_migration.report import summarize
-from lockapi_migration.store import BACKFILL_DONE, SHADOW_STARTED
+from lockapi_migration.records.model import DENIED, GRANTED, TRUE, Record, Side
+from lockapi_migration.records.store import BACKFILL_DONE, SHADOW_STARTED
+from lockapi_migration.tooling.check import Thresholds, evaluate
+from lockapi_migration.tooling.classify import Verdict, classify
+from lockapi_migration.tooling.html import render_html
+from lockapi_migration.tooling.report import summarize
 
 from lockapi import Job
 from lockapi.cli import main as lockapi_main

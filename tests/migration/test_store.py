@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockapi_migration.records import DENIED, GRANTED, Record, Side
-from lockapi_migration.store import BACKFILL_DONE, NodeInfo, RecordStore, open_record_store
+from lockapi_migration.records.model import DENIED, GRANTED, Record, Side
+from lockapi_migration.records.store import BACKFILL_DONE, NodeInfo, RecordStore, open_record_store
 
 from tests.servers.redis import redis_server
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from lockapi.spi import Attempt, Backend, LockError
 from lockapi_migration.phases import H
-from lockapi_migration.records import Record, Side
-from lockapi_migration.sink import RecordSink
+from lockapi_migration.records.model import Record, Side
+from lockapi_migration.records.sink import RecordSink
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lockapi_migration.records import ABSENT, DENIED, DONE, DROPPED, FALSE, GRANTED, TRUE, Record, Side
+from lockapi_migration.records.model import ABSENT, DENIED, DONE, DROPPED, FALSE, GRANTED, TRUE, Record, Side
 
 NOISE_WINDOW = 0.5
 """Default seconds around a hand-off or expiry within which a mismatch counts as timing noise."""

@@ -26,7 +26,7 @@ Task = Callable[[float], None]
 """A shadow task; it receives the monotonic time it was submitted at (to measure queueing delay)."""
 
 
-class ShadowExecutor:
+class ReplayQueue:
     def __init__(self, *, workers: int = 4, capacity: int = 10_000) -> None:
         per_worker = max(1, capacity // workers)
         self._queues: list[queue.Queue[tuple[Task, float] | None]] = [

@@ -13,8 +13,8 @@ import threading
 import time
 
 from lockapi.spi import LockError
-from lockapi_migration.records import Record
-from lockapi_migration.store import RecordStore
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import RecordStore
 
 log = logging.getLogger("lockapi.migration")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lockapi.spi import Backend, Capability, ConfigError, LockError
 from lockapi_migration.fleet import live_nodes
 from lockapi_migration.phases import Phase
-from lockapi_migration.store import BACKFILL_DONE, RecordStore
+from lockapi_migration.records.store import BACKFILL_DONE, RecordStore
 
 PROBE_TTL = 5.0
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lockapi.spi import BackendUnavailable
-from lockapi_migration.records import Record
-from lockapi_migration.store import NodeInfo, RecordStore
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import NodeInfo, RecordStore
 
 metadata = sa.MetaData()
 RECORDS = sa.Table(

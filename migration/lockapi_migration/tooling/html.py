@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from lockapi_migration.report import Summary
+from lockapi_migration.tooling.report import Summary
 
 COLORS = {"agree": "#3a7d44", "mismatches": "#c0392b", "noise": "#e67e22", "errors": "#7f8c8d",
           "h": "#2e86c1", "r": "#8e44ad"}

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lockapi.spi import ConfigError, redact_url
-from lockapi_migration.records import Record
+from lockapi_migration.records.model import Record
 
 SHADOW_STARTED = "shadow_started"
 """Milestone: wall time the first node ran in shadow (done markers are written to both from then on)."""
@@ -83,11 +83,11 @@ def open_record_store(url: str) -> RecordStore:
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     try:
         if scheme in SQL_SCHEMES:
-            from lockapi_migration.store_sql import SQLRecordStore
+            from lockapi_migration.records.sql_store import SQLRecordStore
 
             return SQLRecordStore(url)
         if scheme in REDIS_SCHEMES:
-            from lockapi_migration.store_redis import RedisRecordStore
+            from lockapi_migration.records.redis_store import RedisRecordStore
 
             return RedisRecordStore(url)
     except ImportError as exc:

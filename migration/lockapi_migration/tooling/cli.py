@@ -21,14 +21,14 @@ from typing import Any
 import lockapi
 from lockapi import open_backend
 from lockapi.spi import ConfigError, redact_url
-from lockapi_migration.backfill import backfill
-from lockapi_migration.check import Thresholds, evaluate, fleet_phase, phase_start
-from lockapi_migration.classify import NOISE_WINDOW
 from lockapi_migration.fleet import LIVE_AFTER, live_nodes
-from lockapi_migration.html import render_html
 from lockapi_migration.phases import Phase
-from lockapi_migration.report import Summary, render_text, summarize
-from lockapi_migration.store import BACKFILL_DONE, SHADOW_STARTED, RecordStore, open_record_store
+from lockapi_migration.records.store import BACKFILL_DONE, SHADOW_STARTED, RecordStore, open_record_store
+from lockapi_migration.tooling.backfill import backfill
+from lockapi_migration.tooling.check import Thresholds, evaluate, fleet_phase, phase_start
+from lockapi_migration.tooling.classify import NOISE_WINDOW
+from lockapi_migration.tooling.html import render_html
+from lockapi_migration.tooling.report import Summary, render_text, summarize
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lockapi_migration.classify import NOISE_WINDOW, Classified, Verdict, classify
 from lockapi_migration.phases import Phase, census
-from lockapi_migration.records import Record
-from lockapi_migration.store import NodeInfo
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import NodeInfo
+from lockapi_migration.tooling.classify import NOISE_WINDOW, Classified, Verdict, classify
 
 ACQUIRE_OPS = ("acquire", "permit_acquire", "acquire_many")
 BUCKETS = 40

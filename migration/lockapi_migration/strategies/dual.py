@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake
-from lockapi_migration.ops import LOCK, SEMAPHORE, Kind, Recorder
-from lockapi_migration.records import (
+from lockapi_migration.records.model import (
     DENIED,
     DONE,
     GRANTED,
@@ -32,14 +31,15 @@ from lockapi_migration.records import (
     ok_side,
     timed,
 )
-from lockapi_migration.shadowed import done_rows
-from lockapi_migration.tokens import TokenMap
+from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind, Recorder
+from lockapi_migration.strategies.shadow import done_rows
+from lockapi_migration.strategies.tokens import TokenMap
 
 NOT_COMBINABLE = frozenset({Capability.FAIR, Capability.ATOMIC_BATCH})
 """Capabilities two backends cannot offer together: two FIFO queues, two round trips."""
 
 
-class Dual(Backend):
+class DualStrategy(Backend):
     def __init__(self, config: BackendConfig, h: Backend, r: Backend, recorder: Recorder) -> None:
         super().__init__(config)
         self.capabilities = (h.capabilities & r.capabilities) - NOT_COMBINABLE

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lockapi_migration.phases import Phase
-from lockapi_migration.report import Summary
-from lockapi_migration.store import BACKFILL_DONE, SHADOW_STARTED, NodeInfo
+from lockapi_migration.records.store import BACKFILL_DONE, SHADOW_STARTED, NodeInfo
+from lockapi_migration.tooling.report import Summary
 
 COMPARED = (Phase.SHADOW, Phase.DUAL, Phase.CUTOVER)
 

@@ -1,7 +1,7 @@
 """Shadow mode (and cutover, with the roles swapped): the primary decides, the shadow follows behind.
 
 Every operation runs on the primary and its result goes back to the caller at once; the same operation
-is queued for the shadow backend (:class:`ShadowExecutor`: bounded, sharded by name, never blocking)
+is queued for the shadow backend (:class:`ReplayQueue`: bounded, sharded by name, never blocking)
 and both decisions are recorded. The shadow's operation is derived from the primary's decision:
 
 * primary granted: floor the shadow's fencing counter to the primary's token, then try the shadow; a
@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake
-from lockapi_migration.ops import LOCK, SEMAPHORE, Kind, Recorder
-from lockapi_migration.records import (
+from lockapi_migration.records.model import (
     ABSENT,
     DENIED,
     DONE,
@@ -37,8 +36,9 @@ from lockapi_migration.records import (
     ok_side,
     timed,
 )
-from lockapi_migration.shadow import ShadowExecutor
-from lockapi_migration.tokens import TokenMap
+from lockapi_migration.replay.queue import ReplayQueue
+from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind, Recorder
+from lockapi_migration.strategies.tokens import TokenMap
 
 Row = tuple[str, Side, Side, str]
 """One recorded name: (name, primary side, shadow side, detail)."""
@@ -55,9 +55,9 @@ def done_rows(names: Sequence[str], p_side: Side, p_done: set[str] | None, s_sid
     return [(n, side(p_side, p_done, n), side(s_side, s_done, n), "") for n in names]
 
 
-class Shadowed(Backend):
+class ShadowStrategy(Backend):
     def __init__(self, config: BackendConfig, primary: Backend, shadow: Backend, primary_label: str,
-                 shadow_label: str, recorder: Recorder, executor: ShadowExecutor, *,
+                 shadow_label: str, recorder: Recorder, executor: ReplayQueue, *,
                  union_done: bool) -> None:
         super().__init__(config)
         self.capabilities = primary.capabilities

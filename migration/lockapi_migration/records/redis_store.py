@@ -15,8 +15,8 @@ import redis
 import redis.exceptions
 
 from lockapi.spi import BackendUnavailable
-from lockapi_migration.records import Record
-from lockapi_migration.store import NodeInfo, RecordStore
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import NodeInfo, RecordStore
 
 PREFIX = "lockapi:migration:"
 RECORDS_KEY = PREFIX + "records"
