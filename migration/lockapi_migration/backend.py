@@ -15,7 +15,8 @@ done     R                            nothing (no records)
 ======== ============================ ==========================================
 
 Tuning options (only when the backend is opened directly with ``open_backend("migration://", {...})``;
-lockapi's config accepts only the keys above): ``node`` (registry id, default ``host:pid``),
+lockapi's config accepts only the keys above): ``node`` (this node's label in the registry and the
+records, default ``host:pid``; the id is the label plus a random suffix, unique per manager),
 ``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat`` (seconds, 2), ``live_after``
 (seconds, 10).
 """
@@ -29,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from lockapi import open_backend
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, ConfigError, LockError, LockInfo, Wake
-from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, default_node_id
+from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, new_node_id
 from lockapi_migration.phases import H, Phase, R
 from lockapi_migration.records.sink import RecordSink
 from lockapi_migration.records.store import RecordStore, open_record_store
@@ -52,7 +53,7 @@ class MigrationBackend(Backend):
         target = _required_url(o.str("target"), "target (the backend to move to)")
         self.phase = Phase.parse(o.raw("phase", Phase.OFF.value))
         record = o.str("record")
-        self.node = o.str("node") or default_node_id()
+        self.node = new_node_id(o.str("node"))
         workers = o.int("shadow_workers", 4, minimum=1)
         capacity = o.int("shadow_queue", 10_000, minimum=1)
         heartbeat = o.float("heartbeat", HEARTBEAT)
