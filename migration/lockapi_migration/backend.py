@@ -34,7 +34,9 @@ from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, new_node_id
 from lockapi_migration.phases import H, Phase, R
 from lockapi_migration.records.sink import RecordSink
 from lockapi_migration.records.store import RecordStore, open_record_store
+from lockapi_migration.replay.lag import MAX_LAG, LagMeter
 from lockapi_migration.replay.queue import SHADOW_TIMEOUT, ReplayQueue
+from lockapi_migration.replay.replayer import Replayer
 from lockapi_migration.strategies.dual import DualStrategy
 from lockapi_migration.strategies.operations import Recorder
 from lockapi_migration.strategies.shadow import ShadowStrategy
@@ -56,6 +58,7 @@ class MigrationBackend(Backend):
         self.node = new_node_id(o.str("node"))
         workers = o.int("shadow_workers", 4, minimum=1)
         capacity = o.int("shadow_queue", 10_000, minimum=1)
+        max_lag = o.float("max_lag", MAX_LAG)
         heartbeat = o.float("heartbeat", HEARTBEAT)
         live_after = o.float("live_after", LIVE_AFTER)
         o.finish()
@@ -69,7 +72,8 @@ class MigrationBackend(Backend):
         self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
                                  live_after=live_after) if self.store else None
         self.sink: RecordSink | None = None
-        self.executor: ReplayQueue | None = None
+        self.queue: ReplayQueue | None = None
+        self.lag: LagMeter | None = None
         self._backends: dict[str, Backend] = {}
         try:
             if self.registry is not None:
@@ -81,13 +85,14 @@ class MigrationBackend(Backend):
                 if label == shadow and "timeout" not in options and "timeout" not in _query(url):
                     options["timeout"] = SHADOW_TIMEOUT
                 self._backends[label] = open_backend(url, options)
-            self._impl = self._strategy(workers, capacity)
+            self._impl = self._strategy(workers, capacity, max_lag)
         except BaseException:
             self.close()
             raise
         self.capabilities = self._impl.capabilities
+        self.pause_points = self._impl.pause_points
 
-    def _strategy(self, workers: int, capacity: int) -> Backend:
+    def _strategy(self, workers: int, capacity: int, max_lag: float) -> Backend:
         phase, backends = self.phase, self._backends
         if phase in (Phase.OFF, Phase.DONE):
             return backends[phase.primary]
@@ -100,11 +105,15 @@ class MigrationBackend(Backend):
         recorder = Recorder(self.sink, self.node, phase.value)
         if phase is Phase.DUAL:
             return DualStrategy(self.config, backends[H], backends[R], recorder)
-        self.executor = ReplayQueue(workers=workers, capacity=capacity)
+        self.queue = queue = ReplayQueue(workers=workers, capacity=capacity)
+        self.lag = LagMeter(self.node, max_lag, self.sink.put_lag, backlog=queue.backlog)
+        self.sink.ticks.append(self.lag.tick)
         primary, shadow = phase.primary, phase.shadow
         assert shadow is not None
-        return ShadowStrategy(self.config, backends[primary], backends[shadow], primary, shadow, recorder,
-                        self.executor, union_done=phase is Phase.CUTOVER)
+        replayer = Replayer(backends[primary], backends[shadow], primary, shadow, recorder, self.lag,
+                            floor=Capability.ADMIN in backends[shadow].capabilities)
+        return ShadowStrategy(self.config, backends[primary], backends[shadow], replayer, queue,
+                              union_done=phase is Phase.CUTOVER)
 
     def backend(self, label: str) -> Backend:
         """The H or R backend this node opened (KeyError if the phase does not use it)."""
@@ -112,14 +121,16 @@ class MigrationBackend(Backend):
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for queued shadow operations and write queued records (tests, shutdown)."""
-        if self.executor is not None:
-            self.executor.drain(timeout)
+        if self.queue is not None:
+            self.queue.drain(timeout)
+        if self.lag is not None:
+            self.lag.flush()
         if self.sink is not None:
             self.sink.flush()
 
     def stats(self) -> dict[str, int]:
         """Counters: shadow tasks dropped/failed, records dropped/failed/written."""
-        ex, sink = self.executor, self.sink
+        ex, sink = self.queue, self.sink
         return {
             "shadow_dropped": ex.dropped if ex else 0,
             "shadow_failed": ex.failed if ex else 0,
@@ -189,9 +200,11 @@ class MigrationBackend(Backend):
 
     def close(self) -> None:
         """Drain the shadow queue and records (bounded), leave the registry, close both backends."""
-        if self.executor is not None:
-            self.executor.close()
-            self.executor = None
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+        if self.lag is not None:
+            self.lag.flush()
         if self.sink is not None:
             self.sink.close()
             self.sink = None

@@ -1,20 +1,24 @@
-"""Writes decision records to the record store in the background, in batches, never blocking callers.
+"""Writes decision records and lag samples to the record store in the background, in batches, never
+blocking callers.
 
 ``put`` is a non-blocking append to a bounded queue; when the queue is full the record is dropped and
-counted (``dropped``). One writer thread flushes batches every ``interval`` seconds; a failed batch is
-dropped and counted (``failed``) so an unreachable record store never grows memory or delays the app.
+counted (``dropped``). One writer thread wakes every ``interval`` seconds, runs the ``tick`` callbacks
+(e.g. the lag meter closing a minute) and writes what is queued as batches of up to :data:`BATCH`
+records, one store call each; a failed batch is dropped and counted (``failed``) so an unreachable
+record store never grows memory or delays the application.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
+from collections.abc import Callable
 
 from lockapi.spi import LockError
 from lockapi_migration.records.model import Record
-from lockapi_migration.records.store import RecordStore
+from lockapi_migration.records.store import LagSample, RecordStore
 
 log = logging.getLogger("lockapi.migration")
 
@@ -22,11 +26,17 @@ BATCH = 500
 
 
 class RecordSink:
+    """The background writer of one node's records and lag samples (see the module docstring)."""
+
     def __init__(self, store: RecordStore, *, capacity: int = 100_000, interval: float = 0.2) -> None:
         self._store = store
-        self._queue: queue.Queue[Record] = queue.Queue(capacity)
+        self._capacity = capacity
+        self._records: collections.deque[Record] = collections.deque()
+        self._lag: list[LagSample] = []
         self._interval = interval
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()
+        self.ticks: list[Callable[[], None]] = []
         self.dropped = 0
         self.failed = 0
         self.written = 0
@@ -34,29 +44,43 @@ class RecordSink:
         self._thread.start()
 
     def put(self, record: Record) -> None:
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        """Queue ``record`` (never blocks; dropped and counted when the queue is full)."""
+        if len(self._records) >= self._capacity:
             self.dropped += 1
+        else:
+            self._records.append(record)  # deque.append is atomic: no lock on the caller's path
 
-    def _drain(self) -> list[Record]:
+    def put_lag(self, sample: LagSample) -> None:
+        self._lag.append(sample)
+
+    def _batch(self) -> list[Record]:
         batch: list[Record] = []
-        while len(batch) < BATCH:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        pop = self._records.popleft
+        try:
+            while len(batch) < BATCH:
+                batch.append(pop())
+        except IndexError:
+            pass
         return batch
 
     def flush(self) -> None:
-        """Write everything queued so far (on the caller's thread)."""
-        while batch := self._drain():
-            try:
-                self._store.append(batch)
-                self.written += len(batch)
-            except LockError as exc:
-                self.failed += len(batch)
-                log.warning("lockapi migration: %d records lost: %s", len(batch), exc)
+        """Run the ticks and write everything queued so far (on the caller's thread)."""
+        with self._write_lock:
+            for tick in self.ticks:
+                tick()
+            samples, self._lag = self._lag, []
+            if samples:
+                try:
+                    self._store.append_lag(samples)
+                except LockError as exc:
+                    log.warning("lockapi migration: %d lag samples lost: %s", len(samples), exc)
+            while batch := self._batch():
+                try:
+                    self._store.append(batch)
+                    self.written += len(batch)
+                except LockError as exc:
+                    self.failed += len(batch)
+                    log.warning("lockapi migration: %d records lost: %s", len(batch), exc)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -67,5 +91,6 @@ class RecordSink:
         self._stop.set()
         self._thread.join(timeout)
         deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        self.flush()
+        while self._records and time.monotonic() < deadline:
             self.flush()

@@ -1,9 +1,12 @@
-"""Where the fleet keeps decision records, node heartbeats and migration milestones.
+"""Where the fleet keeps decision records, replay lag per minute, node heartbeats and milestones.
 
 ``open_record_store(url)`` picks the implementation by scheme: SQL URLs (sqlite, postgresql, mysql,
-mariadb; SQLAlchemy Core) or Redis URLs (redis, rediss; redis-py). Both client libraries are optional
-extras of lockapi and are imported only when such a store is opened. Every node of the fleet and the
-``lockapi migrate`` commands must name the same store.
+mariadb) or Redis URLs (redis, rediss, redis+sentinel, redis+cluster). The connection is made by
+lockapi's own backend for that URL (``lockapi.open_backend``), so the store gets exactly its set-up:
+``?timeout=`` (default 5 s) and the other URL options, TLS, sentinel, pool limits, SQLite's WAL and busy
+timeout. The store uses that backend's public connection (``SQLBackend.engine``, ``RedisBackend.client``)
+for its own tables or keys and never its lock tables. Every node of the fleet and the ``lockapi
+migrate`` commands must name the same store.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from lockapi import open_backend
 from lockapi.spi import ConfigError, redact_url
 from lockapi_migration.records.model import Record
 
@@ -19,6 +23,28 @@ SHADOW_STARTED = "shadow_started"
 """Milestone: wall time the first node ran in shadow (done markers are written to both from then on)."""
 BACKFILL_DONE = "backfill_done"
 """Milestone: wall time ``migrate backfill`` last completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LagSample:
+    """How far one node's shadow replay ran behind its primary decisions during one minute.
+
+    ``minute`` is the wall time the minute began; delays are in seconds; ``stale`` counts replays that
+    ran more than the node's ``max_lag`` behind (recorded "stale, not compared"), ``dropped`` those
+    shed because the replay queue was full; ``backlog`` is the age of the oldest task still queued when
+    the sample was taken (a stuck replay shows there, not in the delays).
+    """
+
+    node: str
+    minute: float
+    count: int
+    p50: float
+    p99: float
+    max: float
+    stale: int
+    dropped: int
+    backlog: float
+    max_lag: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +76,14 @@ class RecordStore(abc.ABC):
         """Every record with ``ts >= since`` (all when None), oldest first."""
 
     @abc.abstractmethod
+    def append_lag(self, samples: Sequence[LagSample]) -> None:
+        """Store per-minute replay lag samples."""
+
+    @abc.abstractmethod
+    def lag(self, since: float | None = None) -> list[LagSample]:
+        """Every lag sample whose minute began at or after ``since`` (all when None), oldest first."""
+
+    @abc.abstractmethod
     def beat(self, info: NodeInfo) -> None:
         """Create or refresh ``info.node``'s registry entry."""
 
@@ -74,28 +108,26 @@ class RecordStore(abc.ABC):
         """Release connections. Idempotent."""
 
 
-SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb")
 REDIS_SCHEMES = ("redis", "rediss")
 
 
 def open_record_store(url: str) -> RecordStore:
     """The record store for ``url``; :class:`ConfigError` for an unknown scheme or a missing extra."""
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme not in SQL_SCHEMES + REDIS_SCHEMES:
+        raise ConfigError(
+            f"migration record store must be a SQL URL ({', '.join(SQL_SCHEMES)}) or a Redis URL "
+            f"({', '.join(REDIS_SCHEMES)}, +sentinel, +cluster); got {redact_url(url)!r}")
+    backend = open_backend(url)  # the backend's URL parsing, options and connection set-up
     try:
         if scheme in SQL_SCHEMES:
             from lockapi_migration.records.sql_store import SQLRecordStore
 
-            return SQLRecordStore(url)
-        if scheme in REDIS_SCHEMES:
-            from lockapi_migration.records.redis_store import RedisRecordStore
+            return SQLRecordStore(url, backend)
+        from lockapi_migration.records.redis_store import RedisRecordStore
 
-            return RedisRecordStore(url)
-    except ImportError as exc:
-        extra = "redis" if scheme in REDIS_SCHEMES else "sql"
-        raise ConfigError(
-            f"the record store {redact_url(url)} needs {exc.name}: pip install 'lockapi[{extra}]'"
-        ) from None
-    raise ConfigError(
-        f"migration record store must be a SQL URL ({', '.join(SQL_SCHEMES)}) or a Redis URL; "
-        f"got {redact_url(url)!r}"
-    )
+        return RedisRecordStore(url, backend)
+    except BaseException:
+        backend.close()
+        raise

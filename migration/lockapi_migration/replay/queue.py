@@ -1,10 +1,11 @@
-"""The shadow executor: runs the background side of each operation without delaying the caller.
+"""The replay queue: runs the background side of each operation without delaying the caller.
 
 Tasks are sharded by lock name over ``workers`` threads, each with its own bounded FIFO queue, so the
 tasks of one name run in submission order (a shadow release never overtakes its shadow acquire).
 ``submit`` never blocks: when the shard's queue is full the task is dropped, counted, and False is
 returned (the caller records the drop). Each task's backend calls are bounded by the shadow backend's
-own ``timeout`` (see :data:`SHADOW_TIMEOUT`).
+own ``timeout`` (see :data:`SHADOW_TIMEOUT`). A task is a function and its arguments; it is called with
+the monotonic time it was submitted at first (to measure how far the replay runs behind).
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 log = logging.getLogger("lockapi.migration")
 
 SHADOW_TIMEOUT = 2.0
 """Default per-call timeout (seconds) of the shadow backend when its URL sets none."""
 
-Task = Callable[[float], None]
-"""A shadow task; it receives the monotonic time it was submitted at (to measure queueing delay)."""
+Task = Callable[..., None]
+"""A replay task: called as ``task(submitted, *args)``."""
+Item = tuple[Task, tuple[Any, ...], float]
 
 
 class ReplayQueue:
+    """Bounded FIFO queues of replay tasks, one per worker thread, sharded by lock name."""
+
     def __init__(self, *, workers: int = 4, capacity: int = 10_000) -> None:
         per_worker = max(1, capacity // workers)
-        self._queues: list[queue.Queue[tuple[Task, float] | None]] = [
+        self._queues: list[queue.Queue[Item | None]] = [
             queue.Queue(per_worker) for _ in range(workers)
         ]
         self.dropped = 0
@@ -52,11 +57,11 @@ class ReplayQueue:
             groups.setdefault(self.shard(key), []).append(key)
         return list(groups.values())
 
-    def submit(self, key: str, task: Task) -> bool:
-        """Queue ``task`` on ``key``'s shard; False (and counted) if that shard is full."""
+    def submit(self, key: str, task: Task, *args: Any) -> bool:
+        """Queue ``task(submitted, *args)`` on ``key``'s shard; False (and counted) if that shard is full."""
         shard = self._queues[self.shard(key)]
         try:
-            shard.put_nowait((task, time.monotonic()))
+            shard.put_nowait((task, args, time.monotonic()))
         except queue.Full:
             self.dropped += 1
             return False
@@ -64,6 +69,16 @@ class ReplayQueue:
 
     def pending(self) -> int:
         return sum(q.qsize() for q in self._queues)
+
+    def backlog(self) -> float:
+        """Seconds the oldest queued task has waited (0 when every queue is empty)."""
+        now, oldest = time.monotonic(), 0.0
+        for q in self._queues:
+            with q.mutex:
+                head = q.queue[0] if q.queue else None
+            if head is not None:
+                oldest = max(oldest, now - head[2])
+        return oldest
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued task has run; False if ``timeout`` seconds passed first."""
@@ -79,16 +94,16 @@ class ReplayQueue:
 
         for q in self._queues:
             try:
-                q.put((mark, time.monotonic()), timeout=timeout)
+                q.put((mark, (), time.monotonic()), timeout=timeout)
             except queue.Full:
                 return False
         return done.wait(timeout)
 
-    def _run(self, tasks: queue.Queue[tuple[Task, float] | None]) -> None:
+    def _run(self, tasks: queue.Queue[Item | None]) -> None:
         while (item := tasks.get()) is not None:
-            task, submitted = item
+            task, args, submitted = item
             try:
-                task(submitted)
+                task(submitted, *args)
             except Exception:  # a shadow task must never kill its worker
                 self.failed += 1
                 log.exception("lockapi migration: shadow task failed")

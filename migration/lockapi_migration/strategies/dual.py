@@ -31,8 +31,8 @@ from lockapi_migration.records.model import (
     ok_side,
     timed,
 )
+from lockapi_migration.replay.replayer import done_rows
 from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind, Recorder
-from lockapi_migration.strategies.shadow import done_rows
 from lockapi_migration.strategies.tokens import TokenMap
 
 NOT_COMBINABLE = frozenset({Capability.FAIR, Capability.ATOMIC_BATCH})

@@ -58,6 +58,8 @@ class Kind:
 
 LOCK = Kind("lock", False)
 SEMAPHORE = Kind("sem", True)
+KINDS = {kind.label: kind for kind in (LOCK, SEMAPHORE)}
+"""Kinds by label (replay tasks carry the label, a plain string)."""
 
 
 class Recorder:

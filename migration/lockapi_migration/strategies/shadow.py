@@ -1,27 +1,24 @@
 """Shadow mode (and cutover, with the roles swapped): the primary decides, the shadow follows behind.
 
 Every operation runs on the primary and its result goes back to the caller at once; the same operation
-is queued for the shadow backend (:class:`ReplayQueue`: bounded, sharded by name, never blocking)
-and both decisions are recorded. The shadow's operation is derived from the primary's decision:
+is queued for the shadow backend (:class:`ReplayQueue`: bounded, sharded by name, never blocking) and
+replayed there by :class:`~lockapi_migration.replay.replayer.Replayer`, which records both decisions.
+The caller only pays for the primary call, a few tuples and a non-blocking queue put, whatever the
+shadow does; a full queue drops the replay (recorded as ``dropped``).
 
-* primary granted: floor the shadow's fencing counter to the primary's token, then try the shadow; a
-  shadow grant is remembered (holder -> shadow token) so the shadow release/extend use its own token;
-* primary denied: try the shadow anyway; if the shadow grants, release it there at once (the shadow
-  never holds what the primary does not) - that is the mismatch the record shows.
-
-The caller only pays for building the task and a non-blocking queue put, whatever the shadow does.
 With ``union_done`` (cutover) done-marker reads consult both backends synchronously and treat a name as
-done if either says so; a failing shadow then falls back to the primary alone (and is recorded).
+done if either says so; a failing shadow then falls back to the primary alone (and is recorded). Those
+two steps are the strategy's pause points (``done:primary-read``, ``acquire_many:primary-granted``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point
 from lockapi_migration.records.model import (
     ABSENT,
     DENIED,
@@ -36,67 +33,44 @@ from lockapi_migration.records.model import (
     ok_side,
     timed,
 )
-from lockapi_migration.replay.queue import ReplayQueue
-from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind, Recorder
-from lockapi_migration.strategies.tokens import TokenMap
-
-Row = tuple[str, Side, Side, str]
-"""One recorded name: (name, primary side, shadow side, detail)."""
-
-
-def done_rows(names: Sequence[str], p_side: Side, p_done: set[str] | None, s_side: Side,
-              s_done: set[str] | None) -> list[Row]:
-    """Per-name rows for a done-marker read on both sides (a side whose read failed keeps its error)."""
-    def side(base: Side, found: set[str] | None, name: str) -> Side:
-        if found is None:
-            return base
-        return Side(DONE if name in found else ABSENT, latency=base.latency)
-
-    return [(n, side(p_side, p_done, n), side(s_side, s_done, n), "") for n in names]
+from lockapi_migration.replay.queue import ReplayQueue, Task
+from lockapi_migration.replay.replayer import Replayer, done_rows
+from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind
 
 
 class ShadowStrategy(Backend):
-    def __init__(self, config: BackendConfig, primary: Backend, shadow: Backend, primary_label: str,
-                 shadow_label: str, recorder: Recorder, executor: ReplayQueue, *,
-                 union_done: bool) -> None:
+    """The shadow and cutover phases: the primary decides at once, the shadow is replayed behind it."""
+
+    def __init__(self, config: BackendConfig, primary: Backend, shadow: Backend, replayer: Replayer,
+                 queue: ReplayQueue, *, union_done: bool) -> None:
         super().__init__(config)
-        self.capabilities = primary.capabilities
+        self.capabilities = primary.capabilities - ({Capability.ATOMIC_BATCH} if union_done else set())
+        self.pause_points = (frozenset({"acquire_many:primary-granted", "done:primary-read"}) if union_done
+                             else frozenset()) | primary.pause_points
         self._p = primary
         self._s = shadow
-        self._plabel = primary_label
-        self._slabel = shadow_label
-        self._recorder = recorder
-        self._executor = executor
+        self._replayer = replayer
+        self._queue = queue
         self._union_done = union_done
         self._floor_shadow = Capability.ADMIN in shadow.capabilities
-        self._tokens = TokenMap()
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _record(self, op: str, holder: str, ttl: float | None, rows: Sequence[Row], ts: float,
-                delay: float | None = None) -> None:
-        for name, p, s, detail in rows:
-            self._recorder.record_sides(self._plabel, op, name, holder, ttl, p, s, delay=delay,
-                                        detail=detail, ts=ts)
-
     def _primary(self, op: str, names: Sequence[str], holder: str, ttl: float | None,
                  call: Callable[[], T], decide: Callable[[T], Side]) -> tuple[Side, T, float]:
         """Run the primary side; on error record it (shadow not asked) and re-raise."""
         ts = time.time()
         side, result, exc = timed(call, decide)
         if exc is not None:
-            self._record(op, holder, ttl, [(n, side, NOT_ASKED, "") for n in names], ts)
+            self._replayer.record(op, holder, ttl, [(n, side, NOT_ASKED, "") for n in names], ts)
             raise exc
         return side, result, ts  # type: ignore[return-value]
 
-    def _mirror(self, op: str, key: str, holder: str, ttl: float | None, ts: float,
-                dropped: Sequence[tuple[str, Side]], task: Callable[[], list[Row]]) -> None:
-        """Queue ``task`` (the shadow side) on ``key``'s shard and record its rows when it has run."""
-        def run(submitted: float) -> None:
-            delay = time.monotonic() - submitted
-            self._record(op, holder, ttl, task(), ts, delay)
-
-        if not self._executor.submit(key, run):
-            self._record(op, holder, ttl, [(n, p, Side(error=DROPPED), "") for n, p in dropped], ts)
+    def _replay(self, op: str, key: str, holder: str, ttl: float | None, ts: float,
+                rows: Sequence[tuple[str, Side]], task: Task, *args: Any) -> None:
+        """Queue ``task`` on ``key``'s shard; if the queue is full, record the drop of ``rows`` at once."""
+        if not self._queue.submit(key, task, *args):
+            self._replayer.dropped()
+            self._replayer.record(op, holder, ttl, [(n, p, Side(error=DROPPED), "") for n, p in rows], ts)
 
     # -- lease operations (locks and semaphores) ---------------------------------------------------
     def _acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
@@ -105,43 +79,17 @@ class ShadowStrategy(Backend):
         p_side, attempt, ts = self._primary(
             op, [name], holder, ttl, lambda: kind.acquire(self._p, name, holder, ttl, permits, queue_ttl),
             attempt_side)
-
-        def shadow() -> list[Row]:
-            return [(name, p_side, self._shadow_acquire(kind, name, holder, ttl, permits, p_side.token), "")]
-
-        self._mirror(op, name, holder, ttl, ts, [(name, p_side)], shadow)
+        self._replay(op, name, holder, ttl, ts, [(name, p_side)], self._replayer.acquire, kind.label, name,
+                     holder, ttl, permits, p_side, ts)
         return attempt
-
-    def _shadow_acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
-                        p_token: int | None) -> Side:
-        if p_token is not None and self._floor_shadow:
-            with contextlib.suppress(LockError):  # the acquire below records the shadow's trouble
-                kind.floor(self._s, name, p_token)
-        side, attempt, _ = timed(lambda: kind.acquire(self._s, name, holder, ttl, permits), attempt_side)
-        if attempt is not None and attempt.token is not None:
-            if p_token is None:
-                kind.undo(self._s, name, holder, attempt.token)
-            else:
-                self._tokens.put((kind.label, name, holder), attempt.token, ttl)
-        return side
 
     def _lease_op(self, kind: Kind, verb: str, name: str, holder: str, token: int, ttl: float | None,
                   call: Callable[[Backend, int], bool]) -> bool:
         """Release or extend (``ttl`` given): primary with ``token``, shadow with its own token."""
         op = kind.op(verb)
         p_side, ok, ts = self._primary(op, [name], holder, ttl, lambda: call(self._p, token), bool_side)
-        key = (kind.label, name, holder)
-
-        def shadow() -> list[Row]:
-            s_token = self._tokens.get(key) if ttl is not None else self._tokens.pop(key)
-            if s_token is None:
-                return [(name, p_side, NOT_ASKED, "shadow not held")]
-            side, s_ok, _ = timed(lambda: call(self._s, s_token), bool_side)
-            if s_ok and ttl is not None:
-                self._tokens.put(key, s_token, ttl)
-            return [(name, p_side, side, "")]
-
-        self._mirror(op, name, holder, ttl, ts, [(name, p_side)], shadow)
+        self._replay(op, name, holder, ttl, ts, [(name, p_side)], self._replayer.lease, kind.label, verb, name,
+                     holder, ttl, p_side, ts)
         return ok
 
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
@@ -186,81 +134,40 @@ class ShadowStrategy(Backend):
             "acquire_many", names, holder, ttl,
             lambda: self._p.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
         if skip_done and self._union_done and granted:
+            pause_point("acquire_many:primary-granted")
             for name in self._union_read(list(granted), set(), Side(DONE), ts):
                 LOCK.undo(self._p, name, holder, granted.pop(name))
         p_rows = {n: Side(GRANTED, granted[n], p_side.latency) if n in granted
                   else Side(DENIED, latency=p_side.latency) for n in names}
-        self._mirror_many("acquire_many", holder, ttl, ts, p_rows,
-                          lambda group: self._shadow_many(group, holder, ttl, skip_done, p_rows))
+        for group in self._queue.group(list(p_rows)):
+            rows = {n: p_rows[n] for n in group}
+            self._replay("acquire_many", group[0], holder, ttl, ts, list(rows.items()), self._replayer.acquire_many,
+                         group, holder, ttl, skip_done, rows, ts)
         return granted
-
-    def _mirror_many(self, op: str, holder: str, ttl: float | None, ts: float, p_rows: dict[str, Side],
-                     task: Callable[[list[str]], list[Row]]) -> None:
-        """Mirror a multi-name operation as one shadow task per shard, so per-name order holds."""
-        for group in self._executor.group(list(p_rows)):
-            self._mirror(op, group[0], holder, ttl, ts, [(n, p_rows[n]) for n in group],
-                         functools.partial(task, group))
-
-    def _shadow_many(self, names: list[str], holder: str, ttl: float, skip_done: bool,
-                     p_rows: dict[str, Side]) -> list[Row]:
-        if self._floor_shadow:
-            with contextlib.suppress(LockError):
-                for name in names:
-                    token = p_rows[name].token
-                    if token is not None:
-                        LOCK.floor(self._s, name, token)
-        s_side, s_granted, _ = timed(
-            lambda: self._s.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
-        if s_granted is None:
-            return [(n, p_rows[n], s_side, "") for n in names]
-        for name, token in s_granted.items():
-            if p_rows[name].token is None:
-                LOCK.undo(self._s, name, holder, token)
-            else:
-                self._tokens.put((LOCK.label, name, holder), token, ttl)
-        differ = [n for n in names if (n in s_granted) != (p_rows[n].token is not None)]
-        details = self._marker_details(differ) if skip_done and differ else {}
-        return [(n, p_rows[n], Side(GRANTED, s_granted[n], s_side.latency) if n in s_granted
-                 else Side(DENIED, latency=s_side.latency), details.get(n, "")) for n in names]
-
-    def _marker_details(self, names: list[str]) -> dict[str, str]:
-        """For names the two sides decided differently with ``skip_done``: which side has a done marker."""
-        found: dict[str, str] = {}
-        for label, backend in ((self._plabel, self._p), (self._slabel, self._s)):
-            with contextlib.suppress(LockError):
-                for name in backend.done(names):
-                    found[name] = found.get(name, "") + label
-        return {name: f"done:{''.join(sorted(labels))}" for name, labels in found.items()}
 
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
         p_side, _, ts = self._primary("mark_done", [name], "", ttl, lambda: self._p.mark_done(name, ttl), ok_side)
-
-        def shadow() -> list[Row]:
-            side, _, _ = timed(lambda: self._s.mark_done(name, ttl), ok_side)
-            return [(name, p_side, side, "")]
-
-        self._mirror("mark_done", name, "", ttl, ts, [(name, p_side)], shadow)
+        self._replay("mark_done", name, "", ttl, ts, [(name, p_side)], self._replayer.mark_done, name, ttl, p_side,
+                     ts)
 
     def done(self, names: Sequence[str]) -> set[str]:
         p_side, p_done, ts = self._primary("done", names, "", None, lambda: self._p.done(names),
                                            lambda _: Side(DONE))
         if self._union_done:
+            pause_point("done:primary-read")
             return p_done | self._union_read(names, p_done, p_side, ts)
-
-        def shadow(group: list[str]) -> list[Row]:
-            s_side, s_done, _ = timed(lambda: self._s.done(group), lambda _: Side(DONE))
-            return done_rows(group, p_side, p_done, s_side, s_done)
-
-        p_rows = {n: Side(DONE if n in p_done else ABSENT, latency=p_side.latency) for n in names}
-        self._mirror_many("done", "", None, ts, p_rows, shadow)
+        for group in self._queue.group(list(names)):
+            rows = [(n, Side(DONE if n in p_done else ABSENT, latency=p_side.latency)) for n in group]
+            self._replay("done", group[0], "", None, ts, rows, self._replayer.done, group, p_side,
+                         {n for n in group if n in p_done}, ts)
         return p_done
 
     def _union_read(self, names: Sequence[str], p_done: set[str], p_side: Side, ts: float) -> set[str]:
         """Cutover: the shadow's done markers for ``names``, read synchronously and recorded; a failing
         shadow counts as "no markers" (migrate check required the backfill before cutover)."""
         s_side, s_done, _ = timed(lambda: self._s.done(names), lambda _: Side(DONE))
-        self._record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts)
+        self._replayer.record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts)
         return s_done or set()
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
@@ -288,4 +195,4 @@ class ShadowStrategy(Backend):
         self._p.ping()
 
     def close(self) -> None:
-        """Nothing of its own: :class:`MigrationBackend` closes the executor and both backends."""
+        """Nothing of its own: :class:`MigrationBackend` closes the replay queue and both backends."""
