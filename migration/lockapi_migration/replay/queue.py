@@ -10,6 +10,7 @@ the monotonic time it was submitted at first (to measure how far the replay runs
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import queue
@@ -27,12 +28,58 @@ SHADOW_TIMEOUT = 2.0
 Task = Callable[..., None]
 """A replay task: called as ``task(submitted, *args)``."""
 Item = tuple[Task, tuple[Any, ...], float]
+GROUP = 64
+"""Names per replay task of a multi-name operation (bounds one task's size and duration)."""
 
 
-class ReplayQueue:
-    """Bounded FIFO queues of replay tasks, one per worker thread, sharded by lock name."""
+def shard_of(key: str, shards: int) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards
+
+
+class Replay(abc.ABC):
+    """Where replays go: ``submit(key, method, *args)`` queues ``target.<method>(submitted, *args)``
+    (the target is a :class:`~lockapi_migration.replay.replayer.Replayer`) without ever blocking;
+    replays of one key run in submission order. :class:`ReplayQueue` runs them on threads of this
+    process, :class:`~lockapi_migration.replay.process.ProcessReplay` in a replay process of its own."""
+
+    shards: int
+    dropped: int = 0
+    failed: int = 0
+
+    def group(self, keys: Sequence[str]) -> list[list[str]]:
+        """``keys`` split by shard (order kept) into groups of at most :data:`GROUP`: one task each."""
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(shard_of(key, self.shards), []).append(key)
+        return [group[i:i + GROUP] for group in groups.values() for i in range(0, len(group), GROUP)]
+
+    @abc.abstractmethod
+    def submit(self, key: str, method: str, *args: Any) -> bool:
+        """Queue a replay; False (and counted in ``dropped``) when there is no room."""
+
+    @abc.abstractmethod
+    def backlog(self) -> float:
+        """Seconds the oldest queued replay has waited (0 when nothing is queued)."""
+
+    @abc.abstractmethod
+    def drain(self, timeout: float) -> bool:
+        """Wait until every replay queued so far has run and its records are written; False on timeout."""
+
+    def flush(self, timeout: float) -> bool:
+        """:meth:`drain`, and have the records and lag of those replays written (by whoever writes them)."""
+        return self.drain(timeout)
+
+    @abc.abstractmethod
+    def close(self, timeout: float = 10.0) -> None:
+        """Run what is queued (for at most ``timeout`` seconds), then stop."""
+
+
+class ReplayQueue(Replay):
+    """Bounded FIFO queues of replays, one per worker thread of this process, sharded by lock name."""
 
     def __init__(self, *, workers: int = 4, capacity: int = 10_000) -> None:
+        self.shards = workers
+        self._target: object = None
         per_worker = max(1, capacity // workers)
         self._queues: list[queue.Queue[Item | None]] = [
             queue.Queue(per_worker) for _ in range(workers)
@@ -46,22 +93,17 @@ class ReplayQueue:
         for thread in self._threads:
             thread.start()
 
-    def shard(self, key: str) -> int:
-        """The shard (worker) of ``key``; tasks of one shard run in submission order."""
-        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self._queues)
+    def start(self, target: object) -> None:
+        """Set the object whose methods the replays call (done once, before the first submit)."""
+        self._target = target
 
-    def group(self, keys: Sequence[str]) -> list[list[str]]:
-        """``keys`` split by shard (order kept), for multi-name operations: one task per group."""
-        groups: dict[int, list[str]] = {}
-        for key in keys:
-            groups.setdefault(self.shard(key), []).append(key)
-        return list(groups.values())
+    def submit(self, key: str, method: str, *args: Any) -> bool:
+        return self.submit_at(key, getattr(self._target, method), args, time.monotonic())
 
-    def submit(self, key: str, task: Task, *args: Any) -> bool:
+    def submit_at(self, key: str, task: Task, args: tuple[Any, ...], submitted: float) -> bool:
         """Queue ``task(submitted, *args)`` on ``key``'s shard; False (and counted) if that shard is full."""
-        shard = self._queues[self.shard(key)]
         try:
-            shard.put_nowait((task, args, time.monotonic()))
+            self._queues[shard_of(key, self.shards)].put_nowait((task, args, submitted))
         except queue.Full:
             self.dropped += 1
             return False
@@ -71,7 +113,6 @@ class ReplayQueue:
         return sum(q.qsize() for q in self._queues)
 
     def backlog(self) -> float:
-        """Seconds the oldest queued task has waited (0 when every queue is empty)."""
         now, oldest = time.monotonic(), 0.0
         for q in self._queues:
             with q.mutex:
@@ -81,7 +122,6 @@ class ReplayQueue:
         return oldest
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every queued task has run; False if ``timeout`` seconds passed first."""
         done = threading.Event()
         remaining = [len(self._queues)]
         guard = threading.Lock()
@@ -109,7 +149,6 @@ class ReplayQueue:
                 log.exception("lockapi migration: shadow task failed")
 
     def close(self, timeout: float = 10.0) -> None:
-        """Run what is queued (for at most ``timeout`` seconds), then stop the workers."""
         self.drain(timeout)
         for q in self._queues:
             with contextlib.suppress(queue.Full):  # daemon threads: the process may exit with tasks left

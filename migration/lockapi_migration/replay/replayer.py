@@ -26,13 +26,15 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lockapi.spi import Backend, LockError
 from lockapi_migration.records.model import (
     ABSENT,
     DENIED,
     DONE,
+    DROPPED,
     GRANTED,
     NOT_ASKED,
     STALE,
@@ -94,9 +96,11 @@ class FloorMemory:
 class Replayer:
     """Runs replays on the shadow backend (on replay workers) and records both sides."""
 
-    def __init__(self, primary: Backend, shadow: Backend, primary_label: str, shadow_label: str,
-                 recorder: Recorder, lag: LagMeter, *, floor: bool) -> None:
-        self._p = primary
+    def __init__(self, primary: Callable[[], Backend | None], shadow: Backend, primary_label: str,
+                 shadow_label: str, recorder: Recorder, lag: LagMeter, *, floor: bool) -> None:
+        self._primary = primary
+        """The primary backend, on demand (only for the done markers behind a differing batch decision;
+        None when this process cannot reach it)."""
         self._s = shadow
         self._plabel = primary_label
         self._slabel = shadow_label
@@ -117,8 +121,26 @@ class Replayer:
             self._recorder.record_sides(self._plabel, op, name, holder, ttl, p, s, delay=delay, detail=detail,
                                         ts=ts)
 
-    def dropped(self) -> None:
+    def shed(self, method: str, args: tuple[Any, ...]) -> None:
+        """Record that the replay ``method(submitted, *args)`` was dropped (the queue was full)."""
         self._lag.dropped()
+        dropped = Side(error=DROPPED)
+        if method == "acquire":
+            kind_label, name, holder, ttl, _, p_side, ts = args
+            self.record(KINDS[kind_label].op("acquire"), holder, ttl, [(name, p_side, dropped, "")], ts)
+        elif method == "lease":
+            kind_label, verb, name, holder, ttl, p_side, ts = args
+            self.record(KINDS[kind_label].op(verb), holder, ttl, [(name, p_side, dropped, "")], ts)
+        elif method == "acquire_many":
+            names, holder, ttl, _, p_rows, ts = args
+            self.record("acquire_many", holder, ttl, [(n, p_rows[n], dropped, "") for n in names], ts)
+        elif method == "mark_done":
+            name, ttl, p_side, ts = args
+            self.record("mark_done", "", ttl, [(name, p_side, dropped, "")], ts)
+        elif method == "done":
+            names, p_side, p_done, ts = args
+            rows = done_rows(names, p_side, p_done, NOT_ASKED, None)
+            self.record("done", "", None, [(n, p, dropped, "") for n, p, _, _ in rows], ts)
 
     def _start(self, submitted: float) -> tuple[float, bool]:
         delay = time.monotonic() - submitted
@@ -201,7 +223,9 @@ class Replayer:
     def _marker_details(self, names: list[str]) -> dict[str, str]:
         """For names the two sides decided differently with ``skip_done``: which side has a done marker."""
         found: dict[str, str] = {}
-        for backend, label in ((self._p, self._plabel), (self._s, self._slabel)):
+        for backend, label in ((self._primary(), self._plabel), (self._s, self._slabel)):
+            if backend is None:
+                continue
             with contextlib.suppress(LockError):
                 for name in backend.done(names):
                     found[name] = found.get(name, "") + label

@@ -20,10 +20,8 @@ from typing import Any
 
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point
 from lockapi_migration.records.model import (
-    ABSENT,
     DENIED,
     DONE,
-    DROPPED,
     GRANTED,
     NOT_ASKED,
     Side,
@@ -33,7 +31,7 @@ from lockapi_migration.records.model import (
     ok_side,
     timed,
 )
-from lockapi_migration.replay.queue import ReplayQueue, Task
+from lockapi_migration.replay.queue import Replay
 from lockapi_migration.replay.replayer import Replayer, done_rows
 from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind
 
@@ -42,7 +40,7 @@ class ShadowStrategy(Backend):
     """The shadow and cutover phases: the primary decides at once, the shadow is replayed behind it."""
 
     def __init__(self, config: BackendConfig, primary: Backend, shadow: Backend, replayer: Replayer,
-                 queue: ReplayQueue, *, union_done: bool) -> None:
+                 queue: Replay, *, union_done: bool) -> None:
         super().__init__(config)
         self.capabilities = primary.capabilities - ({Capability.ATOMIC_BATCH} if union_done else set())
         self.pause_points = (frozenset({"acquire_many:primary-granted", "done:primary-read"}) if union_done
@@ -65,12 +63,10 @@ class ShadowStrategy(Backend):
             raise exc
         return side, result, ts  # type: ignore[return-value]
 
-    def _replay(self, op: str, key: str, holder: str, ttl: float | None, ts: float,
-                rows: Sequence[tuple[str, Side]], task: Task, *args: Any) -> None:
-        """Queue ``task`` on ``key``'s shard; if the queue is full, record the drop of ``rows`` at once."""
-        if not self._queue.submit(key, task, *args):
-            self._replayer.dropped()
-            self._replayer.record(op, holder, ttl, [(n, p, Side(error=DROPPED), "") for n, p in rows], ts)
+    def _replay(self, key: str, method: str, *args: Any) -> None:
+        """Queue the replay ``Replayer.<method>`` on ``key``'s shard; if the queue is full, record the drop."""
+        if not self._queue.submit(key, method, *args):
+            self._replayer.shed(method, args)
 
     # -- lease operations (locks and semaphores) ---------------------------------------------------
     def _acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
@@ -79,8 +75,7 @@ class ShadowStrategy(Backend):
         p_side, attempt, ts = self._primary(
             op, [name], holder, ttl, lambda: kind.acquire(self._p, name, holder, ttl, permits, queue_ttl),
             attempt_side)
-        self._replay(op, name, holder, ttl, ts, [(name, p_side)], self._replayer.acquire, kind.label, name,
-                     holder, ttl, permits, p_side, ts)
+        self._replay(name, "acquire", kind.label, name, holder, ttl, permits, p_side, ts)
         return attempt
 
     def _lease_op(self, kind: Kind, verb: str, name: str, holder: str, token: int, ttl: float | None,
@@ -88,8 +83,7 @@ class ShadowStrategy(Backend):
         """Release or extend (``ttl`` given): primary with ``token``, shadow with its own token."""
         op = kind.op(verb)
         p_side, ok, ts = self._primary(op, [name], holder, ttl, lambda: call(self._p, token), bool_side)
-        self._replay(op, name, holder, ttl, ts, [(name, p_side)], self._replayer.lease, kind.label, verb, name,
-                     holder, ttl, p_side, ts)
+        self._replay(name, "lease", kind.label, verb, name, holder, ttl, p_side, ts)
         return ok
 
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
@@ -140,16 +134,13 @@ class ShadowStrategy(Backend):
         p_rows = {n: Side(GRANTED, granted[n], p_side.latency) if n in granted
                   else Side(DENIED, latency=p_side.latency) for n in names}
         for group in self._queue.group(list(p_rows)):
-            rows = {n: p_rows[n] for n in group}
-            self._replay("acquire_many", group[0], holder, ttl, ts, list(rows.items()), self._replayer.acquire_many,
-                         group, holder, ttl, skip_done, rows, ts)
+            self._replay(group[0], "acquire_many", group, holder, ttl, skip_done, {n: p_rows[n] for n in group}, ts)
         return granted
 
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
         p_side, _, ts = self._primary("mark_done", [name], "", ttl, lambda: self._p.mark_done(name, ttl), ok_side)
-        self._replay("mark_done", name, "", ttl, ts, [(name, p_side)], self._replayer.mark_done, name, ttl, p_side,
-                     ts)
+        self._replay(name, "mark_done", name, ttl, p_side, ts)
 
     def done(self, names: Sequence[str]) -> set[str]:
         p_side, p_done, ts = self._primary("done", names, "", None, lambda: self._p.done(names),
@@ -158,9 +149,7 @@ class ShadowStrategy(Backend):
             pause_point("done:primary-read")
             return p_done | self._union_read(names, p_done, p_side, ts)
         for group in self._queue.group(list(names)):
-            rows = [(n, Side(DONE if n in p_done else ABSENT, latency=p_side.latency)) for n in group]
-            self._replay("done", group[0], "", None, ts, rows, self._replayer.done, group, p_side,
-                         {n for n in group if n in p_done}, ts)
+            self._replay(group[0], "done", group, p_side, {n for n in group if n in p_done}, ts)
         return p_done
 
     def _union_read(self, names: Sequence[str], p_done: set[str], p_side: Side, ts: float) -> set[str]:
