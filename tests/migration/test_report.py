@@ -153,10 +153,19 @@ def test_cli_status_report_check_and_backfill(fleet: Fleet, tmp_path: Path, caps
     assert "<svg" in html.read_text() and json.loads(js.read_text())["decisions"] >= 2
     gate = ["migrate", "check", "--max-false-grants", "0", "--max-false-deny-rate", "0.01", "--min-decisions", "2"]
     assert lockapi_main(gate) == 0
+    assert "SAFE to advance from shadow to dual" in capsys.readouterr().out
     assert lockapi_main([*gate, "--phase", "dual"]) == 1
-    assert "migrate backfill" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "migrate backfill" in out and "only 0 compared decisions in dual" in out
     assert r.backend.done(["inv:1"]) == set()
     assert lockapi_main(["migrate", "backfill"]) == 0
     assert "1 done markers copied, 1 fencing counters moved" in capsys.readouterr().out
     assert r.backend.done(["inv:1"]) == {"inv:1"}
-    assert lockapi_main([*gate, "--phase", "dual"]) == 0
+    node.close()
+    dual = fleet.node("dual")
+    for i in range(3):
+        with dual.acquire(f"inv:d{i}", ttl=5):
+            pass
+    backend_of(dual).flush()
+    assert lockapi_main(gate) == 0, capsys.readouterr().out  # the registry says dual now
+    assert "SAFE to advance from dual to cutover" in capsys.readouterr().out

@@ -282,10 +282,9 @@ def _when(ts: float | None) -> str:
     return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def verdict_lines(s: Summary) -> list[str]:
+def verdict_lines(ready: Readiness | None, lag_alarm: Sequence[str] = ()) -> list[str]:
     """The readiness verdict and the lag alarm: what the report says first."""
     lines = []
-    ready = s.readiness
     if ready is not None:
         if ready.phase is None:
             lines.append("NOT SAFE to advance: the fleet's phase is unknown")
@@ -296,15 +295,15 @@ def verdict_lines(s: Summary) -> list[str]:
             lines.append(f"NOT SAFE to advance from {ready.phase}"
                          f"{' to ' + ready.next if ready.next else ''} (phase from {ready.source}):")
         lines += [f"  - {reason}" for reason in ready.reasons]
-    if s.lag_alarm:
-        lines.append("LAG ALARM: " + "; ".join(s.lag_alarm))
+    if lag_alarm:
+        lines.append("LAG ALARM: " + "; ".join(lag_alarm))
     return lines
 
 
 def render_text(s: Summary) -> str:
     """The terminal summary: the verdict first, then the details an operator checks before a step."""
     lines = [
-        *verdict_lines(s),
+        *verdict_lines(s.readiness, s.lag_alarm),
         f"lockapi migration report ({'since ' + _when(s.since) if s.since else 'all records'})",
         f"  {s.false_grants} CRITICAL (false grants: H denied, R granted)" if s.false_grants
         else "  0 critical: no false grants",
