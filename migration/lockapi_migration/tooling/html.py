@@ -216,5 +216,6 @@ def render_html(s: Summary, store: str) -> str:
         "<h2>Sample mismatch records</h2>",
         _table(["time", "class", "node", "phase", "op", "name", "H", "R", "error / detail"], sample_rows),
     ]
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>lockapi migration report</title>'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<link rel="icon" href="data:,"><title>lockapi migration report</title>'
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
