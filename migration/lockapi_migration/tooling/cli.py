@@ -89,7 +89,10 @@ def _readiness(args: argparse.Namespace, store: RecordStore) -> Readiness:
 def cmd_report(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        ready = _readiness(args, store)
+        try:
+            ready = _readiness(args, store)
+        except ConfigError as exc:  # the report still shows everything else
+            ready = Readiness(None, None, [str(exc)], "nowhere")
         summary = summarize(store.records(args.since), since=args.since,
                             nodes=live_nodes(store, live_after=LIVE_AFTER), milestones=milestones_of(store),
                             window=args.noise_window, max_lag=args.max_lag, lag=store.lag(args.since))
