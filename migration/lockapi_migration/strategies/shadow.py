@@ -8,7 +8,9 @@ shadow does; a full queue drops the replay (recorded as ``dropped``).
 
 With ``union_done`` (cutover) done-marker reads consult both backends synchronously and treat a name as
 done if either says so; a failing shadow then falls back to the primary alone (and is recorded). Those
-two steps are the strategy's pause points (``done:primary-read``, ``acquire_many:primary-granted``).
+are the strategy's own pause points: ``done:primary-read`` (between the primary's and the shadow's
+marker reads) and ``done:batch-granted`` (a ``lock_many`` batch granted on the primary, its markers not
+yet read on the shadow).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ShadowStrategy(Backend):
                  queue: Replay, *, union_done: bool) -> None:
         super().__init__(config)
         self.capabilities = primary.capabilities - ({Capability.ATOMIC_BATCH} if union_done else set())
-        self.pause_points = (frozenset({"acquire_many:primary-granted", "done:primary-read"}) if union_done
+        self.pause_points = (frozenset({"done:batch-granted", "done:primary-read"}) if union_done
                              else frozenset()) | primary.pause_points
         self._p = primary
         self._s = shadow
@@ -128,7 +130,7 @@ class ShadowStrategy(Backend):
             "acquire_many", names, holder, ttl,
             lambda: self._p.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
         if skip_done and self._union_done and granted:
-            pause_point("acquire_many:primary-granted")
+            pause_point("done:batch-granted")
             for name in self._union_read(list(granted), set(), Side(DONE), ts):
                 LOCK.undo(self._p, name, holder, granted.pop(name))
         p_rows = {n: Side(GRANTED, granted[n], p_side.latency) if n in granted
