@@ -123,6 +123,8 @@ class MigrationBackend(Backend):
                             floor=floor)
         if threads is not None:
             threads.start(replayer)
+        if queue is not None:
+            queue.on_shed = replayer.shed
         return ShadowStrategy(self.config, backends[primary], backends[shadow], replayer, self.queue,
                               union_done=phase is Phase.CUTOVER)
 
@@ -143,7 +145,7 @@ class MigrationBackend(Backend):
             raise ConfigError("replay = \"process\" needs both backends to serve several processes "
                               "(MULTI_PROCESS) and JSON-serialisable options; use replay = \"auto\"")
         try:
-            return ProcessReplay(settings, shards=workers)
+            return ProcessReplay(settings, shards=workers, capacity=capacity)
         except WorkerFailed as exc:
             log.warning("lockapi migration: %s; replaying on threads of this process instead", exc)
             return None

@@ -5,11 +5,9 @@ Two paces: back to back (the next acquire right after the release: shadow work q
 competes for the two cores and the GIL with the measured call) and paced (a pause of ``GAP`` seconds after
 each release, as an application doing work between locks would leave).
 
-The phases are interleaved in chunks of :data:`CHUNK` acquires (off, shadow, dual, off, ...) so that a
-change in the shared machine's load hits every phase alike; between chunks (outside the timed calls) each
-node's replay queue is drained (the records are still written by their background writer, as in steady
-state), so a chunk's figures include the background work of its own acquires and never
-that of another phase's."""
+Between rows (outside the timed calls) each node's replay queue is drained (the records are still written
+by their background writer, as in steady state), so a row's figures include the background work of its
+own acquires and never that of another phase's."""
 
 from __future__ import annotations
 
@@ -24,8 +22,6 @@ PHASES = ("off", "shadow", "dual")
 PACES = ("back to back", "paced")
 GAP = 0.002
 """Pause after each release in the paced rows, seconds."""
-CHUNK = 50
-"""Acquires per phase before switching to the next phase."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +87,11 @@ def measure(env: Env, *, runs: int, ops: int, notes: list[str]) -> Migration | N
             _latencies(managers[phase], f"migr:{phase}", max(ops // 5, 20))  # warm-up
         for _ in range(runs):
             for pace in PACES:
-                lat: dict[str, list[float]] = {phase: [] for phase in PHASES}
-                for _ in range(max(1, ops // CHUNK)):
-                    for phase in PHASES:
-                        lat[phase] += _latencies(managers[phase], f"migr:{phase}", min(CHUNK, ops),
-                                                 GAP if pace == "paced" else 0.0)
-                        _drain(managers[phase])  # outside the timed calls: see the module docstring
                 for phase in PHASES:
-                    p50[(pace, phase)].append(percentile(lat[phase], 0.5))
-                    p99[(pace, phase)].append(percentile(lat[phase], 0.99))
+                    lat = _latencies(managers[phase], f"migr:{phase}", ops, GAP if pace == "paced" else 0.0)
+                    p50[(pace, phase)].append(percentile(lat, 0.5))
+                    p99[(pace, phase)].append(percentile(lat, 0.99))
+                    _drain(managers[phase])  # outside the timed calls: see the module docstring
     except Exception as exc:
         notes.append(f"migration: left out, it failed: {type(exc).__name__}: {exc}")
         return None

@@ -6,9 +6,12 @@ the GIL exactly when the application's own calls come back from the network and 
 back-to-back caller 20-50 % in the benchmark. :class:`ProcessReplay` starts ``python -m
 lockapi_migration.replay.worker`` (:mod:`.worker`: its own shadow backend, record store, lag meter and
 :class:`~lockapi_migration.replay.queue.ReplayQueue`) and hands each replay over as one message on a
-Unix ``SOCK_SEQPACKET`` socket pair: the caller pays for pickling a small tuple and one non-blocking
-``send`` (a message is delivered whole or not at all; a full socket drops it, counted, like a full
-queue). The worker ends when the application closes the backend or its process dies (end of file).
+Unix ``SOCK_SEQPACKET`` socket pair. The caller only appends a tuple to a bounded in-memory list; a
+sender thread wakes at most every :data:`INTERVAL` seconds while there is traffic and sends what has
+gathered as ONE message (pickled, delivered whole or not at all), so the worker is woken a few hundred
+times a second, not once per operation, and takes no CPU from the application's own calls between. A
+full list or socket sheds the replays (counted and recorded as ``dropped``, like a full queue). The
+worker ends when the application closes the backend or its process dies (end of file).
 
 Used when both backends serve several processes (``Capability.MULTI_PROCESS``) and their options travel
 as JSON; otherwise, or when the worker does not start, the replay runs on threads (a warning says so).
@@ -16,6 +19,7 @@ as JSON; otherwise, or when the worker does not start, the replay runs on thread
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lockapi_migration.replay.queue import Replay
@@ -37,6 +42,10 @@ START_TIMEOUT = 30.0
 """Seconds the worker may take to import lockapi and open its backends before threads are used instead."""
 BUFFER = 4 * 1024 * 1024
 """Socket buffer asked for (the kernel may cap it): how much a slow replay may have in flight."""
+INTERVAL = 0.01
+"""Seconds the sender gathers replays before it sends them (the lag this adds is at most this)."""
+BATCH = 200
+"""Replays per message at most (a message must fit the socket buffer)."""
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -55,11 +64,17 @@ class WorkerFailed(Exception):
 class ProcessReplay(Replay):
     """The parent side of the replay worker process (see the module docstring)."""
 
-    def __init__(self, settings: dict[str, Any], *, shards: int) -> None:
+    def __init__(self, settings: dict[str, Any], *, shards: int, capacity: int = 10_000) -> None:
         self.shards = shards
         self.dropped = 0
         self.failed = 0
+        self.on_shed: Callable[[str, tuple[Any, ...]], None] = lambda method, args: None
+        """Called for every replay shed after ``submit`` accepted it (the socket was full)."""
+        self._capacity = capacity
+        self._pending: collections.deque[tuple[str, str, tuple[Any, ...], float]] = collections.deque()
+        self._wake = threading.Event()
         self._lock = threading.Lock()
+        """Held while sending (the sender thread and requests share the socket)."""
         self._requests = 0
         self._dead = False
         self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -83,29 +98,55 @@ class ProcessReplay(Replay):
             self._stop(kill=True)
             raise WorkerFailed(str(exc)) from None
         self._sock.setblocking(False)
+        self._sender = threading.Thread(target=self._send_loop, name="lockapi-replay-sender", daemon=True)
+        self._sender.start()
 
     def submit(self, key: str, method: str, *args: Any) -> bool:
-        if not self._dead:
+        if self._dead or len(self._pending) >= self._capacity:
+            self.dropped += 1
+            return False
+        self._pending.append((key, method, args, time.monotonic()))  # deque.append: atomic, no lock
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _send_loop(self) -> None:
+        while not self._dead:
+            self._wake.wait()
+            time.sleep(INTERVAL)  # gather: one message for everything that arrives meanwhile
+            self._wake.clear()
+            with self._lock:
+                self._send_pending()
+
+    def _send_pending(self) -> None:
+        """Send what is pending (caller holds ``_lock``); shed what the socket cannot take."""
+        while self._pending and not self._dead:
+            batch: list[tuple[str, str, tuple[Any, ...], float]] = []
+            with contextlib.suppress(IndexError):
+                while len(batch) < BATCH:
+                    batch.append(self._pending.popleft())
             try:
-                self._sock.send(encode((key, method, args, time.monotonic())))
-                return True
+                self._sock.send(encode(tuple(batch)))
+                continue
             except BlockingIOError:
-                pass  # the worker is this far behind: shed (counted, recorded by the caller)
-            except OSError as exc:  # the worker died, or a message too large for the socket
-                if exc.errno != errno.EMSGSIZE:  # too large: only this message is lost
+                pass  # the worker is this far behind: shed (counted, recorded)
+            except OSError as exc:  # the worker died, or a batch too large for the socket
+                if exc.errno != errno.EMSGSIZE:
                     self._dead = True
                     log.warning("lockapi migration: the replay worker is gone (%s): replays are dropped", exc)
-        self.dropped += 1
-        return False
+            self.dropped += len(batch)
+            for _, method, args, _ in batch:
+                self.on_shed(method, args)
 
     def _request(self, kind: str, timeout: float) -> dict[str, Any]:
         with self._lock:
+            self._send_pending()
             self._requests += 1
             seq = self._requests
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    self._sock.send(encode(("", kind, (seq,), time.monotonic())))
+                    self._sock.send(encode((("", kind, (seq,), time.monotonic()),)))
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -165,6 +206,7 @@ class ProcessReplay(Replay):
 
     def _stop(self, *, kill: bool, timeout: float = 5.0) -> None:
         self._dead = True
+        self._wake.set()
         with contextlib.suppress(OSError):
             self._sock.close()  # end of file: the worker drains and exits
         if kill:

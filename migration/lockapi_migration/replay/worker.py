@@ -64,23 +64,23 @@ def serve(sock: socket.socket) -> None:
     queue.start(replayer)
     sock.send(json.dumps({"kind": "ready"}).encode())
     try:
-        while data := sock.recv(1 << 22):
-            key, method, args, submitted = decode(data)
-            if key:
-                if not queue.submit_at(key, getattr(replayer, method), args, submitted):
-                    replayer.shed(method, args)
-                continue
-            queue.drain(30.0)
-            if method != "drain":
-                lag.flush()
-                sink.flush()
-            reply = {"kind": method, "seq": args[0], "dropped": queue.dropped, "failed": queue.failed,
-                     "records_dropped": sink.dropped, "records_failed": sink.failed,
-                     "records_written": sink.written}
-            with contextlib.suppress(OSError):
-                sock.send(json.dumps(reply).encode())
-            if method == "close":
-                break
+        closing = False
+        while not closing and (data := sock.recv(1 << 22)):
+            for key, method, args, submitted in decode(data):
+                if key:
+                    if not queue.submit_at(key, getattr(replayer, method), args, submitted):
+                        replayer.shed(method, args)
+                    continue
+                queue.drain(30.0)
+                if method != "drain":
+                    lag.flush()
+                    sink.flush()
+                reply = {"kind": method, "seq": args[0], "dropped": queue.dropped, "failed": queue.failed,
+                         "records_dropped": sink.dropped, "records_failed": sink.failed,
+                         "records_written": sink.written}
+                with contextlib.suppress(OSError):
+                    sock.send(json.dumps(reply).encode())
+                closing = method == "close"
     finally:
         queue.close()
         lag.flush()
