@@ -14,11 +14,17 @@ cutover  R                            every operation mirrored to H and recorded
 done     R                            nothing (no records)
 ======== ============================ ==========================================
 
-Tuning options (only when the backend is opened directly with ``open_backend("migration://", {...})``;
-lockapi's config accepts only the keys above): ``node`` (this node's label in the registry and the
-records, default ``host:pid``; the id is the label plus a random suffix, unique per manager),
-``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat`` (seconds, 2), ``live_after``
-(seconds, 10).
+Tuning options (in ``[lockapi.migration]`` or ``open_backend("migration://", {...})``): ``node`` (this
+node's label in the registry and the records, default ``host:pid``; the id is the label plus a random
+suffix, unique per manager), ``max_lag`` (seconds a replay may run behind before it is stale, 1),
+``replay`` (``auto``: a worker process when both backends serve several processes, else threads;
+``process``; ``threads``), ``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat``
+(seconds, 2), ``live_after`` (seconds, 10).
+
+Capabilities are the phase's, not the class's: off/shadow H's; dual those H and R share, without
+``fair`` and ``atomic_batch``; cutover R's without ``atomic_batch`` (a batch with ``skip_done`` reads H's
+markers too); done R's. ``pause_points``: the strategy's own and those of the backends it calls on the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ log = logging.getLogger("lockapi.migration")
 
 
 class MigrationBackend(Backend):
-    """Two backends composed according to the configured migration phase."""
+    """Two backends composed according to the configured migration phase (see the module docstring)."""
 
-    description = "migration between two backends (phases off/shadow/dual/cutover/done)"
+    description = ("migration between two backends (phases off/shadow/dual/cutover/done); capabilities are "
+                   "the phase's: off/shadow H's, dual both's without fair/atomic_batch, cutover/done R's")
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

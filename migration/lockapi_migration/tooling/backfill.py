@@ -24,6 +24,8 @@ PROBE_TTL = 5.0
 
 @dataclass
 class BackfillResult:
+    """What one backfill did: markers copied, fencing counters moved, counters it could not probe."""
+
     markers: int = 0
     fences: int = 0
     busy: int = 0

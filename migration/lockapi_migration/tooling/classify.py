@@ -42,6 +42,8 @@ NOISE_WINDOW = 0.5
 
 
 class Verdict(enum.Enum):
+    """The class of one record (see the module docstring; :data:`EXPLAIN` has one line per class)."""
+
     AGREE = "agree"
     FALSE_GRANT = "false_grant"
     FALSE_DENY = "false_deny"
@@ -151,6 +153,8 @@ def _one_sided_grant(record: Record) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
+    """One record with its verdict."""
+
     record: Record
     verdict: Verdict
     raw: Verdict
