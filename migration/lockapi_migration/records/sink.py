@@ -11,6 +11,7 @@ record store never grows memory or delays the application.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ class RecordSink:
         self._store = store
         self._capacity = capacity
         self._records: collections.deque[Record] = collections.deque()
-        self._lag: list[LagSample] = []
+        self._lag: collections.deque[LagSample] = collections.deque()
         self._interval = interval
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -68,7 +69,10 @@ class RecordSink:
         with self._write_lock:
             for tick in self.ticks:
                 tick()
-            samples, self._lag = self._lag, []
+            samples = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    samples.append(self._lag.popleft())
             if samples:
                 try:
                     self._store.append_lag(samples)

@@ -27,7 +27,7 @@ from lockapi import open_backend
 from lockapi.spi import ConfigError, redact_url
 from lockapi_migration.fleet import LIVE_AFTER, live_nodes
 from lockapi_migration.phases import Phase
-from lockapi_migration.records.store import RecordStore, open_record_store
+from lockapi_migration.records.store import LagSample, RecordStore, open_record_store
 from lockapi_migration.replay.lag import alarming
 from lockapi_migration.tooling.backfill import backfill
 from lockapi_migration.tooling.check import DEFAULTS, Thresholds, milestones_of, readiness
@@ -130,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"record store {store.redacted_url}")
-    latest = {sample.node: sample for sample in recent}  # oldest first: the newest per node wins
+    latest = _latest_lag(recent)
     now = time.time()
     alarms = []
     for node in every:
@@ -153,6 +153,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key, value in milestones.items():
         print(f"{key}: {'never' if value is None else time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))}")
     return 0
+
+
+def _latest_lag(samples: list[LagSample]) -> dict[str, LagSample]:
+    """Each node's newest minute, its samples combined (the node and its replay worker both publish)."""
+    newest: dict[str, list[LagSample]] = {}
+    for sample in samples:  # oldest first
+        group = newest.setdefault(sample.node, [])
+        if group and group[0].minute != sample.minute:
+            group.clear()
+        group.append(sample)
+    return {node: LagSample(node, group[0].minute, sum(s.count for s in group), max(s.p50 for s in group),
+                            max(s.p99 for s in group), max(s.max for s in group), sum(s.stale for s in group),
+                            sum(s.dropped for s in group), max(s.backlog for s in group),
+                            min(s.max_lag for s in group))
+            for node, group in newest.items()}
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
