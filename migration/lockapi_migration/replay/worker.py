@@ -54,6 +54,8 @@ def serve(sock: socket.socket) -> None:
     except LockError as exc:
         sock.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         return
+    with contextlib.suppress(LockError):  # connect now: a lazy first connection would be counted as lag
+        shadow.ping()
     primary = _Primary(settings["primary_url"], settings["primary_options"])
     sink = RecordSink(store)
     queue = ReplayQueue(workers=settings["workers"], capacity=settings["capacity"])
