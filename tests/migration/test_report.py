@@ -169,3 +169,15 @@ def test_cli_status_report_check_and_backfill(fleet: Fleet, tmp_path: Path, caps
     backend_of(dual).flush()
     assert lockapi_main(gate) == 0, capsys.readouterr().out  # the registry says dual now
     assert "SAFE to advance from dual to cutover" in capsys.readouterr().out
+
+
+def test_a_marker_still_on_its_way_is_noise_not_a_mismatch() -> None:
+    """Found by the e2e run: in cutover a node's mark_done reaches H ~1.5 s later (its replay), while another
+    node's batch is replayed on H at once and finds no marker there. That is timing, not a lost marker."""
+    mark = Record(100.0, "a", "cutover", "mark_done", "job:1", "", 60.0, Side("ok"), Side("ok"), 1.5)
+    early = Record(100.8, "b", "cutover", "acquire_many", "job:1", "x", 10.0, Side(GRANTED, 4), Side(DENIED),
+                   0.01, "done:r")
+    assert [c.verdict for c in classify([mark, early])][1] is Verdict.NOISE
+    late = Record(110.0, "b", "cutover", "acquire_many", "job:1", "x", 10.0, Side(GRANTED, 4), Side(DENIED),
+                  0.01, "done:r")
+    assert [c.verdict for c in classify([mark, late])][1] is Verdict.MARKER_MISMATCH

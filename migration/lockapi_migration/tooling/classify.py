@@ -24,6 +24,10 @@ timing rather than by a difference between the backends:
 * echo: another holder's lease on the name, still within its ttl, had been granted by one side only
   (an earlier mismatch, already counted, leaves the two backends in different states).
 
+A marker mismatch is ``noise`` when a ``mark_done`` of that name (by any node) was decided at most
+``window`` seconds after it and had not yet reached the shadow (its own replay delay plus ``window``)
+when this record was decided: the marker was on its way.
+
 Shadowing a backend against itself (two stores of one kind) measures this noise floor.
 """
 
@@ -98,8 +102,8 @@ EXPLAIN: dict[Verdict, str] = {
     Verdict.MARKER_MISMATCH: "a done marker on one side only. Expected for markers written before shadow began "
                              "and until `migrate backfill` ran; after the backfill it blocks advancing from "
                              "dual or cutover.",
-    Verdict.NOISE: "a difference explained by timing (an expiry or a hand-off within the noise window): "
-                   "kept apart, never blocks.",
+    Verdict.NOISE: "a difference explained by timing (an expiry or a hand-off within the noise window, or a "
+                   "done marker still on its way to the shadow): kept apart, never blocks.",
     Verdict.ERROR_H: "H raised an error. Counted in the error rate (blocks above 1% by default).",
     Verdict.ERROR_R: "R raised an error. Counted in the error rate (blocks above 1% by default).",
     Verdict.TIMEOUT_H: "H timed out. Counted in the error rate.",
@@ -194,15 +198,23 @@ def is_noise(record: Record, raw: Verdict, history: _NameHistory | None, window:
     return False
 
 
+def _marker_in_flight(record: Record, marks: list[Record] | None, window: float) -> bool:
+    return any(m.ts <= record.ts + window and m.ts + (m.shadow_delay or 0.0) + window >= record.ts
+               for m in marks or ())
+
+
 def classify(records: Iterable[Record], *, window: float = NOISE_WINDOW,
              max_lag: float | None = None) -> list[Classified]:
     """Classify every record, in input order, with the noise rules applied across the whole fleet;
     with ``max_lag``, a record whose shadow ran later than that is ``stale``."""
     records = list(records)
     by_name: dict[str, list[Record]] = defaultdict(list)
+    marks: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         if _changes_state(record):
             by_name[record.name].append(record)
+        if record.op == "mark_done":
+            marks[record.name].append(record)
     histories = {name: _NameHistory(recs) for name, recs in by_name.items()}
     longest_ttl = max((r.ttl or 0.0 for r in records), default=0.0)
     out: list[Classified] = []
@@ -210,6 +222,8 @@ def classify(records: Iterable[Record], *, window: float = NOISE_WINDOW,
         raw = raw_verdict(record, max_lag)
         verdict = raw
         if raw in TIMING and is_noise(record, raw, histories.get(record.name), window, longest_ttl):
+            verdict = Verdict.NOISE
+        elif raw is Verdict.MARKER_MISMATCH and _marker_in_flight(record, marks.get(record.name), window):
             verdict = Verdict.NOISE
         out.append(Classified(record, verdict, raw))
     return out
