@@ -220,10 +220,7 @@ def classify(records: Iterable[Record], *, window: float = NOISE_WINDOW,
     out: list[Classified] = []
     for record in records:
         raw = raw_verdict(record, max_lag)
-        verdict = raw
-        if raw in TIMING and is_noise(record, raw, histories.get(record.name), window, longest_ttl):
-            verdict = Verdict.NOISE
-        elif raw is Verdict.MARKER_MISMATCH and _marker_in_flight(record, marks.get(record.name), window):
-            verdict = Verdict.NOISE
-        out.append(Classified(record, verdict, raw))
+        timing = (raw in TIMING and is_noise(record, raw, histories.get(record.name), window, longest_ttl)) or (
+            raw is Verdict.MARKER_MISMATCH and _marker_in_flight(record, marks.get(record.name), window))
+        out.append(Classified(record, Verdict.NOISE if timing else raw, raw))
     return out
