@@ -1,7 +1,15 @@
-"""Where the backend URL and options come from when the application does not pass them.
+"""Where the backend URL, its options and the migration settings come from.
 
-Order: ``connect(url=...)``; else ``$LOCKAPI_URL``; else the TOML file named by ``$LOCKAPI_CONFIG``; else
-``./lockapi.toml``; else the embedded default, a SQLite file in the working directory.
+The URL (and its options): ``connect(url=...)``; else ``$LOCKAPI_URL``; else the TOML file named by
+``$LOCKAPI_CONFIG``; else ``./lockapi.toml``; else the embedded default, a SQLite file in the working
+directory. The ``[lockapi]`` options of a file apply only when the file also gave the URL.
+
+The migration settings apply WHATEVER the URL's source: the ``[lockapi.migration]`` table of the config
+file (the one named by ``$LOCKAPI_CONFIG``, else ``./lockapi.toml``, read even when the URL came from
+elsewhere), each key overridden by ``$LOCKAPI_MIGRATION_<KEY>``. A node that silently ran without them
+would hold only one backend while its peers hold both, so a conflict refuses to start instead: a URL
+from ``connect(url)`` or ``$LOCKAPI_URL`` that differs from the file's ``[lockapi] url`` next to its
+migration table, or a URL equal to the migration's target.
 """
 
 from __future__ import annotations
@@ -56,25 +64,23 @@ def resolve(url: str | None = None, options: dict[str, Any] | None = None, env: 
     any I/O beyond reading the config file. Public as ``lockapi.resolve_config``."""
     options = options or {}
     env = dict(os.environ) if env is None else env
-    migration = {k[len("LOCKAPI_MIGRATION_"):].lower(): v for k, v in env.items()
-                 if k.startswith("LOCKAPI_MIGRATION_")}
+    named = env.get("LOCKAPI_CONFIG")
+    path = Path(named) if named else (cwd or Path.cwd()) / "lockapi.toml"
+    file_url, file_options, file_migration = load_file(path) if named or path.is_file() else (None, {}, {})
     if url is not None:
         settings = Settings(url, dict(options), "argument")
     elif env.get("LOCKAPI_URL"):
         settings = Settings(env["LOCKAPI_URL"], dict(options), "$LOCKAPI_URL")
+    elif named or path.is_file():
+        if file_url is None:
+            raise ConfigError(f"{path}: [lockapi] needs url = \"scheme://...\"")
+        settings = Settings(file_url, {**file_options, **options}, str(path))
     else:
-        named = env.get("LOCKAPI_CONFIG")
-        path = Path(named) if named else (cwd or Path.cwd()) / "lockapi.toml"
-        if named or path.is_file():
-            file_url, file_options, file_migration = load_file(path)
-            if file_url is None:
-                raise ConfigError(f"{path}: [lockapi] needs url = \"scheme://...\"")
-            settings = Settings(file_url, {**file_options, **options}, str(path))
-            migration = {**file_migration, **migration}
-        else:
-            settings = Settings(DEFAULT_URL, dict(options), "default")
-    if migration and "target" not in migration:
-        raise ConfigError("migration settings need target = \"scheme://...\" (the backend to move to)")
+        settings = Settings(DEFAULT_URL, dict(options), "default")
+    migration = {**file_migration, **{k[len("LOCKAPI_MIGRATION_"):].lower(): v for k, v in env.items()
+                                      if k.startswith("LOCKAPI_MIGRATION_")}}
+    if migration:
+        _check_migration(settings, migration, path if file_migration else None, file_url)
     settings.migration = migration
     return settings
 
@@ -87,3 +93,24 @@ def backend_target(settings: Settings) -> tuple[str, dict[str, Any], str]:
         target = redact_url(str(settings.migration["target"]))
         return "migration://", options, f"migration({redact_url(settings.url)} -> {target})"
     return settings.url, settings.options, redact_url(settings.url)
+
+
+def _check_migration(settings: Settings, migration: dict[str, Any], table: Path | None,
+                     file_url: str | None) -> None:
+    """Refuse migration settings that cannot apply to ``settings.url`` (see the module docstring)."""
+    target = migration.get("target")
+    if not target:
+        raise ConfigError("migration settings need target = \"scheme://...\" (the backend to move to)")
+    if table is not None and file_url is not None and settings.url != file_url:
+        raise ConfigError(
+            f"{table} has a [lockapi.migration] table for url {redact_url(file_url)}, but this connection's "
+            f"URL comes from {_shown(settings.source)}: {redact_url(settings.url)}. A node must not run outside the "
+            "migration: use the file's url, or name another config file in $LOCKAPI_CONFIG")
+    if str(target) == settings.url:
+        raise ConfigError(
+            f"the URL from {_shown(settings.source)} is the migration's target ({redact_url(settings.url)}): connect "
+            "with the source URL (the migration opens the target itself), or end the migration (docs/migration.md)")
+
+
+def _shown(source: str) -> str:
+    return "connect(url)" if source == "argument" else source

@@ -103,6 +103,12 @@ class RedisBackend(Backend):
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
+    def client(self) -> Client:
+        """The redis-py client this backend runs on (built from the URL and options exactly as for the
+        locks), for tools that keep their own keys next to them, e.g. the migration record store."""
+        return self._client
+
+    @property
     def _client(self) -> Client:
         client = self._client_obj
         if client is None:

@@ -14,35 +14,49 @@ cutover  R                            every operation mirrored to H and recorded
 done     R                            nothing (no records)
 ======== ============================ ==========================================
 
-Tuning options (only when the backend is opened directly with ``open_backend("migration://", {...})``;
-lockapi's config accepts only the keys above): ``node`` (registry id, default ``host:pid``),
-``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat`` (seconds, 2), ``live_after``
-(seconds, 10).
+Tuning options (in ``[lockapi.migration]`` or ``open_backend("migration://", {...})``): ``node`` (this
+node's label in the registry and the records, default ``host:pid``; the id is the label plus a random
+suffix, unique per manager), ``max_lag`` (seconds a replay may run behind before it is stale, 1),
+``replay`` (``auto``: a worker process when both backends serve several processes, else threads;
+``process``; ``threads``), ``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat``
+(seconds, 2), ``live_after`` (seconds, 10).
+
+Capabilities are the phase's, not the class's: off/shadow H's; dual those H and R share, without
+``fair`` and ``atomic_batch``; cutover R's without ``atomic_batch`` (a batch with ``skip_done`` reads H's
+markers too); done R's. ``pause_points``: the strategy's own and those of the backends it calls on the
+caller's thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from lockapi import open_backend
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, ConfigError, LockError, LockInfo, Wake
-from lockapi_migration.dual import Dual
-from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, default_node_id
-from lockapi_migration.ops import Recorder
+from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, new_node_id
 from lockapi_migration.phases import H, Phase, R
-from lockapi_migration.shadow import SHADOW_TIMEOUT, ShadowExecutor
-from lockapi_migration.shadowed import Shadowed
-from lockapi_migration.sink import RecordSink
-from lockapi_migration.store import RecordStore, open_record_store
+from lockapi_migration.records.sink import RecordSink
+from lockapi_migration.records.store import RecordStore, open_record_store
+from lockapi_migration.replay.lag import MAX_LAG, LagMeter
+from lockapi_migration.replay.process import ProcessReplay, WorkerFailed, worker_settings
+from lockapi_migration.replay.queue import SHADOW_TIMEOUT, Replay, ReplayQueue
+from lockapi_migration.replay.replayer import Replayer
+from lockapi_migration.strategies.dual import DualStrategy
+from lockapi_migration.strategies.operations import Recorder
+from lockapi_migration.strategies.shadow import ShadowStrategy
+
+log = logging.getLogger("lockapi.migration")
 
 
 class MigrationBackend(Backend):
-    """Two backends composed according to the configured migration phase."""
+    """Two backends composed according to the configured migration phase (see the module docstring)."""
 
-    description = "migration between two backends (phases off/shadow/dual/cutover/done)"
+    description = ("migration between two backends (phases off/shadow/dual/cutover/done); capabilities are "
+                   "the phase's: off/shadow H's, dual both's without fair/atomic_batch, cutover/done R's")
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -52,9 +66,11 @@ class MigrationBackend(Backend):
         target = _required_url(o.str("target"), "target (the backend to move to)")
         self.phase = Phase.parse(o.raw("phase", Phase.OFF.value))
         record = o.str("record")
-        self.node = o.str("node") or default_node_id()
+        self.node = new_node_id(o.str("node"))
         workers = o.int("shadow_workers", 4, minimum=1)
         capacity = o.int("shadow_queue", 10_000, minimum=1)
+        max_lag = o.float("max_lag", MAX_LAG)
+        replay = o.str("replay", "auto", choices=("auto", "process", "threads")) or "auto"
         heartbeat = o.float("heartbeat", HEARTBEAT)
         live_after = o.float("live_after", LIVE_AFTER)
         o.finish()
@@ -68,25 +84,27 @@ class MigrationBackend(Backend):
         self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
                                  live_after=live_after) if self.store else None
         self.sink: RecordSink | None = None
-        self.executor: ShadowExecutor | None = None
+        self.queue: Replay | None = None
+        self.lag: LagMeter | None = None
         self._backends: dict[str, Backend] = {}
         try:
             if self.registry is not None:
                 self.registry.join()
             shadow = self.phase.shadow
-            urls = {H: (source, dict(source_options)), R: (target, {})}
+            self._urls = {H: (source, dict(source_options)), R: (target, {})}
             for label in sorted(self.phase.opens):
-                url, options = urls[label]
+                url, options = self._urls[label]
                 if label == shadow and "timeout" not in options and "timeout" not in _query(url):
                     options["timeout"] = SHADOW_TIMEOUT
                 self._backends[label] = open_backend(url, options)
-            self._impl = self._strategy(workers, capacity)
+            self._impl = self._strategy(workers, capacity, max_lag, replay, record)
         except BaseException:
             self.close()
             raise
         self.capabilities = self._impl.capabilities
+        self.pause_points = self._impl.pause_points
 
-    def _strategy(self, workers: int, capacity: int) -> Backend:
+    def _strategy(self, workers: int, capacity: int, max_lag: float, replay: str, record: str | None) -> Backend:
         phase, backends = self.phase, self._backends
         if phase in (Phase.OFF, Phase.DONE):
             return backends[phase.primary]
@@ -98,12 +116,46 @@ class MigrationBackend(Backend):
         self.sink = RecordSink(self.store)
         recorder = Recorder(self.sink, self.node, phase.value)
         if phase is Phase.DUAL:
-            return Dual(self.config, backends[H], backends[R], recorder)
-        self.executor = ShadowExecutor(workers=workers, capacity=capacity)
+            return DualStrategy(self.config, backends[H], backends[R], recorder)
         primary, shadow = phase.primary, phase.shadow
+        assert shadow is not None and record is not None
+        floor = Capability.ADMIN in backends[shadow].capabilities
+        queue = self._worker(replay, record, workers, capacity, max_lag, floor)
+        threads = ReplayQueue(workers=workers, capacity=capacity) if queue is None else None
+        self.queue = queue or threads
+        assert self.queue is not None
+        self.lag = LagMeter(self.node, max_lag, self.sink.put_lag, backlog=self.queue.backlog)
+        self.sink.ticks.append(self.lag.tick)
+        replayer = Replayer(lambda: backends[primary], backends[shadow], primary, shadow, recorder, self.lag,
+                            floor=floor)
+        if threads is not None:
+            threads.start(replayer, phase=phase.value, side=shadow)
+        if queue is not None:
+            queue.on_shed = replayer.shed
+        return ShadowStrategy(self.config, backends[primary], backends[shadow], replayer, self.queue,
+                              union_done=phase is Phase.CUTOVER)
+
+    def _worker(self, replay: str, record: str, workers: int, capacity: int, max_lag: float,
+                floor: bool) -> ProcessReplay | None:
+        """The replay worker process for ``replay`` = auto/process, or None to replay on threads."""
+        primary, shadow = self.phase.primary, self.phase.shadow
         assert shadow is not None
-        return Shadowed(self.config, backends[primary], backends[shadow], primary, shadow, recorder,
-                        self.executor, union_done=phase is Phase.CUTOVER)
+        shared = all(Capability.MULTI_PROCESS in self._backends[label].capabilities for label in (primary, shadow))
+        settings = worker_settings(
+            shadow_url=self._urls[shadow][0], shadow_options=self._urls[shadow][1],
+            primary_url=self._urls[primary][0], primary_options=self._urls[primary][1], record=record,
+            node=self.node, phase=self.phase.value, primary_label=primary, shadow_label=shadow,
+            workers=workers, capacity=capacity, max_lag=max_lag, floor=floor)
+        if replay == "threads" or (replay == "auto" and (not shared or settings is None)):
+            return None
+        if not shared or settings is None:
+            raise ConfigError("replay = \"process\" needs both backends to serve several processes "
+                              "(MULTI_PROCESS) and JSON-serialisable options; use replay = \"auto\"")
+        try:
+            return ProcessReplay(settings, shards=workers, capacity=capacity)
+        except WorkerFailed as exc:
+            log.warning("lockapi migration: %s; replaying on threads of this process instead", exc)
+            return None
 
     def backend(self, label: str) -> Backend:
         """The H or R backend this node opened (KeyError if the phase does not use it)."""
@@ -111,20 +163,23 @@ class MigrationBackend(Backend):
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for queued shadow operations and write queued records (tests, shutdown)."""
-        if self.executor is not None:
-            self.executor.drain(timeout)
+        if self.queue is not None:
+            self.queue.flush(timeout)
+        if self.lag is not None:
+            self.lag.flush()
         if self.sink is not None:
             self.sink.flush()
 
     def stats(self) -> dict[str, int]:
-        """Counters: shadow tasks dropped/failed, records dropped/failed/written."""
-        ex, sink = self.executor, self.sink
+        """Counters: replays dropped/failed, records dropped/failed/written (the replay worker's too)."""
+        ex, sink = self.queue, self.sink
+        worker = ex.stats() if isinstance(ex, ProcessReplay) else {}
         return {
-            "shadow_dropped": ex.dropped if ex else 0,
-            "shadow_failed": ex.failed if ex else 0,
-            "records_dropped": sink.dropped if sink else 0,
-            "records_failed": sink.failed if sink else 0,
-            "records_written": sink.written if sink else 0,
+            "shadow_dropped": (ex.dropped if ex else 0) + worker.get("dropped", 0),
+            "shadow_failed": (ex.failed if ex else 0) + worker.get("failed", 0),
+            "records_dropped": (sink.dropped if sink else 0) + worker.get("records_dropped", 0),
+            "records_failed": (sink.failed if sink else 0) + worker.get("records_failed", 0),
+            "records_written": (sink.written if sink else 0) + worker.get("records_written", 0),
         }
 
     # -- delegation --------------------------------------------------------------------------------
@@ -188,9 +243,11 @@ class MigrationBackend(Backend):
 
     def close(self) -> None:
         """Drain the shadow queue and records (bounded), leave the registry, close both backends."""
-        if self.executor is not None:
-            self.executor.close()
-            self.executor = None
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+        if self.lag is not None:
+            self.lag.flush()
         if self.sink is not None:
             self.sink.close()
             self.sink = None

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
 
 from lockapi.spi import ConfigError, LockError
 from lockapi_migration.phases import Phase, blockers
-from lockapi_migration.store import SHADOW_STARTED, NodeInfo, RecordStore
+from lockapi_migration.records.store import SHADOW_STARTED, NodeInfo, RecordStore
 
 log = logging.getLogger("lockapi.migration")
 
@@ -26,8 +27,15 @@ LIVE_AFTER = 10.0
 """A node whose last heartbeat is older than this many seconds is considered gone."""
 
 
-def default_node_id() -> str:
+def default_label() -> str:
+    """The human part of a node id: ``host:pid`` (not unique: two managers in one process, or two
+    containers with one hostname whose application is PID 1, share it)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def new_node_id(label: str | None = None) -> str:
+    """A registry id unique to one migration manager: ``<label>/<8 random hex digits>``."""
+    return f"{label or default_label()}/{secrets.token_hex(4)}"
 
 
 def live_nodes(store: RecordStore, *, live_after: float = LIVE_AFTER, now: float | None = None) -> list[NodeInfo]:

@@ -19,6 +19,8 @@ R = "r"
 
 
 class Phase(enum.Enum):
+    """A migration phase, in rollout order; :attr:`required` is the set of backends a lease needs."""
+
     OFF = "off"
     SHADOW = "shadow"
     DUAL = "dual"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from lockapi_migration.backend import MigrationBackend
-from lockapi_migration.records import Record
-from lockapi_migration.store import RecordStore, open_record_store
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import RecordStore, open_record_store
 
 import lockapi
 from lockapi import LockManager

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from lockapi_migration.classify import Verdict, classify
-from lockapi_migration.records import DROPPED, GRANTED
+from lockapi_migration.records.model import DROPPED, GRANTED
+from lockapi_migration.tooling.classify import Verdict, classify
 
-from lockapi import BackendUnavailable, Job, LockTimeout
+from lockapi import BackendUnavailable, Capability, Job, LockTimeout
 from tests.migration.conftest import Fleet, backend_of
 from tests.servers.common import free_port
 
@@ -186,3 +186,15 @@ def test_cutover_shadows_h(fleet: Fleet) -> None:
     records = fleet.records()
     assert [(x.op, x.r.decision, x.h.decision) for x in records] == [
         ("acquire", GRANTED, GRANTED), ("release", "true", "true")]
+
+
+def test_capabilities_are_the_phases(fleet: Fleet) -> None:
+    """Issue #19 (1): what a migrating node declares is what it can do in its phase. Cutover's batch with
+    skip_done also reads H's markers, so it is not one round trip (no atomic_batch)."""
+    h_caps = fleet.h().capabilities
+    expected = {"off": h_caps, "shadow": h_caps, "dual": h_caps - {Capability.FAIR, Capability.ATOMIC_BATCH},
+                "cutover": h_caps - {Capability.ATOMIC_BATCH}, "done": h_caps}  # memory H and R: the same set
+    for phase, caps in expected.items():
+        node = fleet.node(phase)
+        assert node.capabilities == caps, phase
+        node.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lockapi_migration.records import DENIED, GRANTED, Record, Side
-from lockapi_migration.store import BACKFILL_DONE, NodeInfo, RecordStore, open_record_store
+from lockapi_migration.records.model import DENIED, GRANTED, Record, Side
+from lockapi_migration.records.store import BACKFILL_DONE, LagSample, NodeInfo, RecordStore, open_record_store
 
+from lockapi import BackendUnavailable, ConfigError
+from tests.servers.common import free_port
 from tests.servers.redis import redis_server
 
 
@@ -49,3 +52,32 @@ def test_nodes_and_milestones(store: RecordStore) -> None:
     assert store.milestone(BACKFILL_DONE) == 10.0
     store.set_milestone(BACKFILL_DONE, 30.0)
     assert store.milestone(BACKFILL_DONE) == 30.0
+
+
+def test_lag_samples_round_trip(store: RecordStore) -> None:
+    first = LagSample("n1", 60.0, 10, 0.001, 0.01, 0.02, 0, 0, 0.0, 1.0)
+    second = LagSample("n2", 120.0, 5, 0.5, 2.0, 3.0, 2, 1, 0.4, 1.0)
+    store.append_lag([first, second])
+    assert store.lag() == [first, second]
+    assert store.lag(since=100.0) == [second]
+
+
+def test_the_store_connects_with_its_backends_set_up(tmp_path: Path) -> None:
+    """Issue #19 (4): the stores reuse lockapi's backend for their URL (its options and timeout) instead of
+    a copy with a hard-coded 10 s timeout: a URL option reaches the backend, a misspelt one is refused."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    opened = open_record_store(url + "?timeout=0.75")
+    try:
+        assert opened._backend.config.timeout == 0.75  # type: ignore[attr-defined]
+    finally:
+        opened.close()
+    with pytest.raises(ConfigError, match="colour"):
+        open_record_store(url + "?colour=blue")
+
+
+def test_an_unreachable_redis_store_is_unavailable_within_its_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        store = open_record_store(f"redis://127.0.0.1:{free_port()}?timeout=0.5")
+        store.nodes()
+    assert time.monotonic() - started < 5

@@ -76,8 +76,8 @@ def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.
 
 def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyPatch, name: str,
                                                    tmp_path: Path) -> None:
-    from lockapi_migration.report import summarize
-    from lockapi_migration.store import open_record_store
+    from lockapi_migration.records.store import open_record_store
+    from lockapi_migration.tooling.report import summarize
 
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", f"redis://127.0.0.1:{free_port()}")  # nothing there
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")

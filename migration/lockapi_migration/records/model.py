@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from lockapi.spi import Attempt, LockError
@@ -23,6 +23,9 @@ OK = "ok"
 DONE = "done"
 ABSENT = "absent"
 DROPPED = "dropped: shadow queue full"
+STALE = "stale"
+"""``Record.detail`` of a replay that ran more than the node's ``max_lag`` behind its primary decision:
+the shadow's side (if it ran at all) is not compared."""
 
 ERROR_LIMIT = 300
 _URL_SECRET = re.compile(r"(\w[\w+.-]*://[^/\s:@]*):[^@\s/]*@")
@@ -103,24 +106,30 @@ class Record:
     shadow_delay: float | None = None
     detail: str = ""
 
+    def to_values(self) -> list[Any]:
+        """The record as one flat list in :data:`ROW_COLUMNS` order (the compact stored form)."""
+        h, r = self.h, self.r
+        return [self.ts, self.node, self.phase, self.op, self.name, self.holder, self.ttl, self.shadow_delay,
+                self.detail, h.decision, h.token, h.latency, h.error, h.retry_after,
+                r.decision, r.token, r.latency, r.error, r.retry_after]
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> Record:
+        (ts, node, phase, op, name, holder, ttl, delay, detail, *sides) = values
+        return cls(ts, node, phase, op, name, holder or "", ttl, Side(*sides[:5]), Side(*sides[5:]), delay,
+                   detail or "")
+
     def to_row(self) -> dict[str, Any]:
         """A flat dict (the columns of the record store)."""
-        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("h", "r")}
-        for label in ("h", "r"):
-            for key, value in asdict(getattr(self, label)).items():
-                row[f"{label}_{key}"] = value
-        return row
+        return dict(zip(ROW_COLUMNS, self.to_values(), strict=True))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Record:
-        sides = {
-            label: Side(**{f.name: row.get(f"{label}_{f.name}") for f in fields(Side)}) for label in ("h", "r")
-        }
-        plain = {f.name: row.get(f.name) for f in fields(cls) if f.name not in ("h", "r")}
-        plain["holder"] = plain["holder"] or ""
-        plain["detail"] = plain["detail"] or ""
-        return cls(**plain, **sides)  # type: ignore[arg-type]
+        return cls.from_values([row.get(column) for column in ROW_COLUMNS])
 
 
-ROW_COLUMNS: list[str] = list(Record(0.0, "", "", "", "").to_row())
-"""Column names of a record row, in a stable order."""
+ROW_COLUMNS: list[str] = [
+    "ts", "node", "phase", "op", "name", "holder", "ttl", "shadow_delay", "detail",
+    *(f"{label}_{f.name}" for label in ("h", "r") for f in fields(Side)),
+]
+"""Column names of a record row, in a stable order (that of :meth:`Record.to_values`)."""

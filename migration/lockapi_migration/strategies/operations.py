@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 
 from lockapi.spi import Attempt, Backend, LockError, signal
-from lockapi_migration.classify import Verdict, raw_verdict
 from lockapi_migration.phases import H
-from lockapi_migration.records import Record, Side
-from lockapi_migration.sink import RecordSink
+from lockapi_migration.records.model import Record, Side
+from lockapi_migration.records.sink import RecordSink
+from lockapi_migration.tooling.classify import Verdict, raw_verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,8 @@ class Kind:
 
 LOCK = Kind("lock", False)
 SEMAPHORE = Kind("sem", True)
+KINDS = {kind.label: kind for kind in (LOCK, SEMAPHORE)}
+"""Kinds by label (replay tasks carry the label, a plain string)."""
 
 
 _QUIET = frozenset({Verdict.AGREE, Verdict.UNCOMPARED, Verdict.NOISE})

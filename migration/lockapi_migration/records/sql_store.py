@@ -1,16 +1,21 @@
-"""The record store on a SQL database (SQLAlchemy Core; names and values are always bound parameters)."""
+"""The record store on a SQL database (SQLAlchemy Core; names and values are always bound parameters).
+
+The engine is the one lockapi's SQL backend builds for the URL (its timeouts, pool, SQLite WAL and busy
+timeout, MySQL isolation level); the store only adds its own four tables.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from lockapi.spi import BackendUnavailable
-from lockapi_migration.records import Record
-from lockapi_migration.store import NodeInfo, RecordStore
+from lockapi.spi import Backend, BackendUnavailable, ConfigError
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import LagSample, NodeInfo, RecordStore
 
 metadata = sa.MetaData()
 RECORDS = sa.Table(
@@ -44,6 +49,20 @@ NODES = sa.Table(
     sa.Column("started", sa.Float, nullable=False),
     sa.Column("heartbeat", sa.Float, nullable=False),
 )
+LAG = sa.Table(
+    "lockapi_migration_lag", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("minute", sa.Float, nullable=False, index=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("p50", sa.Float, nullable=False),
+    sa.Column("p99", sa.Float, nullable=False),
+    sa.Column("max", sa.Float, nullable=False),
+    sa.Column("stale", sa.Integer, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False),
+    sa.Column("backlog", sa.Float, nullable=False),
+    sa.Column("max_lag", sa.Float, nullable=False),
+)
 MILESTONES = sa.Table(
     "lockapi_migration_milestones", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -52,16 +71,17 @@ MILESTONES = sa.Table(
 
 
 class SQLRecordStore(RecordStore):
-    """Three tables, created on first use: records, nodes, milestones."""
+    """Four tables, created on first use: records, lag, nodes, milestones."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, backend: Backend) -> None:
         super().__init__(url)
-        args = {"timeout": 10} if url.startswith("sqlite") else {}
-        self._engine = sa.create_engine(url, pool_pre_ping=True, connect_args=args)
-        if self._engine.dialect.name == "sqlite":
-            sa.event.listen(self._engine, "connect", _sqlite_wal)
+        engine = getattr(backend, "engine", None)
+        if not isinstance(engine, sa.engine.Engine):
+            raise ConfigError(f"the backend for {self.redacted_url} has no SQL engine to keep records in")
+        self._backend = backend
+        self._engine = engine
         with self._errors():
-            self._create_tables(deadline=time.monotonic() + 10)
+            self._create_tables(deadline=time.monotonic() + backend.config.timeout)
 
     def _create_tables(self, *, deadline: float) -> None:
         """Create the missing tables; a concurrent creator makes an attempt fail ("already exists"),
@@ -92,6 +112,19 @@ class SQLRecordStore(RecordStore):
         for row in rows:
             row.pop("id")
             yield Record.from_row(row)
+
+    def append_lag(self, samples: Sequence[LagSample]) -> None:
+        if samples:
+            with self._errors(), self._engine.begin() as conn:
+                conn.execute(LAG.insert(), [asdict(sample) for sample in samples])
+
+    def lag(self, since: float | None = None) -> list[LagSample]:
+        query = sa.select(LAG).order_by(LAG.c.minute, LAG.c.id)
+        if since is not None:
+            query = query.where(LAG.c.minute >= since)
+        with self._errors(), self._engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        return [LagSample(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
 
     def beat(self, info: NodeInfo) -> None:
         values = {"phase": info.phase, "started": info.started, "heartbeat": info.heartbeat}
@@ -124,14 +157,7 @@ class SQLRecordStore(RecordStore):
         return None if value is None else float(value)
 
     def close(self) -> None:
-        self._engine.dispose()
-
-
-def _sqlite_wal(dbapi_conn: object, _record: object) -> None:
-    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+        self._backend.close()
 
 
 class _Translate:

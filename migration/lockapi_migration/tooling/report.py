@@ -13,14 +13,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lockapi_migration.classify import NOISE_WINDOW, Classified, Verdict, classify
 from lockapi_migration.phases import Phase, census
-from lockapi_migration.records import Record
-from lockapi_migration.store import NodeInfo
+from lockapi_migration.records.model import Record
+from lockapi_migration.records.store import BACKFILL_DONE, LagSample, NodeInfo
+from lockapi_migration.replay.lag import alarming
+from lockapi_migration.tooling.classify import NOISE_WINDOW, Classified, Verdict, classify
 
 ACQUIRE_OPS = ("acquire", "permit_acquire", "acquire_many")
 BUCKETS = 40
 SAMPLES = 25
+NOT_COMPARED = frozenset({Verdict.UNCOMPARED, Verdict.STALE})
+EXAMPLES = 5
+"""Example records kept per verdict class (linked from the page's class table)."""
 
 
 def prefix_of(name: str) -> str:
@@ -38,6 +42,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Bucket:
+    """One time slice of the timeline chart: how its records were classified."""
+
     start: float
     decisions: int = 0
     agree: int = 0
@@ -47,7 +53,41 @@ class Bucket:
 
 
 @dataclass
+class LagMinute:
+    """The fleet's replay lag in one minute (the worst node's figures, in seconds)."""
+
+    minute: float
+    count: int
+    p50: float
+    p99: float
+    max: float
+    stale: int
+    dropped: int
+    backlog: float
+    alarm: bool
+
+
+@dataclass
+class Readiness:
+    """The readiness gate's verdict for advancing from ``phase`` (``reasons`` empty: safe)."""
+
+    phase: str | None
+    next: str | None
+    reasons: list[str]
+    source: str
+    """Where ``phase`` came from: the registry, ``--phase``, or the configuration."""
+    decisions: int = 0
+    """Compared decisions of ``phase`` the gate judged."""
+
+    @property
+    def safe(self) -> bool:
+        return not self.reasons and self.phase is not None
+
+
+@dataclass
 class Summary:
+    """Everything the reports show, counted once from the classified records (see :func:`summarize`)."""
+
     generated: float
     since: float | None
     records: int
@@ -77,6 +117,17 @@ class Summary:
     census: dict[str, int]
     samples: list[dict[str, Any]]
     milestones: dict[str, float | None] = field(default_factory=dict)
+    stale: int = 0
+    stale_rate: float = 0.0
+    """Stale records over the records whose shadow side ran (or was shed as stale)."""
+    marker_mismatches_after_backfill: int = 0
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Verdict class -> up to :data:`EXAMPLES` records of it (name, times, both decisions)."""
+    lag: list[LagMinute] = field(default_factory=list)
+    lag_alarm: list[str] = field(default_factory=list)
+    """Why the replay's lag is alarming (empty: it kept up)."""
+    max_lag: float | None = None
+    readiness: Readiness | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +159,7 @@ def _timeline(classified: Sequence[Classified]) -> list[Bucket]:
     buckets = [Bucket(first + i * width) for i in range(int((last - first) / width) + 1)]
     for item in classified:
         bucket = buckets[min(len(buckets) - 1, int((item.record.ts - first) / width))]
-        if item.verdict in (Verdict.UNCOMPARED,) or item.verdict.is_error:
+        if item.verdict in NOT_COMPARED or item.verdict.is_error:
             bucket.errors += item.verdict.is_error
             continue
         bucket.decisions += 1
@@ -125,12 +176,41 @@ def sample(item: Classified) -> dict[str, Any]:
     return row
 
 
+def lag_minutes(samples: Sequence[LagSample]) -> list[LagMinute]:
+    """The fleet's lag per minute: for each minute, the worst node's figures."""
+    by_minute: dict[float, list[LagSample]] = defaultdict(list)
+    for sample in samples:
+        by_minute[sample.minute].append(sample)
+    return [LagMinute(minute, sum(x.count for x in group), max(x.p50 for x in group), max(x.p99 for x in group),
+                      max(x.max for x in group), sum(x.stale for x in group), sum(x.dropped for x in group),
+                      max(x.backlog for x in group), any(alarming(x) for x in group))
+            for minute, group in sorted(by_minute.items())]
+
+
+def _lag_alarm(minutes: Sequence[LagMinute], delays_ms: Sequence[float], stale: int,
+               max_lag: float | None) -> list[str]:
+    reasons = []
+    alarmed = [m for m in minutes if m.alarm]
+    if alarmed:
+        worst = max(alarmed, key=lambda m: max(m.max, m.backlog))
+        reasons.append(f"the shadow replay fell behind in {len(alarmed)} of {len(minutes)} minutes (worst: "
+                       f"{max(worst.max, worst.backlog):.2f} s at {_when(worst.minute)}, "
+                       f"{sum(m.stale for m in alarmed)} stale, {sum(m.dropped for m in alarmed)} dropped)")
+    if max_lag is not None and delays_ms and percentile(delays_ms, 99) > max_lag * 1000:
+        reasons.append(f"replay lag p99 {percentile(delays_ms, 99) / 1000:.2f} s exceeds max_lag {max_lag:g} s")
+    if stale and not reasons:
+        reasons.append(f"{stale} replays ran past max_lag and were recorded stale, not compared")
+    return reasons
+
+
 def summarize(records: Iterable[Record], *, since: float | None = None, nodes: Sequence[NodeInfo] = (),
-              milestones: dict[str, float | None] | None = None, window: float = NOISE_WINDOW) -> Summary:
-    """Classify ``records`` (the whole fleet's) and count everything the reports show."""
-    classified = sorted(classify(records, window=window), key=lambda c: c.record.ts)
+              milestones: dict[str, float | None] | None = None, window: float = NOISE_WINDOW,
+              max_lag: float | None = None, lag: Sequence[LagSample] = ()) -> Summary:
+    """Classify ``records`` (the whole fleet's) and count everything the reports show. ``max_lag``: a
+    record whose shadow ran later than that is stale; ``lag``: the nodes' per-minute lag samples."""
+    classified = sorted(classify(records, window=window, max_lag=max_lag), key=lambda c: c.record.ts)
     verdicts = Counter(c.verdict.value for c in classified)
-    compared = [c for c in classified if c.verdict is not Verdict.UNCOMPARED and not c.verdict.is_error]
+    compared = [c for c in classified if c.verdict not in NOT_COMPARED and not c.verdict.is_error]
     acquires = [c for c in compared if c.record.op in ACQUIRE_OPS]
     by_prefix: dict[str, Counter[str]] = defaultdict(Counter)
     for c in classified:
@@ -148,6 +228,16 @@ def summarize(records: Iterable[Record], *, since: float | None = None, nodes: S
     mismatches.sort(key=lambda c: c.verdict is not Verdict.FALSE_GRANT)
     false_grants = verdicts[Verdict.FALSE_GRANT.value]
     false_denies = verdicts[Verdict.FALSE_DENY.value]
+    examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in classified:
+        if c.verdict is not Verdict.AGREE and len(examples[c.verdict.value]) < EXAMPLES:
+            examples[c.verdict.value].append(sample(c))
+    stale = verdicts[Verdict.STALE.value]
+    replayed = sum(1 for c in classified if c.record.shadow_delay is not None or c.verdict is Verdict.STALE)
+    backfill = (milestones or {}).get(BACKFILL_DONE)
+    after_backfill = 0 if backfill is None else sum(
+        1 for c in classified if c.verdict is Verdict.MARKER_MISMATCH and c.record.ts >= backfill)
+    minutes = lag_minutes(lag)
     return Summary(
         generated=time.time(),
         since=since,
@@ -174,6 +264,13 @@ def summarize(records: Iterable[Record], *, since: float | None = None, nodes: S
         census={p.value: n for p, n in census(Phase.parse(n.phase) for n in nodes).items()},
         samples=[sample(c) for c in (mismatches + noise)[:SAMPLES]],
         milestones=dict(milestones or {}),
+        stale=stale,
+        stale_rate=_rate(stale, replayed),
+        marker_mismatches_after_backfill=after_backfill,
+        examples=dict(examples),
+        lag=minutes,
+        lag_alarm=_lag_alarm(minutes, delays, stale, max_lag),
+        max_lag=max_lag,
     )
 
 
@@ -185,15 +282,37 @@ def _when(ts: float | None) -> str:
     return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def verdict_lines(ready: Readiness | None, lag_alarm: Sequence[str] = ()) -> list[str]:
+    """The readiness verdict and the lag alarm: what the report says first."""
+    lines = []
+    if ready is not None:
+        if ready.phase is None:
+            lines.append("NOT SAFE to advance: the fleet's phase is unknown")
+        elif ready.safe:
+            lines.append(f"SAFE to advance from {ready.phase} to {ready.next} (phase from {ready.source}; "
+                         f"{ready.decisions} compared decisions judged)")
+        else:
+            lines.append(f"NOT SAFE to advance from {ready.phase}"
+                         f"{' to ' + ready.next if ready.next else ''} (phase from {ready.source}):")
+        lines += [f"  - {reason}" for reason in ready.reasons]
+    if lag_alarm:
+        lines.append("LAG ALARM: " + "; ".join(lag_alarm))
+    return lines
+
+
 def render_text(s: Summary) -> str:
-    """The terminal summary: headline first, then the details an operator checks before a step."""
+    """The terminal summary: the verdict first, then the details an operator checks before a step."""
     lines = [
+        *verdict_lines(s.readiness, s.lag_alarm),
         f"lockapi migration report ({'since ' + _when(s.since) if s.since else 'all records'})",
         f"  {s.false_grants} CRITICAL (false grants: H denied, R granted)" if s.false_grants
         else "  0 critical: no false grants",
-        f"  records {s.records}, decisions compared {s.decisions} (acquires {s.acquire_decisions})",
+        f"  records {s.records}, decisions compared {s.decisions} (acquires {s.acquire_decisions}), "
+        f"stale {s.stale} ({s.stale_rate:.2%} of replays)",
         f"  false denies {s.false_denies} ({s.false_deny_rate:.2%} of acquires), "
         f"noise {s.noise} ({s.noise_rate:.2%}), errors {s.errors} ({s.error_rate:.2%})",
+        f"  replay lag ms p50/p99/max: {_ms(s.shadow_delay_ms['p50'])} / {_ms(s.shadow_delay_ms['p99'])} / "
+        f"{_ms(s.shadow_delay_ms['max'])}" + (f" (max_lag {s.max_lag:g} s)" if s.max_lag is not None else ""),
         "  verdicts: " + ", ".join(f"{k}={v}" for k, v in s.verdicts.items()),
     ]
     if s.by_prefix:
@@ -205,8 +324,10 @@ def render_text(s: Summary) -> str:
             for op, st in ops.items():
                 lines.append(f"    {label.upper()} {op:<16} n={st['count']:<7} {_ms(st['p50'])} / "
                              f"{_ms(st['p99'])} / {_ms(st['max'])}")
-        lines.append(f"  shadow queue delay ms p50/p99/max: {_ms(s.shadow_delay_ms['p50'])} / "
-                     f"{_ms(s.shadow_delay_ms['p99'])} / {_ms(s.shadow_delay_ms['max'])}")
+    if s.lag:
+        lines.append("  replay lag per minute (s, worst node): p50 / p99 / max, stale, dropped")
+        lines += [f"    {_when(m.minute)} {m.p50:.3f} / {m.p99:.3f} / {m.max:.3f}, {m.stale}, {m.dropped}"
+                  f"{'  ALARM' if m.alarm else ''}" for m in s.lag[-10:]]
     if s.top_errors:
         lines.append("  errors:")
         lines += [f"    {e['side'].upper()} x{e['count']}: {e['error']}" for e in s.top_errors]

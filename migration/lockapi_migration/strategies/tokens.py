@@ -16,6 +16,8 @@ Key = tuple[str, str, str]
 
 
 class TokenMap:
+    """The other backend's token of each live lease, by (kind, name, holder); bounded, entries expire."""
+
     def __init__(self, capacity: int = 100_000) -> None:
         self._capacity = capacity
         self._items: OrderedDict[Key, tuple[int, float]] = OrderedDict()

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from lockapi.spi import Backend, Capability, ConfigError, LockError
 from lockapi_migration.fleet import live_nodes
 from lockapi_migration.phases import Phase
-from lockapi_migration.store import BACKFILL_DONE, RecordStore
+from lockapi_migration.records.store import BACKFILL_DONE, RecordStore
 
 PROBE_TTL = 5.0
 
 
 @dataclass
 class BackfillResult:
+    """What one backfill did: markers copied, fencing counters moved, counters it could not probe."""
+
     markers: int = 0
     fences: int = 0
     busy: int = 0

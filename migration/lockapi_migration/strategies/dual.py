@@ -10,6 +10,14 @@
 * any backend error fails the operation (closed): no lease is granted on one backend alone.
 
 Every operation is recorded with both sides (no shadow delay: both are synchronous).
+
+Pause points (``lockapi.spi.pause_point``) between the round trips, on the main path:
+``<acquire>:h-granted`` (H granted, R not asked yet), ``<acquire>:r-floored`` (R's counter floored,
+R not asked yet), ``<acquire>:r-granted`` (both granted, H's counter not yet floored above R's token)
+for ``acquire``, ``permit_acquire`` and ``acquire_many``; ``<release>:h-released`` and
+``<extend>:h-extended`` (H done, R not yet) for locks and permits; ``mark_done:h-marked`` and
+``done:h-read``. An extend that lands on one backend only gives the other side back at once (the lease
+is lost; a half-extended lease must not keep other nodes out until its longer ttl).
 """
 
 from __future__ import annotations
@@ -18,9 +26,8 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake
-from lockapi_migration.ops import LOCK, SEMAPHORE, Kind, Recorder
-from lockapi_migration.records import (
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point
+from lockapi_migration.records.model import (
     DENIED,
     DONE,
     GRANTED,
@@ -32,14 +39,24 @@ from lockapi_migration.records import (
     ok_side,
     timed,
 )
-from lockapi_migration.shadowed import done_rows
-from lockapi_migration.tokens import TokenMap
+from lockapi_migration.replay.replayer import done_rows
+from lockapi_migration.strategies.operations import LOCK, SEMAPHORE, Kind, Recorder
+from lockapi_migration.strategies.tokens import TokenMap
 
 NOT_COMBINABLE = frozenset({Capability.FAIR, Capability.ATOMIC_BATCH})
 """Capabilities two backends cannot offer together: two FIFO queues, two round trips."""
+ACQUIRES = ("acquire", "permit_acquire", "acquire_many")
+POINTS = frozenset({
+    *(f"{op}:{step}" for op in ACQUIRES for step in ("h-granted", "r-floored", "r-granted")),
+    "release:h-released", "extend:h-extended", "permit_release:h-released", "permit_extend:h-extended",
+    "mark_done:h-marked", "done:h-read",
+})
+"""Every pause point of the dual strategy (see the module docstring)."""
 
 
-class Dual(Backend):
+class DualStrategy(Backend):
+    """The dual phase: every lease is taken on H, then on R, and stands only while both hold it."""
+
     def __init__(self, config: BackendConfig, h: Backend, r: Backend, recorder: Recorder) -> None:
         super().__init__(config)
         self.capabilities = (h.capabilities & r.capabilities) - NOT_COMBINABLE
@@ -48,6 +65,8 @@ class Dual(Backend):
         self._recorder = recorder
         self._floor_h = Capability.ADMIN in h.capabilities
         self._h_tokens = TokenMap()
+        own = POINTS if self._floor_h else frozenset(p for p in POINTS if not p.endswith(":r-granted"))
+        self.pause_points = own | h.pause_points | r.pause_points
 
     def _record(self, op: str, name: str, holder: str, ttl: float | None, h: Side, r: Side, ts: float,
                 detail: str = "") -> None:
@@ -68,6 +87,7 @@ class Dual(Backend):
             self._raise_first(h_exc)
             return h_attempt or Attempt(None)
         h_token = h_attempt.token
+        pause_point(f"{op}:h-granted")
         r_side, r_attempt, r_exc = timed(
             lambda: self._floored_acquire(kind, name, holder, ttl, permits, h_token), attempt_side)
         if r_attempt is None or r_attempt.token is None:
@@ -77,6 +97,7 @@ class Dual(Backend):
             return Attempt(None, r_attempt.retry_after if r_attempt else None)
         r_token = r_attempt.token
         if self._floor_h:
+            pause_point(f"{op}:r-granted")
             try:
                 kind.floor(self._h, name, r_token)
             except LockError as exc:
@@ -91,6 +112,7 @@ class Dual(Backend):
     def _floored_acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
                          h_token: int) -> Attempt:
         kind.floor(self._r, name, h_token)
+        pause_point(f"{kind.op('acquire')}:r-floored")
         return kind.acquire(self._r, name, holder, ttl, permits)
 
     def _both(self, kind: Kind, verb: str, name: str, holder: str, token: int, ttl: float | None,
@@ -100,9 +122,16 @@ class Dual(Backend):
         h_token = self._h_tokens.get(key) if ttl is not None else self._h_tokens.pop(key)
         h_side, h_ok, h_exc = (timed(lambda: call(self._h, h_token), bool_side) if h_token is not None
                                else (bool_side(False), False, None))
+        pause_point(f"{op}:h-{'released' if ttl is None else 'extended'}")
         r_side, r_ok, r_exc = timed(lambda: call(self._r, token), bool_side)
         self._record(op, name, holder, ttl, h_side, r_side, ts,
                      detail="" if h_token is not None else "h token unknown")
+        if ttl is not None and bool(h_ok) != bool(r_ok):  # extended on one side only: the lease is lost
+            if h_ok and h_token is not None:
+                kind.undo(self._h, name, holder, h_token)
+            if r_ok:
+                kind.undo(self._r, name, holder, token)
+            self._h_tokens.pop(key)
         self._raise_first(h_exc, r_exc)
         if h_ok and r_ok and ttl is not None and h_token is not None:
             self._h_tokens.put(key, h_token, ttl)
@@ -156,6 +185,7 @@ class Dual(Backend):
             self._raise_first(h_exc)
             return {}
         wanted = list(h_granted)
+        pause_point("acquire_many:h-granted")
         r_side, r_granted, r_exc = timed(lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
                                          lambda _: Side(GRANTED))
         r_granted = r_granted or {}
@@ -163,7 +193,8 @@ class Dual(Backend):
             if name not in r_granted:
                 LOCK.undo(self._h, name, holder, token)
         floor_exc: LockError | None = None
-        if self._floor_h:
+        if self._floor_h and r_granted:
+            pause_point("acquire_many:r-granted")
             try:
                 for name, token in r_granted.items():
                     LOCK.floor(self._h, name, token)
@@ -185,12 +216,14 @@ class Dual(Backend):
                       skip_done: bool) -> dict[str, int]:
         for name in names:
             LOCK.floor(self._r, name, h_granted[name])
+        pause_point("acquire_many:r-floored")
         return self._r.try_acquire_many(names, holder, ttl, skip_done=skip_done)
 
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
         ts = time.time()
         h_side, _, h_exc = timed(lambda: self._h.mark_done(name, ttl), ok_side)
+        pause_point("mark_done:h-marked")
         r_side, _, r_exc = timed(lambda: self._r.mark_done(name, ttl), ok_side)
         self._record("mark_done", name, "", ttl, h_side, r_side, ts)
         self._raise_first(h_exc, r_exc)
@@ -198,6 +231,7 @@ class Dual(Backend):
     def done(self, names: Sequence[str]) -> set[str]:
         ts = time.time()
         h_side, h_done, h_exc = timed(lambda: self._h.done(names), lambda _: Side(DONE))
+        pause_point("done:h-read")
         r_side, r_done, r_exc = timed(lambda: self._r.done(names), lambda _: Side(DONE))
         for name, h, r, _ in done_rows(names, h_side, h_done, r_side, r_done):
             self._record("done", name, "", None, h, r, ts)
