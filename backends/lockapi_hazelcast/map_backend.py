@@ -7,7 +7,7 @@ Works on every Hazelcast edition, including community 5.5+ without the CP subsys
 * ``P.permits``: ``"<slot>:<name>" -> "<token>:<holder>"``, one entry per held permit, slot < permits;
 * ``P.fences``:  ``"lock:<name>"`` / ``"semaphore:<name>"`` -> last confirmed token (never deleted);
 * ``P.done``:    ``name -> "1"``, entry ttl = marker ttl + :data:`TTL_SLACK`;
-* ``P.queues``:  ``name -> fair waiters in arrival order`` (see :mod:`._fair`).
+* ``P.queues``:  ``name -> fair waiters in arrival order`` (see :mod:`.fair`).
 
 Expiry is the members' business (entry ttl, the partition owner's clock). Members keep entry times
 with ONE-SECOND resolution, so every ttl is sent as ``ttl + 1 s`` (:data:`TTL_SLACK`): a lease never
@@ -38,12 +38,12 @@ from lockapi.spi import (
     Wake,
 )
 
-from ._base import HazelcastBackend
-from ._client import ClientHolder
-from ._done import TTL_SLACK, DoneMarkers, seconds_left
-from ._fair import FairQueues
-from ._fences import Counters
-from ._watch import WatchRegistry
+from .base import HazelcastBackend
+from .client import ClientHolder
+from .done import TTL_SLACK, DoneMarkers, seconds_left
+from .fair import FairQueues
+from .fences import Counters
+from .watch import WatchRegistry
 
 SLOT_BITS = 20
 MAX_PERMITS = 1 << SLOT_BITS
@@ -83,9 +83,10 @@ def _name_of_permit_key(key: str) -> str | None:
     return name if sep and slot.isdigit() else None
 
 
-class MapBackend(HazelcastBackend, mode="map"):
+class MapBackend(HazelcastBackend):
     """IMap leases, fencing counters and done markers; push wake-ups from one entry listener per map."""
 
+    mode = "map"
     capabilities = frozenset({
         Capability.PUSH_WAKEUP, Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.FAIR,
         Capability.ITER_DONE, Capability.ADMIN, Capability.BACKEND_EXPIRY,

@@ -19,7 +19,7 @@ from hazelcast.future import Future
 
 from lockapi.spi import BackendUnavailable, LockError, UnsupportedFeature
 
-from ._settings import Settings
+from .settings import Settings
 
 T = TypeVar("T")
 

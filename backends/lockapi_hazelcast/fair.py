@@ -18,7 +18,7 @@ from hazelcast.proxy.map import Map
 
 from lockapi.spi import BackendUnavailable
 
-from ._client import ClientHolder
+from .client import ClientHolder
 
 Waiters = list[tuple[int, str]]
 

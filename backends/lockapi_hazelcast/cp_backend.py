@@ -38,10 +38,10 @@ from lockapi.spi import (
     UnsupportedFeature,
 )
 
-from ._base import HazelcastBackend
-from ._client import ClientHolder
-from ._done import DoneMarkers
-from ._local_leases import Lease, LeaseTable
+from .base import HazelcastBackend
+from .client import ClientHolder
+from .done import DoneMarkers
+from .local_leases import Lease, LeaseTable
 
 T = TypeVar("T")
 
@@ -58,9 +58,10 @@ def _owned_by_worker(client: HazelcastClient, lock_name: str) -> bool:
         return False
 
 
-class CPBackend(HazelcastBackend, mode="cp"):
+class CPBackend(HazelcastBackend):
     """FencedLock / ISemaphore leases with local ttl enforcement (see the module docstring)."""
 
+    mode = "cp"
     capabilities = frozenset({Capability.MULTI_PROCESS, Capability.MULTI_HOST, Capability.ITER_DONE})
     description = "Hazelcast CP subsystem FencedLock/ISemaphore (Raft; ttl enforced by the holder)"
 
