@@ -14,6 +14,8 @@ from hazelcast.proxy.map import Map
 
 from .client import ClientHolder
 
+__all__ = ["TTL_SLACK", "VIEW_BATCH", "DoneMarkers", "seconds_left"]
+
 TTL_SLACK = 1.0
 """Seconds added to every ttl sent to the members: they keep entry times with one-second resolution
 (an entry put at 12.9 s with ttl 1 s expires at 13.0 s), so an entry lives between ttl and ttl + 1 s."""

@@ -23,6 +23,8 @@ from lockapi.spi import BackendUnavailable
 
 from .client import ClientHolder
 
+__all__ = ["Counters"]
+
 
 class Counters:
     """The fence map: ``read`` a counter, ``confirm`` a proposed token, ``raise_floor`` for migration."""
