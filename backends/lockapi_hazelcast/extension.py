@@ -28,14 +28,17 @@ counter moves with every grant of any permit, so a slow extension of a permit on
 may give the permit up (a liveness cost, never a second holder).
 
 The removal fires an entry event: every waiter of the name wakes once per extension, tries, parks
-behind the key lock for a few milliseconds and is refused.
+behind the key lock for a few milliseconds and is refused. And a read that lands in the gap sees no
+lease: :meth:`EntryExtender.settled` reads again after the key lock is released, so ``holds`` and
+``inspect`` never report a lease missing because it was being extended.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hazelcast.future import Future
 from hazelcast.proxy.map import Map
@@ -49,6 +52,12 @@ from .fences import Counters
 __all__ = ["KEY_LOCK_SHARE", "TRUSTED_SHARE", "EntryExtender"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NEVER = ""
+"""A value no lease entry has ("<token>:<holder>"): ``remove_if_same(key, NEVER)`` changes nothing and
+answers only once the key is unlocked (a write waits for the key lock; a read does not)."""
 
 KEY_LOCK_SHARE = 0.5
 """The key lock's lease, as a share of ``timeout``: competitors' writes park at most this long, which
@@ -106,6 +115,17 @@ class EntryExtender:
             return False
         finally:
             _unlock_without_waiting(entries, key)
+
+
+    def settled(self, entries: Map[str, str], key: str, read: Callable[[], Future[T]],
+                deadline: float, what: str) -> T:
+        """``read()`` of ``key``; if it found nothing, read again once no extension holds the key (one
+        may have had the entry out). Costs one round trip, two more only when nothing was found."""
+        found = self._holder.wait(read(), deadline, what)
+        if found is None:
+            self._holder.wait(entries.remove_if_same(key, NEVER), deadline, what)
+            found = self._holder.wait(read(), deadline, what)
+        return found
 
 
 def _unlock_without_waiting(entries: Map[str, str], key: str) -> None:

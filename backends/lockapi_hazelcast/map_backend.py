@@ -229,7 +229,8 @@ class MapBackend(HazelcastBackend):
     def inspect(self, name: str) -> LockInfo | None:
         maps = self._current()
         deadline = self._holder.deadline()
-        view = self._holder.wait(maps.locks.get_entry_view(name), deadline, "inspect")
+        view = self._extender.settled(maps.locks, name, lambda: maps.locks.get_entry_view(name), deadline,
+                                      "inspect")
         if view is None:
             return None
         token, holder = _parse(view.value)
@@ -239,7 +240,8 @@ class MapBackend(HazelcastBackend):
 
     def holds(self, name: str, holder: str, token: int) -> bool:
         maps = self._current()
-        current = self._holder.wait(maps.locks.get(name), self._holder.deadline(), "holds")
+        current = self._extender.settled(maps.locks, name, lambda: maps.locks.get(name), self._holder.deadline(),
+                                         "holds")
         return current == _value(token, holder)
 
     # -- semaphores --------------------------------------------------------------------------------
@@ -307,7 +309,9 @@ class MapBackend(HazelcastBackend):
     def holds_permit(self, name: str, holder: str, token: int) -> bool:
         key, value = self._permit_entry(name, holder, token)
         maps = self._current()
-        return self._holder.wait(maps.permits.get(key), self._holder.deadline(), "holds permit") == value
+        current = self._extender.settled(maps.permits, key, lambda: maps.permits.get(key),
+                                         self._holder.deadline(), "holds permit")
+        return current == value
 
     # -- administration ----------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:

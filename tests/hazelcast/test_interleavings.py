@@ -132,3 +132,36 @@ def test_acquire_stopped_while_another_takes_and_releases_gets_a_higher_token(
         assert b is None or a.token > b.token
         assert a.is_held() and a.release() is True
     assert b_mgr.inspect(name) is None
+
+
+def test_holds_and_inspect_see_a_lease_whose_extension_is_under_way(hazelcast_member: HazelcastCluster,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """While extend() has the entry out (A stopped at extend:removed), another client's holds() and
+    inspect() wait for A's key lock instead of reporting the lease gone."""
+    url = hazelcast_member.url("map")
+    name = f"extend:{uuid.uuid4().hex}"
+    with lockapi.connect(url, timeout=10) as a_mgr, lockapi.connect(url, timeout=10) as b_mgr:
+        a = a_mgr.acquire(name, ttl=30)
+        locks = b_mgr.backend._current().locks  # type: ignore[attr-defined]
+        barrier_reached = threading.Event()
+        real_remove_if_same = locks.remove_if_same
+
+        def observed_remove_if_same(key: str, value: str) -> Any:
+            barrier_reached.set()  # the reader found no entry and now waits for the key lock
+            return real_remove_if_same(key, value)
+
+        monkeypatch.setattr(locks, "remove_if_same", observed_remove_if_same)
+        for read in (lambda: b_mgr.backend.holds(name, a.holder, a.token), lambda: b_mgr.inspect(name)):
+            barrier_reached.clear()
+            run = Paused(lambda: a.extend(30))
+            with pause_at("extend:removed", thread=run) as pause:
+                run.start()
+                pause.wait_reached(30)
+                reader = Paused(read)
+                reader.start()
+                assert barrier_reached.wait(30)
+                pause.resume()
+                assert run.outcome() is True
+                seen = reader.outcome()
+            assert seen is True or (seen is not None and seen.holder == a.holder), seen
+        assert a.release() is True
