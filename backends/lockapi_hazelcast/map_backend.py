@@ -14,8 +14,9 @@ Expiry is the members' business (entry ttl, the partition owner's clock). Member
 with ONE-SECOND resolution, so every ttl is sent as ``ttl + 1 s`` (:data:`TTL_SLACK`): a lease never
 ends before ``ttl``, and at most one second after it.
 
-A grant is three round trips: read the fencing counter, ``put_if_absent`` the lease entry with the
-proposed token, confirm the token on the counter (:mod:`.fences`); extension is :mod:`.extension`.
+A grant is three round trips: read the fencing counter (and the entry: a held name is refused right
+there), ``put_if_absent`` the lease entry with the proposed token, confirm the token on the counter
+(:mod:`.fences`); extension is :mod:`.extension`.
 Every write is conditional on what was read, so a holder stopped between two round trips (the pause
 points in :attr:`MapBackend.pause_points`) never overwrites another holder's lease.
 
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hazelcast.client import HazelcastClient
+from hazelcast.core import SimpleEntryView
 from hazelcast.proxy.map import Map
 
 from lockapi.spi import (
@@ -88,6 +90,11 @@ def _value(token: int, holder: str) -> str:
 def _parse(value: str) -> tuple[int, str]:
     token, _, holder = value.partition(":")
     return int(token), holder
+
+
+def _soonest(views: Sequence[SimpleEntryView[str, str] | None]) -> float:
+    now = time.time()
+    return min((seconds_left(view, now) for view in views if view is not None), default=0.0)
 
 
 def _permit_key(slot: int, name: str) -> str:
@@ -175,8 +182,7 @@ class MapBackend(HazelcastBackend):
         waiter sleeps, and is clamped to the entry's own ttl so a skewed clock cannot stretch it.
         """
         views = self._holder.wait_all([target.get_entry_view(k) for k in keys], deadline, "entry view")
-        now = time.time()
-        return min((seconds_left(view, now) for view in views if view is not None), default=0.0)
+        return _soonest(views)
 
     # -- locks -------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
@@ -199,10 +205,19 @@ class MapBackend(HazelcastBackend):
 
     def _take(self, maps: _Maps, name: str, holder: str, ttl: float, deadline: float, operation: str
               ) -> Attempt:
-        """Grant the lease if the entry is free: propose the next token, put, confirm the counter."""
+        """Grant the lease if the entry is free: propose the next token, put, confirm the counter.
+
+        The counter is read together with the entry: a held name is refused at once (one round trip),
+        without writing anything. (Sending the put and the confirm together would save a round trip,
+        but a put delayed past another grant could then land with a lower token than that grant's.)
+        """
         fence_key = f"lock:{name}"
         for _ in range(STALE_RETRIES):
-            seen = self._counters.read(maps.fences, fence_key, deadline)
+            fence, view = self._holder.wait_all(
+                [maps.fences.get(fence_key), maps.locks.get_entry_view(name)], deadline, "read lock")
+            if view is not None:
+                return Attempt(None, _soonest([view]))
+            seen = int(fence) if fence is not None else 0
             pause_point(f"{operation}:fence-read")
             token = seen + 1
             value = _value(token, holder)

@@ -8,7 +8,7 @@ import pytest
 from lockapi_hazelcast import CPBackend, MapBackend
 
 import lockapi
-from lockapi.errors import BackendUnavailable, ConfigError, UnsupportedFeature
+from lockapi.errors import BackendUnavailable, ConfigError
 from lockapi.plugins import backend_class
 from lockapi.spi import Capability
 from tests.servers.common import free_port
@@ -56,11 +56,6 @@ def test_unreachable_cluster_is_unavailable_within_timeout(mode: str) -> None:
         elapsed = time.monotonic() - started
     assert elapsed < 2 + 2.5, f"BackendUnavailable after {elapsed:.1f}s with timeout=2"
     assert "hunter2" not in str(caught.value)
-
-
-def test_cp_mode_on_a_cluster_without_cp_is_unsupported(hazelcast_member: HazelcastCluster) -> None:
-    with lockapi.connect(hazelcast_member.url("cp")) as mgr, pytest.raises(UnsupportedFeature):
-        mgr.try_acquire("needs-cp")
 
 
 def test_prefix_separates_applications(hazelcast_member: HazelcastCluster) -> None:
