@@ -12,8 +12,8 @@ Needs a cluster with the CP subsystem (community 5.4 and older, or Enterprise). 
 * semaphore ``name`` with ``permits`` -> ISemaphore ``<prefix>/<name>#<permits>`` initialised with
   ``permits``; tokens come from the CP AtomicLong ``<prefix>/<name>#fence``, incremented after the grant.
 * ttl: CP objects have none. The backend that granted a lease gives it back ``ttl`` seconds after the
-  grant or last extension (its sweeper thread, this host's monotonic clock, counted from before the
-  granting request). If that process dies or is paused, its CP session expires after the cluster's
+  grant or last extension (its sweeper thread, this host's monotonic clock, counted from the cluster's
+  answer; the holder's own deadline counts from before the request, so it learns first). If that process dies or is paused, its CP session expires after the cluster's
   ``session-time-to-live-seconds`` (default 300 s) and the CP subsystem frees its locks and permits
   then: NOT after ``ttl`` (rule 2 holds only while the holder's process runs).
 * only the backend that granted a lease can release, extend or inspect it with its holder id (another
@@ -199,7 +199,6 @@ class CPBackend(HazelcastBackend):
         if held:
             return Attempt(None, max(0.0, held[0].expires - time.monotonic()))
         lock_name = self._object(name)
-        sent = time.monotonic()
 
         def try_lock(client: HazelcastClient) -> int:
             # The worker runs one call at a time and records grants before the next: a name this
@@ -210,7 +209,9 @@ class CPBackend(HazelcastBackend):
 
         def record(fence: int) -> None:
             if fence:
-                self._leases.add(Lease(("lock", name, holder, fence), sent + ttl, lock_name))
+                # Counted from the grant's answer, so the lease never ends before ttl (the holder's
+                # own deadline counts from before the request: it never outlives this one).
+                self._leases.add(Lease(("lock", name, holder, fence), time.monotonic() + ttl, lock_name))
 
         def unlock_late(client: HazelcastClient, fence: int) -> None:
             if fence:
@@ -234,10 +235,9 @@ class CPBackend(HazelcastBackend):
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
         key = ("lock", name, holder, token)
-        sent = time.monotonic()
         if self._leases.live(key) is None or not self._owned(self._object(name)):
             return False
-        return self._leases.extend(key, sent + ttl)
+        return self._leases.extend(key, time.monotonic() + ttl)
 
     def holds(self, name: str, holder: str, token: int) -> bool:
         return self._leases.live(("lock", name, holder, token)) is not None and self._owned(self._object(name))
@@ -269,16 +269,16 @@ class CPBackend(HazelcastBackend):
                       "initialise semaphore")
             self._initialised.add(semaphore_name)
             pause_point("permit_acquire:initialised")
-        sent = time.monotonic()
         # Recorded (under a provisional key: the holder id is unique) as soon as the worker has the
         # permit, so the sweeper gives it back after ttl even if this thread stops before the token.
-        provisional = Lease(("permit", name, holder, 0), sent + ttl, semaphore_name)
+        provisional = Lease(("permit", name, holder, 0), 0.0, semaphore_name)
 
         def take(client: HazelcastClient) -> bool:
             return bool(client.cp_subsystem.get_semaphore(semaphore_name).blocking().try_acquire(1, timeout=0))
 
         def record(taken: bool) -> None:
             if taken:
+                provisional.expires = time.monotonic() + ttl
                 self._leases.add(provisional)
 
         def release_late(client: HazelcastClient, taken: bool) -> None:
