@@ -18,6 +18,7 @@ from hazelcast.future import Future
 
 from lockapi.spi import BackendUnavailable
 
+from . import client_fixes
 from .errors import no_answer, translated
 from .settings import Settings
 
@@ -54,6 +55,7 @@ class ClientHolder:
             client = self._client
             if client is None or not client.lifecycle_service.is_running():
                 self._client = None
+                client_fixes.apply()
                 with self.translate("connect"):
                     client = HazelcastClient(**self.settings.client_kwargs())
                 try:

@@ -13,9 +13,10 @@ Needs a cluster with the CP subsystem (community 5.4 and older, or Enterprise). 
   ``permits``; tokens come from the CP AtomicLong ``<prefix>/<name>#fence``, incremented after the grant.
 * ttl: CP objects have none. The backend that granted a lease gives it back ``ttl`` seconds after the
   grant or last extension (its sweeper thread, this host's monotonic clock, counted from the cluster's
-  answer; the holder's own deadline counts from before the request, so it learns first). If that process dies or is paused, its CP session expires after the cluster's
-  ``session-time-to-live-seconds`` (default 300 s) and the CP subsystem frees its locks and permits
-  then: NOT after ``ttl`` (rule 2 holds only while the holder's process runs).
+  answer; the holder's own deadline counts from before the request, so it learns first). If that
+  process dies or is paused, its CP session expires after the cluster's ``session-time-to-live-seconds``
+  (default 300 s) and the CP subsystem frees its locks and permits then: NOT after ``ttl`` (rule 2
+  holds only while the holder's process runs).
 * only the backend that granted a lease can release, extend or inspect it with its holder id (another
   process sees a held lock through ``inspect`` as held by ``"?"`` with token 0).
 * a call that gets no answer within ``timeout`` raises BackendUnavailable; if it completes later, its
