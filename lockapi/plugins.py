@@ -2,6 +2,11 @@
 
 The entry point's name is the URL scheme. ``scheme+driver`` URLs (``postgresql+psycopg``) resolve to the
 full scheme if a plugin registered it (``redis+sentinel``), else to the part before the ``+``.
+
+A backend with variants registers each as ``scheme+variant`` (``hazelcast+cp``). The option
+``mode=variant`` on a ``scheme://`` URL (or in the options) selects the same plugin, so URLs written as
+``hazelcast://...?mode=cp`` keep working; a ``mode`` that names no registered variant is left for the
+backend to judge.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from lockapi.errors import ConfigError
 from lockapi.spi import DEFAULT_TIMEOUT, Backend, BackendConfig, Options, redact_url
 
 BACKENDS_GROUP = "lockapi.backends"
+VARIANT_OPTION = "mode"
+"""The option that may name a registered ``scheme+variant`` plugin (see the module docstring)."""
 COMMANDS_GROUP = "lockapi.commands"
 
 
@@ -91,11 +98,14 @@ _EXTRAS = {"redis": "redis", "rediss": "redis", "sqlite": "sql", "postgresql": "
 
 
 def backend_config(url: str, options: dict[str, Any] | None) -> BackendConfig:
-    """The :class:`BackendConfig` for ``url`` and ``options`` (core's options read, no I/O)."""
+    """The :class:`BackendConfig` for ``url`` and ``options`` (core's options read, no I/O): the plugin
+    is the URL's scheme, or the ``scheme+variant`` a ``mode`` option names."""
     parsed = parse_url(url)
-    merged = Options({**parsed.query, **(options or {})}, source="option")
+    values = {**parsed.query, **(options or {})}
+    plugin = variant_plugin(parsed.plugin, values)
+    merged = Options(values, source="option")
     timeout = merged.float("timeout", DEFAULT_TIMEOUT)
-    return BackendConfig(url=parsed.base, scheme=parsed.plugin, options=merged, timeout=timeout)
+    return BackendConfig(url=parsed.base, scheme=plugin, options=merged, timeout=timeout)
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
@@ -105,6 +115,18 @@ def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
     """
     config = backend_config(url, options)
     return backend_class(config.scheme)(config)
+
+
+def variant_plugin(plugin: str, options: dict[str, Any]) -> str:
+    """``plugin+<mode>`` if ``options`` has ``mode`` naming a registered variant (the option is then
+    consumed: removed from ``options``); else ``plugin`` unchanged."""
+    variant = options.get(VARIANT_OPTION)
+    if isinstance(variant, str) and variant:
+        candidate = f"{plugin}+{variant.lower()}"
+        if candidate in installed_schemes():
+            del options[VARIANT_OPTION]
+            return candidate
+    return plugin
 
 
 def command_plugins() -> list[Any]:

@@ -67,3 +67,40 @@ def test_demo_keeps_every_invariant_on_memory(tmp_path: Path) -> None:
     assert verdict.ok, verdict.render()
     assert sum(verdict.per_worker.values()) == 200
     assert verdict.peak_concurrency <= 2
+
+
+def test_a_mode_option_naming_a_registered_variant_selects_it(tmp_path: Path) -> None:
+    """``scheme://...?mode=X`` resolves to the plugin ``scheme+X`` when one is registered (and consumes
+    the option); a mode naming no registered variant stays an option for the plugin to judge."""
+    pkg = tmp_path / "acme_variants"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        from lockapi_memory import MemoryBackend
+
+        class Plain(MemoryBackend):
+            pass
+
+        class Fast(MemoryBackend):
+            pass
+    '''))
+    dist = tmp_path / "acme_variants-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-variants\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[lockapi.backends]\nacmev = acme_variants:Plain\nacmev+fast = acme_variants:Fast\n")
+    code = textwrap.dedent('''
+        import lockapi
+        from lockapi.errors import ConfigError
+        for url, options in [("acmev://s", {}), ("acmev://s?mode=fast", {}), ("acmev://s?mode=FAST", {}),
+                             ("acmev://s", {"mode": "fast"}), ("acmev+fast://s", {})]:
+            with lockapi.connect(url, **options) as mgr:
+                print(type(mgr.backend).__name__, mgr.backend.config.scheme)
+        try:
+            lockapi.connect("acmev://s?mode=slow")
+        except ConfigError as exc:
+            print("ConfigError", "mode" in str(exc))
+    ''')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["Plain acmev"] + ["Fast acmev+fast"] * 4 + ["ConfigError True"]

@@ -5,34 +5,44 @@ from __future__ import annotations
 import time
 
 import pytest
-from lockapi_hazelcast import CPBackend, HazelcastBackend, MapBackend
+from lockapi_hazelcast import CPBackend, MapBackend
 
 import lockapi
-from lockapi.errors import BackendUnavailable, ConfigError, UnsupportedFeature
-from lockapi.spi import BackendConfig, Options
+from lockapi.errors import BackendUnavailable, ConfigError
+from lockapi.plugins import backend_class
+from lockapi.spi import Capability
 from tests.servers.common import free_port
 from tests.servers.hazelcast import HazelcastCluster
 
 
-def _backend(url: str, timeout: float = 5.0, **options: object) -> HazelcastBackend:
-    return HazelcastBackend(BackendConfig(url=url, scheme="hazelcast", options=Options(options),
-                                          timeout=timeout))
+@pytest.mark.parametrize(("url", "cls"), [
+    ("hazelcast://127.0.0.1:1", MapBackend),
+    ("hazelcast://127.0.0.1:1?mode=map", MapBackend),
+    ("hazelcast+cp://127.0.0.1:1", CPBackend),
+    ("hazelcast://127.0.0.1:1?mode=cp", CPBackend),  # URLs written before the modes were two plugins
+    ("hazelcast+cp://127.0.0.1:1?mode=cp", CPBackend),
+])
+def test_scheme_or_mode_selects_the_backend_class(url: str, cls: type) -> None:
+    with lockapi.connect(url) as mgr:  # no I/O until first use
+        assert type(mgr.backend) is cls
 
 
-def test_mode_selects_the_backend_class() -> None:
-    map_backend = _backend("hazelcast://127.0.0.1:1")
-    cp_backend = _backend("hazelcast://127.0.0.1:1", mode="cp")
-    assert isinstance(map_backend, MapBackend) and isinstance(cp_backend, CPBackend)
-    map_backend.close()
-    cp_backend.close()
+def test_each_mode_declares_its_capabilities_on_its_class() -> None:
+    assert backend_class("hazelcast") is MapBackend and backend_class("hazelcast+cp") is CPBackend
+    assert {Capability.FAIR, Capability.PUSH_WAKEUP, Capability.BACKEND_EXPIRY} <= MapBackend.capabilities
+    assert Capability.BACKEND_EXPIRY not in CPBackend.capabilities
+    assert MapBackend.description and CPBackend.description
 
 
-@pytest.mark.parametrize("options", [{"mode": "ap"}, {"colour": "red"}, {"prefix": "a/b"},
-                                     {"members": "host:notaport"}])
-def test_bad_options_fail_before_io(options: dict[str, object]) -> None:
+@pytest.mark.parametrize(("url", "options"), [
+    ("hazelcast://127.0.0.1:1", {"mode": "ap"}), ("hazelcast://127.0.0.1:1", {"colour": "red"}),
+    ("hazelcast://127.0.0.1:1", {"prefix": "a/b"}), ("hazelcast://127.0.0.1:1", {"prefix": " a"}),
+    ("hazelcast://127.0.0.1:1", {"members": "host:notaport"}), ("hazelcast+cp://127.0.0.1:1", {"mode": "map"}),
+])
+def test_bad_options_fail_before_io(url: str, options: dict[str, object]) -> None:
     started = time.monotonic()
     with pytest.raises(ConfigError):
-        _backend("hazelcast://127.0.0.1:1", **options)
+        lockapi.connect(url, **options)
     assert time.monotonic() - started < 1.0
 
 
@@ -46,11 +56,6 @@ def test_unreachable_cluster_is_unavailable_within_timeout(mode: str) -> None:
         elapsed = time.monotonic() - started
     assert elapsed < 2 + 2.5, f"BackendUnavailable after {elapsed:.1f}s with timeout=2"
     assert "hunter2" not in str(caught.value)
-
-
-def test_cp_mode_on_a_cluster_without_cp_is_unsupported(hazelcast_member: HazelcastCluster) -> None:
-    with lockapi.connect(hazelcast_member.url("cp")) as mgr, pytest.raises(UnsupportedFeature):
-        mgr.try_acquire("needs-cp")
 
 
 def test_prefix_separates_applications(hazelcast_member: HazelcastCluster) -> None:

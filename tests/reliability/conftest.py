@@ -3,7 +3,7 @@
 Each server kind is started once per session (on first use) with the launchers in tests/servers/ and
 stopped at the end; tests that stop, restart or kill a server start their own, function-scoped.
 ``target`` is parametrised over every backend: memory, sqlite, postgresql, mariadb, redis (standalone
-and cluster), hazelcast map mode (5.7) and, once it has landed, hazelcast cp mode (5.4).
+and cluster), hazelcast map mode (5.7) and hazelcast cp mode (5.4).
 """
 
 from __future__ import annotations
@@ -27,12 +27,6 @@ BACKENDS = ["memory", "sqlite", "postgresql", "mariadb", "redis", "redis-cluster
             "hazelcast-cp"]
 SERVER_BACKENDS = BACKENDS[1:]
 _stores = itertools.count()
-
-
-def cp_mode_available() -> bool:
-    from lockapi_hazelcast import HazelcastBackend
-
-    return "cp" in HazelcastBackend._modes
 
 
 # -- session servers ---------------------------------------------------------------------------------
@@ -73,8 +67,6 @@ def make_target(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iter
         finally:
             close()
     elif kind == "hazelcast-cp":
-        if not cp_mode_available():
-            pytest.skip("hazelcast cp mode has not landed (no 'cp' mode registered in lockapi_hazelcast)")
         hz = request.getfixturevalue("cp_cluster")
         prefix = f"rel{uuid.uuid4().hex[:8]}"
         # A dead holder's FencedLock is freed when its CP session expires (the launcher sets the session

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers.common import ServerProcess
+from tests.servers.common import ServerProcess, wait_until
 
 Counts = dict[str, int]
 
@@ -183,3 +183,29 @@ def signal_tree(process: ServerProcess, sig: int) -> None:
     for pid in process_tree(process.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _stopped(pid: int) -> bool:
+    """True if every thread of ``pid`` is stopped (or gone)."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
+def freeze(process: ServerProcess) -> None:
+    """SIGSTOP a server we started (and every process it forked), and return once every thread of them
+    has really stopped. ``kill()`` only queues the signal: a busy multi-threaded server (a JVM on a
+    loaded machine) keeps running, and answering, for milliseconds after it."""
+    signal_tree(process, signal.SIGSTOP)
+    pids = process_tree(process.pid)
+    wait_until(lambda: all(_stopped(pid) for pid in pids), 30, f"pid {process.pid} to stop", interval=0.001)
+
+
+def thaw(process: ServerProcess) -> None:
+    """SIGCONT what :func:`freeze` stopped."""
+    signal_tree(process, signal.SIGCONT)

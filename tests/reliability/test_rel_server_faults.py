@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ import pytest
 import lockapi
 from lockapi import BackendUnavailable, LockError
 from lockapi.waiting import PUSH_MAX
-from tests.reliability.targets import signal_tree, start_process, stop_process
+from tests.reliability.targets import freeze, signal_tree, start_process, stop_process, thaw
 from tests.servers import mariadb as mariadb_launcher
 from tests.servers import postgres as postgres_launcher
 from tests.servers.common import wait_until
@@ -99,8 +100,9 @@ def _hazelcast() -> Iterator[Restartable]:
 
         yield Restartable(
             "hazelcast-map", cluster.url("map"), stop=stop, start=start,
-            freeze=lambda: cluster.members[0].signal(signal.SIGSTOP),
-            thaw=lambda: cluster.members[0].signal(signal.SIGCONT),
+            # Every JVM thread stopped before the test acts: a frozen member once answered an acquire
+            # and a release within 0.02 s, because SIGSTOP had not taken effect yet.
+            freeze=lambda: freeze(cluster.members[0]), thaw=lambda: thaw(cluster.members[0]),
             persistent=False, floored_tokens=False)
 
 
@@ -245,3 +247,22 @@ def test_server_frozen_calls_fail_within_timeout(server: Restartable, name: str)
             assert secs <= TIMEOUT + SLACK, f"{op} took {secs:.2f}s with timeout={TIMEOUT}"
         wait_until(lambda: held.release() is True or not held.is_held(), 30,
                    "the lease to be released once the server runs again")
+
+
+def test_freeze_returns_once_every_server_thread_has_stopped() -> None:
+    """Why the frozen-server test once saw a frozen Hazelcast member grant and release in 0.02 s: SIGSTOP
+    is only queued by kill(); the JVM's threads (50+) stop over the next milliseconds on a loaded
+    machine, and answer meanwhile. ``freeze`` returns only when the kernel reports all of them stopped,
+    and a call made then gets no answer."""
+    with hazelcast_cluster(MAP_VERSION, 1) as cluster, lockapi.connect(cluster.url("map"), timeout=TIMEOUT) as mgr:
+        member = cluster.members[0]
+        lease = mgr.acquire("freeze-probe", ttl=60)
+        freeze(member)
+        try:
+            threads = list(Path(f"/proc/{member.pid}/task").glob("*/stat"))
+            states = {stat.read_text().rsplit(")", 1)[1].split()[0] for stat in threads}
+            assert states <= {"T", "t"}, f"threads still running after freeze(): {states}"
+            error, _ = timed(lease.release)
+            assert isinstance(error, BackendUnavailable), f"a frozen member answered: {error!r}"
+        finally:
+            thaw(member)

@@ -59,7 +59,9 @@ class HazelcastCluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
     def url(self, mode: str = "map") -> str:
-        return f"hazelcast://{self.addresses}?cluster_name={self.cluster_name}&mode={mode}"
+        """``hazelcast://`` (map mode) or ``hazelcast+cp://`` (cp mode) for this cluster."""
+        scheme = "hazelcast" if mode == "map" else f"hazelcast+{mode}"
+        return f"{scheme}://{self.addresses}?cluster_name={self.cluster_name}"
 
     def kill(self, index: int) -> None:
         """SIGKILL one member (a crash: no graceful migration of its partitions)."""

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from hazelcast.core import SimpleEntryView
 from hazelcast.proxy.map import Map
 
-from ._client import ClientHolder
+from .client import ClientHolder
+
+__all__ = ["TTL_SLACK", "VIEW_BATCH", "DoneMarkers", "seconds_left"]
 
 TTL_SLACK = 1.0
 """Seconds added to every ttl sent to the members: they keep entry times with one-second resolution

@@ -4,8 +4,10 @@ URL: ``hazelcast://[user:password@]host:port[,host:port...][?option=value...]``.
 
 * ``cluster_name`` (default ``dev``): the cluster to join;
 * ``members``: extra member addresses (``host:port``, list or comma-separated), added to the URL's;
-* ``mode``: ``map`` (default; IMap leases, works on every edition) or ``cp`` (CP subsystem:
-  FencedLock and ISemaphore; needs a cluster with the CP subsystem, e.g. community 5.4 or Enterprise);
+* ``mode``: ``map`` (``hazelcast://``: IMap leases, works on every edition) or ``cp`` (the
+  ``hazelcast+cp://`` plugin: CP subsystem FencedLock and ISemaphore; needs a cluster with the CP
+  subsystem, e.g. community 5.4 or Enterprise). lockapi's core turns ``hazelcast://...?mode=cp`` into
+  ``hazelcast+cp``; a backend accepts only its own mode here;
 * ``prefix`` (default ``lockapi``): the distributed objects are named ``<prefix>.locks``,
   ``<prefix>.permits``, ``<prefix>.fences``, ``<prefix>.done`` (map mode) and ``<prefix>/<name>``
   (cp mode), so several applications can share a cluster without sharing locks.
@@ -22,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 from lockapi.spi import BackendConfig, ConfigError
 
+__all__ = ["DEFAULT_PORT", "MODES", "Settings", "read_settings"]
+
 MODES = ("map", "cp")
 DEFAULT_PORT = 5701
 
@@ -32,7 +36,6 @@ class Settings:
 
     members: tuple[str, ...]
     cluster_name: str
-    mode: str
     prefix: str
     timeout: float
     username: str | None = None
@@ -56,8 +59,9 @@ class Settings:
         return kwargs
 
 
-def read_settings(config: BackendConfig) -> Settings:
-    """Parse ``config`` (URL and options) and call ``options.finish()``; raise ConfigError if wrong."""
+def read_settings(config: BackendConfig, mode: str) -> Settings:
+    """Parse ``config`` (URL and options) for the backend of ``mode`` and call ``options.finish()``;
+    raise ConfigError if anything is wrong."""
     parts = urlsplit(config.url)
     hostinfo = parts.netloc
     username = password = None
@@ -71,14 +75,20 @@ def read_settings(config: BackendConfig) -> Settings:
     members = [_address(a) for a in hostinfo.split(",") if a.strip()]
     members += [_address(a) for a in options.list("members")]
     cluster_name = options.str("cluster_name", "dev") or "dev"
-    mode = options.str("mode", "map", choices=MODES) or "map"
+    chosen = options.str("mode", mode)
+    if chosen != mode:
+        raise ConfigError(
+            f"option 'mode' must be one of {', '.join(MODES)} (hazelcast:// is map mode, hazelcast+cp:// "
+            f"is cp mode); got {chosen!r} on a {config.scheme}:// URL"
+        )
     prefix = options.str("prefix", "lockapi") or ""
     options.finish()
     if not members:
         members = [f"127.0.0.1:{DEFAULT_PORT}"]
-    if not prefix or "/" in prefix:
-        raise ConfigError(f"option 'prefix' must be a non-empty name without '/'; got {prefix!r}")
-    return Settings(tuple(members), cluster_name, mode, prefix, config.timeout, username, password)
+    if not prefix or "/" in prefix or prefix != prefix.strip():
+        raise ConfigError(
+            f"option 'prefix' must be a non-empty name without '/' or surrounding whitespace; got {prefix!r}")
+    return Settings(tuple(members), cluster_name, prefix, config.timeout, username, password)
 
 
 def _address(text: str) -> str:

@@ -1,5 +1,5 @@
 """One hazelcast-python-client per backend: connected lazily, replaced when it shut itself down, and
-every wait on it bounded by ``timeout`` with failures translated to :class:`BackendUnavailable`.
+every wait on it bounded by ``timeout`` with failures translated (by :mod:`.errors`) to lockapi errors.
 
 The client gives up reconnecting after ``cluster_connect_timeout`` (= ``timeout``) and shuts down for
 good; the next call then starts a new client, so a cluster that comes back is used again.
@@ -10,21 +10,21 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hazelcast.client import HazelcastClient
-from hazelcast.errors import HazelcastError
 from hazelcast.future import Future
 
-from lockapi.spi import BackendUnavailable, LockError, UnsupportedFeature
+from lockapi.spi import BackendUnavailable
 
-from ._settings import Settings
+from . import client_fixes
+from .errors import no_answer, translated
+from .settings import Settings
+
+__all__ = ["ClientHolder"]
 
 T = TypeVar("T")
-
-_NO_CP = ("licensed feature", "Enterprise feature", "CP Subsystem is not enabled")
-"""How members without a usable CP subsystem word their refusal (5.5+ community, CP off)."""
 
 
 class ClientHolder:
@@ -48,13 +48,14 @@ class ClientHolder:
         if client is not None and client.lifecycle_service.is_running():
             return client
         if not self._lock.acquire(timeout=self.settings.timeout):
-            raise BackendUnavailable(f"{self.where}: still connecting after {self.settings.timeout:g}s")
+            raise no_answer(self.where, "connect (another thread is still connecting)", self.settings.timeout)
         try:
             if self._closed:
-                raise BackendUnavailable(f"{self.where}: backend is closed")
+                raise BackendUnavailable(f"{self.where}: this backend is closed; connect again")
             client = self._client
             if client is None or not client.lifecycle_service.is_running():
                 self._client = None
+                client_fixes.apply()
                 with self.translate("connect"):
                     client = HazelcastClient(**self.settings.client_kwargs())
                 try:
@@ -77,22 +78,9 @@ class ClientHolder:
             with contextlib.suppress(Exception):
                 client.shutdown()
 
-    @contextlib.contextmanager
-    def translate(self, what: str) -> Iterator[None]:
-        """Turn the client's errors into lockapi's (never leaking a password: messages name members)."""
-        try:
-            yield
-        except LockError:
-            raise
-        except HazelcastError as exc:
-            if any(sign in str(exc) for sign in _NO_CP):
-                raise UnsupportedFeature(
-                    f"{self.where}: the cluster has no CP subsystem (community 5.5+ removed it); "
-                    "use mode=map"
-                ) from None
-            raise BackendUnavailable(f"{self.where}: {what} failed: {type(exc).__name__}: {exc}") from None
-        except (OSError, TimeoutError) as exc:
-            raise BackendUnavailable(f"{self.where}: {what} failed: {type(exc).__name__}: {exc}") from None
+    def translate(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Raise the client's errors inside the block as lockapi errors (see :mod:`.errors`)."""
+        return translated(self.where, what)
 
     def wait(self, future: Future[T], deadline: float, what: str) -> T:
         """The future's result, or BackendUnavailable if it has none by ``deadline`` (monotonic)."""
@@ -105,8 +93,7 @@ class ClientHolder:
             done = threading.Event()
             future.add_done_callback(_setter(done))
             if not done.wait(max(0.0, deadline - time.monotonic())):
-                raise BackendUnavailable(
-                    f"{self.where}: {what}: no answer within {self.settings.timeout:g}s")
+                raise no_answer(self.where, what, self.settings.timeout)
         with self.translate(what):
             return [future.result() for future in futures]
 

@@ -9,10 +9,15 @@ one ``retry_after`` (the core never sleeps longer than the holder's remaining tt
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from lockapi.spi import Wake, Watchers
+
+__all__ = ["WatchRegistry"]
+
+log = logging.getLogger(__name__)
 
 
 class WatchRegistry:
@@ -24,9 +29,12 @@ class WatchRegistry:
 
     def on_event(self, event: Any) -> None:
         """Entry-listener callback (runs on the client's reactor thread: only wakes, never blocks)."""
-        name = self._key_to_name(event.key) if isinstance(event.key, str) else None
-        if name is not None:
-            self._watchers.wake(name)
+        try:
+            name = self._key_to_name(event.key) if isinstance(event.key, str) else None
+            if name is not None:
+                self._watchers.wake(name)
+        except Exception:  # never into the client's reactor: a lost wake-up costs a waiter one retry_after
+            log.exception("lockapi: a hazelcast entry-listener callback failed")
 
     @contextlib.contextmanager
     def watching(self, name: str, wake: Wake, ensure_listener: Callable[[], None]) -> Iterator[None]:

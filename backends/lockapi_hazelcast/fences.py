@@ -21,7 +21,9 @@ from hazelcast.proxy.map import Map
 
 from lockapi.spi import BackendUnavailable
 
-from ._client import ClientHolder
+from .client import ClientHolder
+
+__all__ = ["Counters"]
 
 
 class Counters:
