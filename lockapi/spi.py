@@ -425,6 +425,10 @@ class Backend(abc.ABC):
     capabilities: frozenset[Capability] = frozenset()
     description: str = ""
     """One line shown by ``lockapi backends``."""
+    capabilities_vary: str = ""
+    """When an instance's capabilities depend on its URL or options (a dialect, a phase, an option), one
+    line saying how: ``lockapi backends`` shows it next to the class's capabilities (the ones every
+    instance has), and ``lockapi check URL`` shows an instance's own."""
     pause_points: frozenset[str] = frozenset()
     """Every :func:`pause_point` this backend calls (empty when each operation is one round trip).
     The conformance suite checks the list is complete and stops a holder at each point in turn."""

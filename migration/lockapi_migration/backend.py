@@ -55,8 +55,9 @@ log = logging.getLogger("lockapi.migration")
 class MigrationBackend(Backend):
     """Two backends composed according to the configured migration phase (see the module docstring)."""
 
-    description = ("migration between two backends (phases off/shadow/dual/cutover/done); capabilities are "
-                   "the phase's: off/shadow H's, dual both's without fair/atomic_batch, cutover/done R's")
+    description = "migration between two backends (phases off/shadow/dual/cutover/done)"
+    capabilities_vary = ("the phase's: off/shadow the source's, dual both's without fair/atomic_batch, "
+                         "cutover the target's without atomic_batch, done the target's")
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

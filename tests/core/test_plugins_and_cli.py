@@ -51,7 +51,7 @@ def test_cli_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_check_and_inspect(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "memory://cli"]) == 0
     assert "acquire" in capsys.readouterr().out
-    assert main(["inspect", "some-lock", "--url", "memory://cli"]) == 0
+    assert main(["inspect", "some-lock", "--url", "memory://cli"]) == 4  # free
     assert "is free" in capsys.readouterr().out
 
 

@@ -214,8 +214,11 @@ def _gate_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``migrate`` and its subcommands to the core CLI's subparsers."""
-    migrate = subparsers.add_parser("migrate", help="move locks between backends without downtime",
-                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    migrate = subparsers.add_parser(
+        "migrate", help="move locks between backends without downtime",
+        description="Report on, gate and complete a migration between two lock backends, for the fleet named "
+                    "by the configuration (docs/migration.md). Exit codes: 0 done (check: safe to advance one "
+                    "phase), 1 not safe (each reason printed), 2 configuration error, 3 unavailable.")
     commands = migrate.add_subparsers(dest="migrate_command", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
