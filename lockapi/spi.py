@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from lockapi.errors import (
     BackendUnavailable,
@@ -259,27 +259,29 @@ def set_observer_hook(hook: Any) -> None:
 def redact_url(url: str) -> str:
     """Return ``url`` with any password or secret query value replaced by ``***``.
 
-    Use it in every message, log line and report that shows a URL.
+    Use it in every message, log line and report that shows a URL. It works on the text, so a URL no
+    parser accepts (an empty scheme, a doubled ``?``) is redacted all the same.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        # "user:password@" keeps the user; a lone "secret@" may be a password (redis://secret@host).
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostinfo}" if has_password else f"***@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{quote(k)}={'***' if _is_secret(k) else quote(v)}" for k, v in pairs
-        )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    text = str(url)
+    head, sep, rest = text.partition("://")
+    if sep:
+        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        authority = rest[:end]
+        if "@" in authority:
+            userinfo, _, hostinfo = authority.rpartition("@")
+            # "user:password@" keeps the user; a lone "secret@" may be a password (redis://secret@host).
+            user, has_password, _ = userinfo.partition(":")
+            authority = f"{user}:***@{hostinfo}" if has_password else f"***@{hostinfo}"
+        text = f"{head}{sep}{authority}{rest[end:]}"
+    base, qmark, tail = text.partition("?")
+    if not qmark:
+        return text
+    query, hash_, fragment = tail.partition("#")
+    fields = []
+    for field in query.split("&"):
+        key, eq, value = field.partition("=")
+        fields.append(f"{key}=***" if eq and _is_secret(unquote(key)) else field)
+    return f"{base}?{'&'.join(fields)}{hash_}{fragment}"
 
 
 def _is_secret(key: str) -> bool:

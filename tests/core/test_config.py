@@ -133,3 +133,9 @@ def test_url_base_keeps_the_path_exactly(url: str) -> None:
     from lockapi.plugins import parse_url
 
     assert parse_url(url + "?timeout=3").base == url
+
+
+@pytest.mark.parametrize("url", ["://:pw-S3cr3t@127.0.0.1??", "redis://u:pw-S3cr3t@h?a=1??b", "x://pw-S3cr3t@h#frag"])
+def test_a_url_no_parser_accepts_is_redacted_all_the_same(url: str) -> None:
+    """Found by the reliability suite's hypothesis run: urlsplit saw no netloc, and the password leaked."""
+    assert "pw-S3cr3t" not in lockapi.redact_url(url)
