@@ -279,7 +279,7 @@ def redact_url(url: str) -> str:
     query, hash_, fragment = tail.partition("#")
     fields = []
     for field in query.split("&"):
-        key, eq, value = field.partition("=")
+        key, eq, _ = field.partition("=")
         fields.append(f"{key}=***" if eq and _is_secret(unquote(key)) else field)
     return f"{base}?{'&'.join(fields)}{hash_}{fragment}"
 
