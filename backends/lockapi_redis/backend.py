@@ -26,12 +26,12 @@ from lockapi.spi import (
     Wake,
 )
 
-from . import scripts
-from .clients import Client, Script, build, command, pubsub_connection
+from .clients import Client, build, command, pubsub_connection, run_script
 from .idle import IdleSweeper
 from .keys import Keys
 from .pool import BoundedPool, BoundedSentinelPool
 from .pubsub import ConnectionFactory, PubSubHub
+from .scripts import Script, Scripts
 from .settings import Settings, parse
 
 T = TypeVar("T")
@@ -80,15 +80,7 @@ class RedisBackend(Backend):
         self._where = config.redacted_url
         publish = "SPUBLISH" if self.settings.sharded_pubsub else "PUBLISH"
         fence_ttl_ms = _ms(self.settings.fence_ttl) if self.settings.fence_ttl > 0 else 0
-        s = {name: Script(scripts.source(getattr(scripts, name), publish, fence_ttl_ms)) for name in (
-            "ACQUIRE", "FAIR_ACQUIRE", "RELEASE", "EXTEND", "INSPECT", "CANCEL_WAIT", "FORCE_RELEASE",
-            "SET_FENCE_FLOOR", "ACQUIRE_MANY", "SEM_ACQUIRE", "SEM_RELEASE", "SEM_EXTEND", "SEM_HOLDS")}
-        self._acquire, self._fair_acquire, self._release = s["ACQUIRE"], s["FAIR_ACQUIRE"], s["RELEASE"]
-        self._extend, self._inspect, self._cancel_wait = s["EXTEND"], s["INSPECT"], s["CANCEL_WAIT"]
-        self._force_release, self._set_floor = s["FORCE_RELEASE"], s["SET_FENCE_FLOOR"]
-        self._acquire_many, self._sem_acquire = s["ACQUIRE_MANY"], s["SEM_ACQUIRE"]
-        self._sem_release, self._sem_extend = s["SEM_RELEASE"], s["SEM_EXTEND"]
-        self._sem_holds = s["SEM_HOLDS"]
+        self.scripts = Scripts.compile(publish, fence_ttl_ms)
         self._client_lock = threading.Lock()
         self._client_obj: Client | None = None
         if self.settings.kind != "cluster":  # no I/O: build now, keep the hot path free of checks
@@ -124,9 +116,13 @@ class RedisBackend(Backend):
     def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         self._last_call = time.monotonic()
         try:
-            return script(self._client, keys, args)
+            return run_script(self._client, script, keys, args)
         except CLIENT_ERRORS as exc:
             raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
+
+    def _call(self, script: Script, name: str, args: Sequence[str | int]) -> Any:
+        """Run ``script`` on the keys of ``name`` (the roles it declares) with ``args``."""
+        return self._eval(script, self.keys.of(name, script.suffixes), args)
 
     def _node_client(self, key: str) -> Any:
         """A client bound to the one server that owns ``key`` (the master itself on a cluster)."""
@@ -197,13 +193,11 @@ class RedisBackend(Backend):
 
     # -- locks ------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
-        b = self.keys.base(name)
         if queue_ttl is None:
-            result, acked = self._granting(self._acquire, [b + ":lock", b + ":fence"], [holder, _ms(ttl)])
+            script, args = self.scripts.acquire, [holder, _ms(ttl)]
         else:
-            result, acked = self._granting(
-                self._fair_acquire, [b + ":lock", b + ":fence", b + ":ch", b + ":queue", b + ":qtime"],
-                [holder, _ms(ttl), _ms(queue_ttl)])
+            script, args = self.scripts.fair_acquire, [holder, _ms(ttl), _ms(queue_ttl)]
+        result, acked = self._granting(script, self.keys.of(name, script.suffixes), args)
         attempt = _attempt(result)
         if attempt.token is not None:
             token = attempt.token
@@ -211,16 +205,13 @@ class RedisBackend(Backend):
         return attempt
 
     def release(self, name: str, holder: str, token: int) -> bool:
-        b = self.keys.base(name)
-        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
-        return bool(self._eval(self._release, keys, [f"{token}:{holder}"]) == 1)
+        return bool(self._call(self.scripts.release, name, [f"{token}:{holder}"]) == 1)
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        key = self.keys.base(name) + ":lock"
-        return bool(self._eval(self._extend, [key], [f"{token}:{holder}", _ms(ttl)]) == 1)
+        return bool(self._call(self.scripts.extend, name, [f"{token}:{holder}", _ms(ttl)]) == 1)
 
     def inspect(self, name: str) -> LockInfo | None:
-        reply = self._eval(self._inspect, [self.keys.base(name) + ":lock"], [])
+        reply = self._call(self.scripts.inspect, name, [])
         if not reply:
             return None
         value, pttl = reply
@@ -228,12 +219,11 @@ class RedisBackend(Backend):
         return LockInfo(name=name, holder=holder, token=int(token), ttl_remaining=max(pttl, 0) / 1000.0)
 
     def holds(self, name: str, holder: str, token: int) -> bool:
-        value = self._run(lambda: command(self._client, "GET", self.keys.base(name) + ":lock"))
+        value = self._run(lambda: command(self._client, "GET", self.keys.key(name, "lock")))
         return bool(value == f"{token}:{holder}".encode())
 
     def cancel_wait(self, name: str, holder: str) -> None:
-        b = self.keys.base(name)
-        self._eval(self._cancel_wait, [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"], [holder])
+        self._call(self.scripts.cancel_wait, name, [holder])
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -248,13 +238,11 @@ class RedisBackend(Backend):
             groups[0] = list(dict.fromkeys(names))
         granted: dict[str, int] = {}
         args: list[str | int] = [holder, _ms(ttl), "1" if skip_done else "0"]
+        script = self.scripts.acquire_many
         try:
             for group in groups.values():
-                keys = []
-                for name in group:
-                    b = self.keys.base(name)
-                    keys += [b + ":lock", b + ":fence", b + ":done"]
-                tokens, acked = self._granting(self._acquire_many, keys, args)
+                keys = [key for name in group for key in self.keys.of(name, script.suffixes)]
+                tokens, acked = self._granting(script, keys, args)
                 granted.update((n, int(t)) for n, t in zip(group, tokens, strict=True) if t != 0)
                 self._check_replicas(acked, lambda: None)
         except BackendUnavailable:
@@ -266,9 +254,8 @@ class RedisBackend(Backend):
 
     # -- semaphores -------------------------------------------------------------------------------
     def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
-        b = self.keys.base(name)
-        result, acked = self._granting(self._sem_acquire, [b + ":sem", b + ":sfence"],
-                                       [holder, permits, _ms(ttl)])
+        script = self.scripts.sem_acquire
+        result, acked = self._granting(script, self.keys.of(name, script.suffixes), [holder, permits, _ms(ttl)])
         attempt = _attempt(result)
         if attempt.token is not None:
             token = attempt.token
@@ -276,15 +263,13 @@ class RedisBackend(Backend):
         return attempt
 
     def release_permit(self, name: str, holder: str, token: int) -> bool:
-        b = self.keys.base(name)
-        return bool(self._eval(self._sem_release, [b + ":sem", b + ":sch"], [f"{token}:{holder}"]) == 1)
+        return bool(self._call(self.scripts.sem_release, name, [f"{token}:{holder}"]) == 1)
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return bool(self._eval(self._sem_extend, [self.keys.base(name) + ":sem"],
-                          [f"{token}:{holder}", _ms(ttl)]) == 1)
+        return bool(self._call(self.scripts.sem_extend, name, [f"{token}:{holder}", _ms(ttl)]) == 1)
 
     def holds_permit(self, name: str, holder: str, token: int) -> bool:
-        return bool(self._eval(self._sem_holds, [self.keys.base(name) + ":sem"], [f"{token}:{holder}"]) == 1)
+        return bool(self._call(self.scripts.sem_holds, name, [f"{token}:{holder}"]) == 1)
 
     # -- done markers -----------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
@@ -334,20 +319,17 @@ class RedisBackend(Backend):
 
     # -- administration ---------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
-        key = self.keys.base(name) + (":sfence" if semaphore else ":fence")
-        self._eval(self._set_floor, [key], [str(int(token))])
+        script = self.scripts.set_sem_fence_floor if semaphore else self.scripts.set_fence_floor
+        self._call(script, name, [str(int(token))])
 
     def force_release(self, name: str) -> bool:
-        b = self.keys.base(name)
-        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
-        return bool(self._eval(self._force_release, keys, []) == 1)
+        return bool(self._call(self.scripts.force_release, name, []) == 1)
 
     # -- waiting ----------------------------------------------------------------------------------
     def watch(
         self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
-        channel = self.keys.semaphore_channel(name) if semaphore else self.keys.lock_channel(name)
-        return self._hub.watch(channel, wake, holder)
+        return self._hub.watch(self.keys.channel(name, semaphore=semaphore), wake, holder)
 
     def watcher_count(self) -> int:
         """Live watch() contexts (for tests and diagnostics)."""

@@ -11,7 +11,6 @@ the pool's short hand-out path that is 20-30 µs less per command than ``Redis.e
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .pool import BoundedPool, BoundedSentinelPool
+from .scripts import Script
 from .settings import Settings
 
 Client = Redis | RedisCluster
@@ -95,17 +95,9 @@ def command(client: Any, *args: str | int) -> Any:
         pool.release(conn)
 
 
-class Script:
-    """A Lua script run with EVALSHA; on NOSCRIPT (new or restarted server) with EVAL, which caches it."""
-
-    __slots__ = ("sha", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-    def __call__(self, client: Client, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return command(client, "EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return command(client, "EVAL", self.text, len(keys), *keys, *args)
+def run_script(client: Client, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    """EVALSHA ``script``; on NOSCRIPT (a new or restarted server) EVAL, which caches it again."""
+    try:
+        return command(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return command(client, "EVAL", script.text, len(keys), *keys, *args)
