@@ -13,6 +13,7 @@ key building, arguments, reply decoding, replica checks and error messages exist
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -233,10 +234,8 @@ class Operations:
                     raise self._too_few(acked)
         except BackendUnavailable:
             for name, token in granted.items():
-                try:
+                with contextlib.suppress(BackendUnavailable):  # else it expires at its ttl
                     yield self.release(name, holder, token)
-                except BackendUnavailable:
-                    pass  # it expires at its ttl
             raise
         return granted
 
@@ -291,10 +290,8 @@ class Operations:
         """Grant with WAIT; if too few replicas acknowledged, give the grant back and raise."""
         attempt, acked = yield Replicated(call, self.replicas, ms(self.replicas_timeout))
         if attempt.token is not None and acked < self.replicas:
-            try:
+            with contextlib.suppress(BackendUnavailable):  # else it expires at its ttl
                 yield undo(attempt.token)
-            except BackendUnavailable:
-                pass  # it expires at its ttl
             raise self._too_few(acked)
         return attempt
 

@@ -1,6 +1,7 @@
 """Release notifications: one shared pub/sub connection (per server node) with one reader thread.
 
-:class:`PubSubHub` reference-counts subscriptions per channel: the first watcher of a channel sends
+:class:`PubSubHub` reference-counts subscriptions per channel (the table and the meaning of replies are
+:mod:`lockapi_redis.subscriptions`, shared with the asyncio hub): the first watcher of a channel sends
 SUBSCRIBE (SSUBSCRIBE with sharded pub/sub), the last one to leave sends UNSUBSCRIBE, and
 :meth:`PubSubHub.watch` returns only once the server confirmed the subscription. A standalone or
 sentinel backend uses one connection; a cluster uses one per master that owns a watched channel's slot
@@ -32,27 +33,11 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from lockapi.spi import BackendUnavailable, Wake
 
+from .subscriptions import Channel, Entry, Subscriptions, call
+
 log = logging.getLogger(__name__)
 
 ConnectionFactory = Callable[[], AbstractConnection]
-
-
-_Entry = tuple[Wake, bytes | None]
-"""A watcher: its callback and, for a fair waiter, its holder id."""
-
-
-class _Channel:
-    __slots__ = ("confirmed", "node", "wakes")
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.wakes: list[_Entry] = []
-        self.confirmed = threading.Event()
-
-    def addressed(self, message: bytes) -> list[Wake]:
-        """The callbacks a message wakes: a holder id wakes that fair waiter (and every watcher without
-        a holder); an empty message wakes all."""
-        return [w for w, holder in self.wakes if not message or holder is None or holder == message]
 
 
 class _Subscriber:
@@ -102,16 +87,14 @@ class _Subscriber:
                     conn.disconnect()
                     return
                 self.conn = conn
-                for channel, state in hub.channels.items():
-                    if state.node == self.node:
-                        hub.pending[channel] = 1  # replies owed on the old connection died with it
-                        self.send(hub.subscribe_cmd, channel)
+                for channel in hub.subs.resubscribe(self.node):
+                    self.send(hub.subs.subscribe_cmd, channel)
             self._read(conn)
             with hub.lock:
                 if self.conn is conn:
                     self._drop()
-                wakes = [w for s in hub.channels.values() if s.node == self.node for w, _ in s.wakes]
-            hub.call(wakes)
+                wakes = hub.subs.wakes_on(self.node)
+            call(wakes)
 
     def _read(self, conn: AbstractConnection) -> None:
         while not self.hub.closed:
@@ -124,7 +107,9 @@ class _Subscriber:
                 log.debug("pub/sub connection to %s ended: %s", self.node, exc)
                 return
             if isinstance(reply, list) and len(reply) >= 2:
-                self.hub.dispatch(reply)
+                with self.hub.lock:
+                    wakes = self.hub.subs.dispatch(reply)
+                call(wakes)
 
 
 class PubSubHub:
@@ -133,8 +118,7 @@ class PubSubHub:
     def __init__(self, *, sharded: bool, timeout: float,
                  node_for: Callable[[str], tuple[str, ConnectionFactory]],
                  refresh: Callable[[], None] = lambda: None) -> None:
-        self.subscribe_cmd = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
-        self.unsubscribe_cmd = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self.sharded = sharded
         self.timeout = timeout
         self.node_for = node_for
         self.refresh = refresh
@@ -145,8 +129,7 @@ class PubSubHub:
         """Start from nothing: no channels, connections or reader threads (also right after a fork,
         where the parent's belong to the parent)."""
         self.lock = threading.Lock()
-        self.channels: dict[str, _Channel] = {}
-        self.pending: dict[str, int] = {}
+        self.subs = Subscriptions(sharded=self.sharded, confirmation=threading.Event)
         self.subscribers: dict[str, _Subscriber] = {}
         self.stop_event = threading.Event()
 
@@ -168,7 +151,7 @@ class PubSubHub:
 
     def watcher_count(self) -> int:
         with self.lock:
-            return sum(len(s.wakes) for s in self.channels.values())
+            return self.subs.watcher_count()
 
     def close(self) -> None:
         with self.lock:
@@ -186,7 +169,7 @@ class PubSubHub:
         """Close the connections that carried no subscription for ``unused_for`` seconds; return how many."""
         cutoff = time.monotonic() - unused_for
         with self.lock:
-            busy = {state.node for state in self.channels.values()}
+            busy = self.subs.busy_nodes()
             idle = [sub for node, sub in self.subscribers.items() if node not in busy and sub.last_used <= cutoff]
             for sub in idle:
                 self._retire(sub)
@@ -199,11 +182,10 @@ class PubSubHub:
         del self.subscribers[sub.node]
         sub._drop()
 
-    def _reroute(self, channel: str, state: _Channel) -> None:
+    def _reroute(self, channel: str, state: Channel) -> None:
         """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
         with self.lock:
-            if self.channels.get(channel) is state:
-                del self.channels[channel]
+            self.subs.forget(channel, state)
             sub = self.subscribers.get(state.node)
             if sub is not None:
                 if sub.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
@@ -213,68 +195,27 @@ class PubSubHub:
         with contextlib.suppress(Exception):
             self.refresh()
 
-    def _join(self, channel: str, entry: _Entry) -> _Channel:
+    def _join(self, channel: str, entry: Entry) -> Channel:
         with self.lock:
             if self.closed:
                 raise BackendUnavailable("the redis backend is closed")
-            state = self.channels.get(channel)
+            state = self.subs.channels.get(channel)
             if state is None:
                 node, factory = self.node_for(channel)
-                state = self.channels[channel] = _Channel(node)
+                state = self.subs.add(channel, node)
                 sub = self.subscribers.get(node)
                 if sub is None:
                     sub = self.subscribers[node] = _Subscriber(self, node, factory)
                 elif sub.conn is not None:
-                    self.pending[channel] = self.pending.get(channel, 0) + 1
-                    sub.send(self.subscribe_cmd, channel)
+                    self.subs.owe(channel)
+                    sub.send(self.subs.subscribe_cmd, channel)
             state.wakes.append(entry)
             return state
 
-    def _leave(self, channel: str, state: _Channel, entry: _Entry) -> None:
+    def _leave(self, channel: str, state: Channel, entry: Entry) -> None:
         with self.lock:
-            with contextlib.suppress(ValueError):
-                state.wakes.remove(entry)
-            if not state.wakes and self.channels.get(channel) is state:
-                del self.channels[channel]
+            if self.subs.leave(channel, state, entry):
                 sub = self.subscribers.get(state.node)
                 if sub is not None:
                     sub.last_used = time.monotonic()
-                    sub.send(self.unsubscribe_cmd, channel)
-
-    def dispatch(self, reply: list[Any]) -> None:
-        kind = reply[0]
-        raw = reply[1]
-        channel = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
-        if kind in (b"message", b"smessage"):
-            message = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else b""
-            with self.lock:
-                state = self.channels.get(channel)
-                wakes = state.addressed(message) if state is not None else []
-            self.call(wakes)
-        elif kind in (b"subscribe", b"ssubscribe"):
-            with self.lock:
-                left = self.pending.get(channel, 1) - 1
-                if left > 0:
-                    self.pending[channel] = left
-                else:
-                    self.pending.pop(channel, None)
-                    state = self.channels.get(channel)
-                    if state is not None:
-                        state.confirmed.set()
-        elif kind == b"sunsubscribe":
-            # Also sent unasked when the channel's slot moved to another node: forget the channel
-            # (the next watch subscribes on the slot's new owner) and wake its watchers to re-check.
-            with self.lock:
-                state = self.channels.get(channel)
-                if state is not None and state.confirmed.is_set():
-                    del self.channels[channel]
-                wakes = [w for w, _ in state.wakes] if state is not None else []
-            self.call(wakes)
-
-    @staticmethod
-    def call(wakes: list[Wake]) -> None:
-        for wake in wakes:
-            try:
-                wake()
-            except Exception:
-                log.exception("a lockapi wake-up callback failed")
+                    sub.send(self.subs.unsubscribe_cmd, channel)
