@@ -28,7 +28,7 @@ from lockapi.spi import (
     Wake,
 )
 
-from .clients import Client, build, command, pubsub_connection, run_script
+from .clients import Client, build, command, no_retry, pubsub_connection, run_script
 from .idle import IdleSweeper
 from .operations import (
     CLIENT_ERRORS,
@@ -153,7 +153,8 @@ class RedisBackend(Backend):
         node_client = self._io(lambda: self._node_client(channel))
 
         def factory() -> AbstractConnection:
-            return pubsub_connection(node_client)
+            conn: AbstractConnection = pubsub_connection(node_client.connection_pool, no_retry())
+            return conn
 
         kwargs = node_client.connection_pool.connection_kwargs
         return f"{kwargs.get('host')}:{kwargs.get('port')}", factory
