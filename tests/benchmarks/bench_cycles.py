@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.benchmarks.bench_stats import Figure
-from tests.benchmarks.bench_subjects import BY_KEY, Env, Locker, Subject, redis_client
+from tests.benchmarks.bench_subjects import BY_KEY, AsyncLocker, Env, Locker, Subject, redis_client
 
 WARMUP = 0.3
 """Longest warm-up per subject, seconds."""
@@ -27,7 +27,10 @@ def cycle_rate(locker: Locker, name: str, seconds: float) -> tuple[float, float]
 
 
 def cycles(locker: Locker, name: str, seconds: float) -> tuple[int, float, float]:
-    """(cycles, wall seconds, CPU seconds of this process) of try_acquire+release on ``name`` for ~``seconds``."""
+    """(cycles, wall seconds, CPU seconds of this process) of try_acquire+release on ``name`` for ~``seconds``
+    (an asyncio subject runs the same loop on its event loop)."""
+    if isinstance(locker, AsyncLocker):
+        return locker.cycles(name, seconds)
     count = 0
     cpu = time.process_time()
     start = time.perf_counter()
