@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from lockapi.spi import BackendUnavailable, Wake
 
 from .aio_pool import close_now
-from .subscriptions import Channel, Entry, Subscriptions, call
+from .subscriptions import RECONNECT_BACKOFF, Channel, Entry, Routing, Subscriptions, call
 
 log = logging.getLogger("lockapi_redis.pubsub")
 
@@ -47,12 +47,15 @@ class _Reader:
         self.conn: AbstractConnection | None = None
         self.retired = False
         self.last_used = time.monotonic()
-        """When a subscription on this connection last ended (or the reader was made)."""
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"lockapi-redis-pubsub-{node}")
 
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
     def send(self, *args: str) -> None:
-        """Write a command if connected (else the reader subscribes everything once it connects). The write
-        is buffered, never awaited: commands keep their order, and a cancelled watcher can still leave."""
+        """The write is buffered, never awaited: commands keep their order, and a cancelled watcher can
+        still leave."""
         conn = self.conn
         writer = None if conn is None else conn._writer  # type: ignore[attr-defined]
         if conn is None or writer is None:
@@ -63,25 +66,30 @@ class _Reader:
             self.drop()
 
     def drop(self) -> None:
-        """Close the connection; the reader notices, wakes its watchers and reconnects (unless retired)."""
         conn, self.conn = self.conn, None
         if conn is not None:
             close_now(conn)
 
+    def retire(self) -> None:
+        self.retired = True
+        self.drop()
+        self.task.cancel()
+
     async def _run(self) -> None:
         hub = self.hub
-        backoff = 0.05
+        first, longest = RECONNECT_BACKOFF
+        backoff = first
         try:
             while not hub.closed and not self.retired:
-                conn = self.factory()
                 try:
+                    conn = self.factory()
                     await conn.connect()  # connect and handshake are bounded by the timeouts; reads then block
-                except (RedisError, RedisClusterException, OSError) as exc:
+                except Exception as exc:  # the reader must outlive any failure: it is the node's only one
                     log.debug("pub/sub connect to %s failed: %s", self.node, exc)
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
+                    backoff = min(backoff * 2, longest)
                     continue
-                backoff = 0.05
+                backoff = first
                 if hub.closed or self.retired:
                     close_now(conn)
                     return
@@ -116,10 +124,10 @@ class AsyncPubSubHub:
     def __init__(self, *, sharded: bool, timeout: float, node_for: NodeFor,
                  refresh: Callable[[], Awaitable[object]]) -> None:
         self.subs = Subscriptions(sharded=sharded, confirmation=asyncio.Event)
+        self.routing: Routing[_Reader] = Routing(self.subs, lambda node, factory: _Reader(self, node, factory))
         self.timeout = timeout
         self.node_for = node_for
         self.refresh = refresh
-        self.readers: dict[str, _Reader] = {}
         self.closed = False
         self._refreshing: asyncio.Task[object] | None = None
 
@@ -134,87 +142,51 @@ class AsyncPubSubHub:
                 async with asyncio.timeout(self.timeout):
                     await state.confirmed.wait()  # type: ignore[attr-defined]
             except TimeoutError:
-                self._reroute(channel, state)
+                self.routing.reroute(channel, state)
+                if self._refreshing is None or self._refreshing.done():
+                    self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
                 raise BackendUnavailable(
                     f"redis did not confirm the subscription within {self.timeout:g}s") from None
             yield
         finally:
-            self._leave(channel, state, entry)
+            self.routing.detach(channel, state, entry)
 
     def watcher_count(self) -> int:
         return self.subs.watcher_count()
 
     def connection_count(self) -> int:
         """Open pub/sub connections (for tests and diagnostics)."""
-        return sum(1 for reader in self.readers.values() if reader.conn is not None)
+        return self.routing.connections()
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
-        readers = list(self.readers.values())
-        self.readers.clear()
+        readers = list(self.routing.readers.values())
+        self.routing.readers.clear()
         for reader in readers:
-            reader.task.cancel()
+            reader.retire()
         tasks = [r.task for r in readers] + ([self._refreshing] if self._refreshing is not None else [])
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def close_idle(self, unused_for: float) -> int:
         """Close the connections that carried no subscription for ``unused_for`` seconds; return how many."""
-        cutoff = time.monotonic() - unused_for
-        busy = self.subs.busy_nodes()
-        idle = [r for node, r in self.readers.items() if node not in busy and r.last_used <= cutoff]
-        for reader in idle:
-            self._retire(reader)
-        return len(idle)
-
-    # -- internals --------------------------------------------------------------------------------
-    def _retire(self, reader: _Reader) -> None:
-        """Stop ``reader`` and close its connection; the next watch on its node opens another."""
-        reader.retired = True
-        del self.readers[reader.node]
-        reader.drop()
-        reader.task.cancel()
-
-    def _reroute(self, channel: str, state: Channel) -> None:
-        """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
-        self.subs.forget(channel, state)
-        reader = self.readers.get(state.node)
-        if reader is not None:
-            if reader.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
-                self._retire(reader)
-            else:
-                reader.drop()  # a silent connection: make the reader reconnect
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        return self.routing.close_idle(unused_for)
 
     async def _refresh(self) -> None:
         with contextlib.suppress(Exception):
             await self.refresh()
 
     async def _join(self, channel: str, entry: Entry) -> Channel:
+        if self.closed:
+            raise BackendUnavailable("the redis backend is closed")
         state = self.subs.channels.get(channel)
         if state is None:
+            node, factory = await self.node_for(channel)
             if self.closed:
                 raise BackendUnavailable("the redis backend is closed")
-            node, factory = await self.node_for(channel)
             state = self.subs.channels.get(channel)  # another watcher may have joined meanwhile
             if state is None:
-                if self.closed:
-                    raise BackendUnavailable("the redis backend is closed")
-                state = self.subs.add(channel, node)
-                reader = self.readers.get(node)
-                if reader is None:
-                    self.readers[node] = _Reader(self, node, factory)
-                elif reader.conn is not None:
-                    self.subs.owe(channel)
-                    reader.send(self.subs.subscribe_cmd, channel)
+                state = self.routing.attach(channel, node, factory)
         state.wakes.append(entry)
         return state
-
-    def _leave(self, channel: str, state: Channel, entry: Entry) -> None:
-        if self.subs.leave(channel, state, entry):
-            reader = self.readers.get(state.node)
-            if reader is not None:
-                reader.last_used = time.monotonic()
-                reader.send(self.subs.unsubscribe_cmd, channel)

@@ -33,7 +33,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from lockapi.spi import BackendUnavailable, Wake
 
-from .subscriptions import Channel, Entry, Subscriptions, call
+from .subscriptions import RECONNECT_BACKOFF, Channel, Entry, Routing, Subscriptions, call
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +50,34 @@ class _Subscriber:
         self.conn: AbstractConnection | None = None
         self.retired = False
         self.last_used = time.monotonic()
-        """When a subscription on this connection last ended (or the connection was made)."""
         self.thread = threading.Thread(target=self._run, name=f"lockapi-redis-pubsub-{node}", daemon=True)
         self.thread.start()
 
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
     def send(self, *args: str) -> None:
-        """Send a command if connected (else the reader subscribes everything once it connects)."""
         if self.conn is not None:
             try:
                 self.conn.send_packed_command(self.conn.pack_command(*args), check_health=False)
             except (RedisError, RedisClusterException, OSError):
-                self._drop()
+                self.drop()
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.disconnect()
 
+    def retire(self) -> None:
+        self.retired = True
+        self.drop()
+
     def _run(self) -> None:
         hub = self.hub
-        backoff = 0.05
+        first, longest = RECONNECT_BACKOFF
+        backoff = first
         while not hub.closed and not self.retired:
             try:
                 conn = self.factory()
@@ -79,9 +86,9 @@ class _Subscriber:
             except (RedisError, RedisClusterException, OSError) as exc:
                 log.debug("pub/sub connect to %s failed: %s", self.node, exc)
                 hub.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, longest)
                 continue
-            backoff = 0.05
+            backoff = first
             with hub.lock:
                 if hub.closed or self.retired:
                     conn.disconnect()
@@ -92,7 +99,7 @@ class _Subscriber:
             self._read(conn)
             with hub.lock:
                 if self.conn is conn:
-                    self._drop()
+                    self.drop()
                 wakes = hub.subs.wakes_on(self.node)
             call(wakes)
 
@@ -130,7 +137,7 @@ class PubSubHub:
         where the parent's belong to the parent)."""
         self.lock = threading.Lock()
         self.subs = Subscriptions(sharded=self.sharded, confirmation=threading.Event)
-        self.subscribers: dict[str, _Subscriber] = {}
+        self.routing: Routing[_Subscriber] = Routing(self.subs, lambda node, factory: _Subscriber(self, node, factory))
         self.stop_event = threading.Event()
 
     # -- used by the backend ----------------------------------------------------------------------
@@ -142,12 +149,16 @@ class PubSubHub:
         state = self._join(channel, entry)
         try:
             if not state.confirmed.wait(self.timeout):
-                self._reroute(channel, state)
+                with self.lock:
+                    self.routing.reroute(channel, state)
+                with contextlib.suppress(Exception):
+                    self.refresh()
                 raise BackendUnavailable(
                     f"redis did not confirm the subscription within {self.timeout:g}s")
             yield
         finally:
-            self._leave(channel, state, entry)
+            with self.lock:
+                self.routing.detach(channel, state, entry)
 
     def watcher_count(self) -> int:
         with self.lock:
@@ -159,41 +170,16 @@ class PubSubHub:
                 return
             self.closed = True
             self.stop_event.set()
-            subscribers = list(self.subscribers.values())
+            subscribers = list(self.routing.readers.values())
             for sub in subscribers:
-                sub._drop()
+                sub.drop()
         for sub in subscribers:
             sub.thread.join(5)
 
     def close_idle(self, unused_for: float) -> int:
         """Close the connections that carried no subscription for ``unused_for`` seconds; return how many."""
-        cutoff = time.monotonic() - unused_for
         with self.lock:
-            busy = self.subs.busy_nodes()
-            idle = [sub for node, sub in self.subscribers.items() if node not in busy and sub.last_used <= cutoff]
-            for sub in idle:
-                self._retire(sub)
-        return len(idle)
-
-    # -- internals --------------------------------------------------------------------------------
-    def _retire(self, sub: _Subscriber) -> None:
-        """Stop ``sub``'s reader and close its connection; the next watch on its node opens another."""
-        sub.retired = True
-        del self.subscribers[sub.node]
-        sub._drop()
-
-    def _reroute(self, channel: str, state: Channel) -> None:
-        """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
-        with self.lock:
-            self.subs.forget(channel, state)
-            sub = self.subscribers.get(state.node)
-            if sub is not None:
-                if sub.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
-                    self._retire(sub)
-                else:
-                    sub._drop()  # a silent connection: make the reader reconnect
-        with contextlib.suppress(Exception):
-            self.refresh()
+            return self.routing.close_idle(unused_for)
 
     def _join(self, channel: str, entry: Entry) -> Channel:
         with self.lock:
@@ -202,20 +188,6 @@ class PubSubHub:
             state = self.subs.channels.get(channel)
             if state is None:
                 node, factory = self.node_for(channel)
-                state = self.subs.add(channel, node)
-                sub = self.subscribers.get(node)
-                if sub is None:
-                    sub = self.subscribers[node] = _Subscriber(self, node, factory)
-                elif sub.conn is not None:
-                    self.subs.owe(channel)
-                    sub.send(self.subs.subscribe_cmd, channel)
+                state = self.routing.attach(channel, node, factory)
             state.wakes.append(entry)
             return state
-
-    def _leave(self, channel: str, state: Channel, entry: Entry) -> None:
-        with self.lock:
-            if self.subs.leave(channel, state, entry):
-                sub = self.subscribers.get(state.node)
-                if sub is not None:
-                    sub.last_used = time.monotonic()
-                    sub.send(self.subs.unsubscribe_cmd, channel)

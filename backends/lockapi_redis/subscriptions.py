@@ -1,18 +1,22 @@
-"""Who watches which pub/sub channel on which node, and what a pub/sub reply means: the bookkeeping both
-hubs share (threads: :mod:`lockapi_redis.pubsub`; asyncio: :mod:`lockapi_redis.aio_pubsub`).
+"""Who watches which pub/sub channel on which node, what a pub/sub reply means, and which reader a channel
+is subscribed on: the bookkeeping and policy both hubs share (threads: :mod:`lockapi_redis.pubsub`;
+asyncio: :mod:`lockapi_redis.aio_pubsub`), which differ only in how a reader does its I/O.
 
-No I/O and no locking: the thread hub holds its lock around every call, the asyncio hub calls it from its
-one event loop. Subscriptions are reference-counted per channel: the first watcher of a channel makes the
-hub send SUBSCRIBE (SSUBSCRIBE with sharded pub/sub), the last one to leave makes it send UNSUBSCRIBE, and
-a watch is in effect once the server's confirmation for it arrived (:attr:`Channel.confirmed`).
+No I/O and no locking here: the thread hub holds its lock around every call, the asyncio hub calls from
+its one event loop. Subscriptions are reference-counted per channel: the first watcher of a channel makes
+the node's reader send SUBSCRIBE (SSUBSCRIBE with sharded pub/sub), the last one to leave makes it send
+UNSUBSCRIBE, and a watch is in effect once the server's confirmation for it arrived
+(:attr:`Channel.confirmed`). A reader that (re)connects subscribes every channel of its node; one whose
+connection breaks wakes every watcher of its node (a message may have been lost).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from lockapi.spi import Wake
 
@@ -125,6 +129,92 @@ class Subscriptions:
                 del self.channels[channel]
             return [w for w, _ in state.wakes] if state is not None else []
         return []
+
+
+RECONNECT_BACKOFF = (0.05, 1.0)
+"""A reader that cannot connect retries after 0.05 s, doubling up to 1 s."""
+
+
+class Reader(Protocol):
+    """What :class:`Routing` needs of a hub's reader (one pub/sub connection to one node)."""
+
+    node: str
+    last_used: float
+    """When a subscription on its connection last ended (or the reader was made)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, *args: str) -> None:
+        """Send a command if connected (else it subscribes every channel of its node once it connects)."""
+
+    def drop(self) -> None:
+        """Close the connection: the reader wakes its node's watchers and reconnects."""
+
+    def retire(self) -> None:
+        """Stop for good and close the connection."""
+
+
+R = TypeVar("R", bound=Reader)
+
+
+class Routing(Generic[R]):
+    """A hub's readers, one per node, and the policy that puts channels on them; see the module."""
+
+    def __init__(self, subs: Subscriptions, start: Callable[[str, Any], R]) -> None:
+        self.subs = subs
+        self.readers: dict[str, R] = {}
+        self._start = start
+        """Start a reader for (node, connection factory)."""
+
+    def attach(self, channel: str, node: str, factory: Any) -> Channel:
+        """Watch ``channel`` (nobody watches it yet) on ``node``'s reader, started here if there is none."""
+        state = self.subs.add(channel, node)
+        reader = self.readers.get(node)
+        if reader is None:
+            self.readers[node] = self._start(node, factory)
+        elif reader.connected:
+            self.subs.owe(channel)
+            reader.send(self.subs.subscribe_cmd, channel)
+        return state
+
+    def detach(self, channel: str, state: Channel, entry: Entry) -> None:
+        """A watcher left; unsubscribe the channel if it was the last."""
+        if self.subs.leave(channel, state, entry):
+            reader = self.readers.get(state.node)
+            if reader is not None:
+                reader.last_used = time.monotonic()
+                reader.send(self.subs.unsubscribe_cmd, channel)
+
+    def reroute(self, channel: str, state: Channel) -> None:
+        """After an unconfirmed subscription: forget the channel's node (the next watch routes it afresh)
+        and retire a reader that cannot reach its node (a failed cluster master), or make a silent one
+        reconnect. The hub then asks the backend to refresh its view of the cluster."""
+        self.subs.forget(channel, state)
+        reader = self.readers.get(state.node)
+        if reader is not None:
+            if reader.connected:
+                reader.drop()
+            else:
+                self.retire(reader)
+
+    def retire(self, reader: R) -> None:
+        """Stop ``reader``; the next watch on its node starts another."""
+        del self.readers[reader.node]
+        reader.retire()
+
+    def close_idle(self, unused_for: float) -> int:
+        """Retire the readers whose connection carried no subscription for ``unused_for`` seconds."""
+        cutoff = time.monotonic() - unused_for
+        busy = self.subs.busy_nodes()
+        idle = [r for node, r in self.readers.items() if node not in busy and r.last_used <= cutoff]
+        for reader in idle:
+            self.retire(reader)
+        return len(idle)
+
+    def connections(self) -> int:
+        """Readers connected right now."""
+        return sum(1 for r in self.readers.values() if r.connected)
 
 
 def call(wakes: list[Wake]) -> None:

@@ -77,16 +77,21 @@ def test_every_redis_scheme_gets_the_native_backend(scheme: str) -> None:
     run(main)
 
 
-def test_no_thread_is_started(redis_standalone: RedisServer, name: str) -> None:
+def test_no_thread_is_started_while_waiting_renewing_and_losing(redis_standalone: RedisServer, name: str) -> None:
     async def main() -> None:
         before = {t.ident for t in threading.enumerate()}
         async with lockapi.aio.connect(redis_standalone.url, idle_timeout=60) as mgr:
-            holder = await mgr.acquire(name, ttl=30)
+            lost = asyncio.Event()
+            holder = await mgr.acquire(name, ttl=0.5, auto_renew=True, on_lost=lambda lease: lost.set())
             waiter = asyncio.create_task(acquire(mgr, name, ttl=30, wait=30))
             await eventually(lambda: mgr.backend.watcher_count() == 1, "the waiter to subscribe")
+            await asyncio.sleep(1.5)  # three ttls: only renewals on the loop keep the lease
+            assert await holder.is_held() and not holder.lost
             assert {t.ident for t in threading.enumerate()} == before, "the native backend started a thread"
-            await holder.release()
+            assert await mgr.backend.force_release(name)  # taken away: the next renewal is refused
+            await asyncio.wait_for(lost.wait(), 5)
             await (await waiter).release()
+            assert {t.ident for t in threading.enumerate()} == before
 
     run(main)
 
