@@ -69,7 +69,7 @@ class AsyncRedisBackend(AsyncBackend):
     # -- running operations -----------------------------------------------------------------------
     async def _run(self, op: Operation[T]) -> T:
         if type(op) is Eval:  # the hot path: one script
-            return op.decode(await self._eval(op))  # type: ignore[no-any-return]
+            return op.decode(await self._eval(op))
         if isinstance(op, (Command, MultiGet)):
             return await self._step(op)  # type: ignore[no-any-return]
         return await drive_async(op, self._step)  # type: ignore[arg-type]
@@ -98,10 +98,12 @@ class AsyncRedisBackend(AsyncBackend):
         if type(step) is Command:
             if pool is not None:
                 return step.decode(await command(pool, *step.args))
+            assert cluster is not None
             return step.decode(await cluster.execute_command(*step.args))
         if type(step) is MultiGet:
             if pool is not None:
                 return step.decode(await command(pool, "MGET", *step.keys))
+            assert cluster is not None
             return step.decode(await cluster_mget(cluster, step.keys))
         assert type(step) is Replicated
         call = step.call
@@ -110,6 +112,7 @@ class AsyncRedisBackend(AsyncBackend):
         if pool is not None:
             reply, acked = await pipeline(pool, *commands)
         else:
+            assert cluster is not None
             reply, acked = await node_pipeline(cluster, call.keys[0], *commands)
         return call.decode(reply), int(acked)
 
@@ -129,14 +132,16 @@ class AsyncRedisBackend(AsyncBackend):
         retry = ASYNC.no_retry()
         if self._cluster is None:
             pool = self._pool
-            return "server", lambda: pubsub_connection(pool, retry)  # type: ignore[no-any-return]
+            return "server", lambda: pubsub_connection(pool, retry)
         cluster = self._cluster
         try:
             await cluster.initialize()
             node = cluster.get_node_from_key(channel)
         except CLIENT_ERRORS as exc:
             raise unavailable(self._where, exc) from None
-        return node.name, lambda: pubsub_connection(node, retry)  # type: ignore[no-any-return]
+        if node is None:
+            raise BackendUnavailable(f"redis at {self._where}: no cluster node serves the slot of {channel!r}")
+        return node.name, lambda: pubsub_connection(node, retry)
 
     async def _refresh_topology(self) -> None:
         """Re-read which node owns which slot (after a failover); nothing to do off a cluster."""

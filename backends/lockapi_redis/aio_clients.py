@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
@@ -23,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptError, ResponseError, TimeoutError
 
 from .aio_pool import AsyncBoundedPool, AsyncBoundedSentinelPool
 from .clients import Flavour
@@ -36,6 +36,7 @@ ASYNC = Flavour(connection=Connection, ssl_connection=SSLConnection, pool=AsyncB
 _BUFFERED = 64 * 1024
 """Bytes left unsent in a connection's buffer after which a write waits for it to drain."""
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis (lockapi[redis] installs it) packs a command in C, ten times faster than redis.asyncio
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # hiredis missing, or older than 2.1
@@ -50,7 +51,8 @@ def _pack(conn: AbstractConnection, args: tuple[str | int, ...]) -> list[bytes]:
 
 
 async def _send(conn: AbstractConnection, packed: list[bytes]) -> None:
-    writer = conn._writer  # type: ignore[attr-defined]
+    writer = conn._writer  # connected (the pool hands out connected connections only)
+    assert writer is not None
     writer.writelines(packed)
     if writer.transport.get_write_buffer_size() > _BUFFERED:  # the server is not reading: wait, bounded
         try:
@@ -138,6 +140,8 @@ async def node_pipeline(client: RedisCluster, key: str, *commands: tuple[str | i
     """:func:`pipeline` on one connection to the master that owns ``key``'s slot."""
     await client.initialize()
     node = client.get_node_from_key(key)
+    if node is None:
+        raise ConnectionError(f"no cluster node serves the slot of {key!r} (cluster state not ok?)")
     batch = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
     await node.execute_pipeline(batch)
     return _raise_first([c.result for c in batch])

@@ -28,13 +28,13 @@ from .pool import unused_prefix
 
 def _stale(conn: AbstractConnection) -> bool:
     """True if the server closed ``conn`` while it was idle (its stream saw EOF or an error)."""
-    reader = conn._reader  # type: ignore[attr-defined]
+    reader = conn._reader
     return reader is None or reader.at_eof() or reader.exception() is not None
 
 
 def close_now(conn: AbstractConnection) -> None:
     """Close ``conn`` without waiting (its next use reconnects)."""
-    conn._close()  # type: ignore[attr-defined]  # redis.asyncio's own non-awaiting close
+    conn._close()  # redis.asyncio's own non-awaiting close
 
 
 class _AsyncBounded:

@@ -57,7 +57,7 @@ class _Reader:
         """The write is buffered, never awaited: commands keep their order, and a cancelled watcher can
         still leave."""
         conn = self.conn
-        writer = None if conn is None else conn._writer  # type: ignore[attr-defined]
+        writer = None if conn is None else conn._writer
         if conn is None or writer is None:
             return
         try:
@@ -93,7 +93,7 @@ class _Reader:
                 if hub.closed or self.retired:
                     close_now(conn)
                     return
-                conn.socket_timeout = None  # type: ignore[attr-defined]  # until a message or a close
+                conn.socket_timeout = None  # until a message or a close
                 self.conn = conn
                 for channel in hub.subs.resubscribe(self.node):
                     self.send(hub.subs.subscribe_cmd, channel)
@@ -140,7 +140,7 @@ class AsyncPubSubHub:
         try:
             try:
                 async with asyncio.timeout(self.timeout):
-                    await state.confirmed.wait()  # type: ignore[attr-defined]
+                    await state.confirmed.wait()
             except TimeoutError:
                 self.routing.reroute(channel, state)
                 if self._refreshing is None or self._refreshing.done():

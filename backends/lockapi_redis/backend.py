@@ -102,7 +102,7 @@ class RedisBackend(Backend):
 
     def _run(self, op: Operation[T]) -> T:
         if type(op) is Eval:  # the hot path: one script
-            return op.decode(self._eval(op))  # type: ignore[no-any-return]
+            return op.decode(self._eval(op))
         if isinstance(op, (Command, MultiGet)):
             return self._step(op)  # type: ignore[no-any-return]
         return drive(op, self._step)  # type: ignore[arg-type]

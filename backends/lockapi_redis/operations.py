@@ -288,6 +288,7 @@ class Operations:
     # -- wait_replicas -------------------------------------------------------------------------------
     def _replicated(self, call: Eval[Attempt], undo: Callable[[int], Eval[bool]]) -> Plan[Attempt]:
         """Grant with WAIT; if too few replicas acknowledged, give the grant back and raise."""
+        attempt: Attempt
         attempt, acked = yield Replicated(call, self.replicas, ms(self.replicas_timeout))
         if attempt.token is not None and acked < self.replicas:
             with contextlib.suppress(BackendUnavailable):  # else it expires at its ttl

@@ -27,11 +27,14 @@ Entry = tuple[Wake, bytes | None]
 
 
 class Confirmation(Protocol):
-    """``threading.Event`` or ``asyncio.Event``: set once the server confirmed the subscription."""
+    """``threading.Event`` or ``asyncio.Event``: set once the server confirmed the subscription (each hub
+    waits on it in its own way)."""
 
     def set(self) -> None: ...
 
     def is_set(self) -> bool: ...
+
+    def wait(self, *args: Any) -> Any: ...
 
 
 class Channel:
