@@ -50,27 +50,35 @@ def _pack(conn: AbstractConnection, args: tuple[str | int, ...]) -> list[bytes]:
     return packed
 
 
-async def _send(conn: AbstractConnection, packed: list[bytes]) -> None:
+def _write(conn: AbstractConnection, packed: list[bytes]) -> bool:
+    """Write to a connected connection; False if the kernel left more than :data:`_BUFFERED` bytes
+    unsent (the server is not reading): then :func:`_drain`."""
     writer = conn._writer  # connected (the pool hands out connected connections only)
     assert writer is not None
     writer.writelines(packed)
-    if writer.transport.get_write_buffer_size() > _BUFFERED:  # the server is not reading: wait, bounded
-        try:
-            async with asyncio.timeout(conn.socket_timeout):
-                await writer.drain()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise TimeoutError("Timeout writing to socket") from None
+    return bool(writer.transport.get_write_buffer_size() <= _BUFFERED)
+
+
+async def _drain(conn: AbstractConnection) -> None:
+    writer = conn._writer
+    assert writer is not None
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            await writer.drain()
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise TimeoutError("Timeout writing to socket") from None
 
 
 async def command(pool: AsyncBoundedPool, *args: str | int) -> Any:
     """Run one command on a pooled connection; return its reply as the parser decoded it. A failed read
     disconnects the connection (redis.asyncio does), so no half-read reply reaches the next caller."""
-    conn = await pool.take()
+    conn = pool.take_ready() or await pool.take()
     try:
         if conn.health_check_interval:
             await conn.check_health()
-        await _send(conn, _pack(conn, args))
+        if not _write(conn, _pack(conn, args)):
+            await _drain(conn)
         return await conn.read_response()
     finally:
         pool.give(conn)
@@ -97,7 +105,8 @@ async def pipeline(pool: AsyncBoundedPool, *commands: tuple[str | int, ...]) -> 
     reply is raised."""
     conn = await pool.take()
     try:
-        await _send(conn, conn.pack_commands(commands))
+        if not _write(conn, conn.pack_commands(commands)):
+            await _drain(conn)
         replies: list[Any] = []
         for _ in commands:
             try:

@@ -52,6 +52,16 @@ class _AsyncBounded:
         self._open: set[AbstractConnection] = set()
         self._waiters: collections.deque[asyncio.Future[AbstractConnection]] = collections.deque()
 
+    def take_ready(self) -> AbstractConnection | None:
+        """An idle connection that is ready to use, without awaiting anything (the common case); None
+        when :meth:`take` must connect one or wait for one."""
+        idle = self._idle
+        if idle:
+            conn = idle[-1]
+            if conn.is_connected and not _stale(conn):
+                return idle.pop()
+        return None
+
     async def take(self) -> AbstractConnection:
         """A connected connection; give it back with :meth:`give`."""
         if self._idle:
