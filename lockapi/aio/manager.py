@@ -146,7 +146,7 @@ class AsyncLockManager:
                     raise _NotGranted(f"{what} {name!r} is held (wait=0)")
                 return token, started
             deadline = None if wait is None else started + wait
-            async with self._turns.turn((key, fair), deadline, what, name, wait):
+            async with self._turns.turn((key, fair), deadline, what, name, wait, exclusive=not fair):
                 return await wait_for_grant(self._backend, self._bus, key, attempt, deadline, wait, give_back,
                                             self._background, fair_holder=holder if fair else None)
         except _NotGranted:

@@ -5,7 +5,8 @@ Two things differ from the sync API:
 * **One turn per name and manager.** Waiters of one manager on the same name queue locally (FIFO) and
   only the head of that queue talks to the backend; it passes the turn on when it is granted or gives
   up. A thousand waiting tasks are then one waiter to the store, and each hand-off costs one attempt,
-  not a thousand.
+  not a thousand. Fair waiters are the exception: each joins the backend's fair queue when it arrives
+  (a backend with push wake-ups wakes only the head), so that arrival order holds across managers.
 * **Cancellation never orphans a grant.** An attempt in flight when its task is cancelled is left to
   finish; if it was granted, the grant is given back in the background.
 """
@@ -33,12 +34,18 @@ class Turns:
 
     @contextlib.asynccontextmanager
     async def turn(self, key: Hashable, deadline: float | None, what: str, name: str,
-                   wait: float | None) -> AsyncIterator[None]:
+                   wait: float | None, *, exclusive: bool = True) -> AsyncIterator[None]:
+        """Wait for ``key``'s turn (counted in :meth:`waiting` meanwhile). With ``exclusive=False`` the
+        waiter is only counted: a fair waiter must join the backend's queue when it arrives, since a
+        waiter of another manager that arrives later must not overtake it (rule 7)."""
         lock, users = self._turns.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._turns[key] = (lock, users + 1)
         try:
+            if not exclusive:
+                yield
+                return
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
                     await lock.acquire()

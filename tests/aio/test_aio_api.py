@@ -295,3 +295,32 @@ def test_a_sync_backend_is_adapted_with_a_bounded_pool(tmp_path: Any) -> None:
         await mgr.aclose()
 
     run(main)
+
+
+def test_fair_waiters_of_several_managers_keep_their_arrival_order(name: str) -> None:
+    """Every fair waiter joins the backend's queue when it arrives, also behind another waiter of its own
+    manager: a waiter held back in a local queue would be overtaken by a later arrival of another manager
+    (rule 7). Flaky on the conformance suite before; here the store's queue is read directly."""
+    async def main() -> None:
+        url = f"memory://{name}"
+        async with lockapi.aio.connect(url) as x, lockapi.aio.connect(url) as y:
+            store = x.backend.sync_backend._s  # type: ignore[union-attr]
+            holder = await x.acquire(name, ttl=30)
+            order: list[int] = []
+
+            async def waiter(i: int, mgr: lockapi.aio.AsyncLockManager) -> None:
+                async with mgr.acquire(name, ttl=30, wait=30, fair=True):
+                    order.append(i)
+
+            tasks = []
+            for i in range(4):
+                tasks.append(asyncio.create_task(waiter(i, x if i % 2 == 0 else y)))
+                deadline = time.monotonic() + 5
+                while len(store.queues.get(name, ())) < i + 1:
+                    assert time.monotonic() < deadline, f"fair waiter {i} never joined the queue"
+                    await asyncio.sleep(0.005)
+            assert await holder.release()
+            await asyncio.gather(*tasks)
+            assert order == [0, 1, 2, 3]
+
+    run(main)
