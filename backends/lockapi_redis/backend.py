@@ -1,5 +1,9 @@
 """RedisBackend: locks, fair locks, semaphores and done markers on Redis (standalone, TLS, sentinel,
-cluster), every operation one Lua script; see docs/backends/redis.md."""
+cluster), every operation one Lua script; see docs/backends/redis.md.
+
+The operations themselves (scripts, keys, arguments, reply decoding, replica checks) are
+:mod:`lockapi_redis.operations`, shared with the asyncio backend; this module runs them with redis-py.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,11 @@ import os
 import threading
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
-from redis.exceptions import RedisClusterException, RedisError
 
 from lockapi.spi import (
     Attempt,
@@ -26,31 +28,25 @@ from lockapi.spi import (
     Wake,
 )
 
-from . import scripts
-from .clients import Client, Script, build, command, pubsub_connection
+from .clients import Client, build, command, no_retry, pubsub_connection, run_script
 from .idle import IdleSweeper
-from .keys import Keys
+from .operations import (
+    CLIENT_ERRORS,
+    Command,
+    Eval,
+    MultiGet,
+    Operation,
+    Operations,
+    Replicated,
+    Step,
+    drive,
+    unavailable,
+)
 from .pool import BoundedPool, BoundedSentinelPool
 from .pubsub import ConnectionFactory, PubSubHub
 from .settings import Settings, parse
 
 T = TypeVar("T")
-
-
-def _attempt(result: bytes | int) -> Attempt:
-    """Decode an acquire script's reply: a token (bulk string), or the integer ``-1 - retry_after_ms``."""
-    if isinstance(result, bytes):
-        return Attempt(int(result))
-    return Attempt(None, (-1 - result) / 1000.0)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-CLIENT_ERRORS = (RedisError, RedisClusterException)
-"""What redis-py raises for an unreachable or failing server (the cluster client's own error is not a
-RedisError)."""
 
 _LIVE: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 """Open backends, so a forked child can give each its own pub/sub and idle-sweeping threads."""
@@ -76,19 +72,9 @@ class RedisBackend(Backend):
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.settings: Settings = parse(config)
-        self.keys = Keys(self.settings.prefix)
         self._where = config.redacted_url
-        publish = "SPUBLISH" if self.settings.sharded_pubsub else "PUBLISH"
-        fence_ttl_ms = _ms(self.settings.fence_ttl) if self.settings.fence_ttl > 0 else 0
-        s = {name: Script(scripts.source(getattr(scripts, name), publish, fence_ttl_ms)) for name in (
-            "ACQUIRE", "FAIR_ACQUIRE", "RELEASE", "EXTEND", "INSPECT", "CANCEL_WAIT", "FORCE_RELEASE",
-            "SET_FENCE_FLOOR", "ACQUIRE_MANY", "SEM_ACQUIRE", "SEM_RELEASE", "SEM_EXTEND", "SEM_HOLDS")}
-        self._acquire, self._fair_acquire, self._release = s["ACQUIRE"], s["FAIR_ACQUIRE"], s["RELEASE"]
-        self._extend, self._inspect, self._cancel_wait = s["EXTEND"], s["INSPECT"], s["CANCEL_WAIT"]
-        self._force_release, self._set_floor = s["FORCE_RELEASE"], s["SET_FENCE_FLOOR"]
-        self._acquire_many, self._sem_acquire = s["ACQUIRE_MANY"], s["SEM_ACQUIRE"]
-        self._sem_release, self._sem_extend = s["SEM_RELEASE"], s["SEM_EXTEND"]
-        self._sem_holds = s["SEM_HOLDS"]
+        self.ops = Operations(self.settings, self._where)
+        self.keys = self.ops.keys
         self._client_lock = threading.Lock()
         self._client_obj: Client | None = None
         if self.settings.kind != "cluster":  # no I/O: build now, keep the hot path free of checks
@@ -101,7 +87,7 @@ class RedisBackend(Backend):
             self.settings.idle_timeout, [self._close_idle_commands, self._hub.close_idle])
         _LIVE.add(self)
 
-    # -- plumbing ---------------------------------------------------------------------------------
+    # -- running operations -----------------------------------------------------------------------
     @property
     def client(self) -> Client:
         """The redis-py client this backend runs on (built from the URL and options exactly as for the
@@ -120,20 +106,48 @@ class RedisBackend(Backend):
                 client = self._client_obj
         return client
 
-    def _run(self, fn: Callable[[], T]) -> T:
+    def _run(self, op: Operation[T]) -> T:
+        if type(op) is Eval:  # the hot path: one script
+            return op.decode(self._eval(op))
+        if isinstance(op, (Command, MultiGet)):
+            return self._step(op)  # type: ignore[no-any-return]
+        return drive(op, self._step)  # type: ignore[arg-type]
+
+    def _eval(self, call: Eval[Any]) -> Any:
+        self._last_call = time.monotonic()
+        try:
+            return run_script(self._client, call.script, call.keys, call.args)
+        except CLIENT_ERRORS as exc:
+            raise unavailable(self._where, exc) from None
+
+    def _step(self, step: Step) -> Any:
+        if type(step) is Eval:
+            return step.decode(self._eval(step))
+        return self._io(lambda: self._step_io(step))
+
+    def _step_io(self, step: Step) -> Any:
+        client = self._client
+        if type(step) is Command:
+            return step.decode(command(client, *step.args))
+        if type(step) is MultiGet:
+            get = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
+            return step.decode(get(step.keys))
+        assert type(step) is Replicated
+        call = step.call
+        pipe = self._node_client(call.keys[0]).pipeline(transaction=False)
+        pipe.execute_command("EVAL", call.script.text, len(call.keys), *call.keys, *call.args)
+        pipe.execute_command("WAIT", step.replicas, step.timeout_ms)
+        reply, acked = pipe.execute()
+        return call.decode(reply), int(acked)
+
+    def _io(self, fn: Callable[[], T]) -> T:
         self._last_call = time.monotonic()
         try:
             return fn()
         except CLIENT_ERRORS as exc:
-            raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
+            raise unavailable(self._where, exc) from None
 
-    def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        self._last_call = time.monotonic()
-        try:
-            return script(self._client, keys, args)
-        except CLIENT_ERRORS as exc:
-            raise BackendUnavailable(f"redis at {self._where}: {type(exc).__name__}: {exc}") from None
-
+    # -- plumbing ---------------------------------------------------------------------------------
     def _node_client(self, key: str) -> Any:
         """A client bound to the one server that owns ``key`` (the master itself on a cluster)."""
         client = self._client
@@ -142,10 +156,11 @@ class RedisBackend(Backend):
         return client
 
     def _node_for(self, channel: str) -> tuple[str, ConnectionFactory]:
-        node_client = self._run(lambda: self._node_client(channel))
+        node_client = self._io(lambda: self._node_client(channel))
 
         def factory() -> AbstractConnection:
-            return pubsub_connection(node_client)
+            conn: AbstractConnection = pubsub_connection(node_client.connection_pool, no_retry())
+            return conn
 
         kwargs = node_client.connection_pool.connection_kwargs
         return f"{kwargs.get('host')}:{kwargs.get('port')}", factory
@@ -176,137 +191,50 @@ class RedisBackend(Backend):
         if self._sweeper is not None and not self._closed:
             self._sweeper.start()
 
-    def _granting(self, script: Script, keys: list[str], args: list[str | int]) -> tuple[Any, int | None]:
-        """Run an acquire script; returns its reply and, with ``wait_replicas``, how many replicas
-        acknowledged (WAIT runs in the same pipeline, on the same connection, right after it)."""
-        if not self.settings.wait_replicas:
-            return self._eval(script, keys, args), None
-        n, wait_ms = self.settings.wait_replicas, _ms(self.settings.wait_replicas_timeout)
-
-        def run() -> tuple[Any, int]:
-            pipe = self._node_client(keys[0]).pipeline(transaction=False)
-            pipe.execute_command("EVAL", script.text, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", n, wait_ms)
-            reply, acked = pipe.execute()
-            return reply, int(acked)
-
-        return self._run(run)
-
-    def _check_replicas(self, acked: int | None, undo: Callable[[], object]) -> None:
-        """Undo a grant and raise BackendUnavailable if too few replicas acknowledged it."""
-        if acked is not None and acked < self.settings.wait_replicas:
-            with contextlib.suppress(BackendUnavailable):
-                undo()
-            raise BackendUnavailable(
-                f"redis at {self._where}: only {acked} of {self.settings.wait_replicas} replicas "
-                f"acknowledged the grant within {self.settings.wait_replicas_timeout:g}s; released it")
-
     # -- locks ------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
-        b = self.keys.base(name)
-        if queue_ttl is None:
-            result, acked = self._granting(self._acquire, [b + ":lock", b + ":fence"], [holder, _ms(ttl)])
-        else:
-            result, acked = self._granting(
-                self._fair_acquire, [b + ":lock", b + ":fence", b + ":ch", b + ":queue", b + ":qtime"],
-                [holder, _ms(ttl), _ms(queue_ttl)])
-        attempt = _attempt(result)
-        if attempt.token is not None:
-            token = attempt.token
-            self._check_replicas(acked, lambda: self.release(name, holder, token))
-        return attempt
+        return self._run(self.ops.try_acquire(name, holder, ttl, queue_ttl))
 
     def release(self, name: str, holder: str, token: int) -> bool:
-        b = self.keys.base(name)
-        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
-        return bool(self._eval(self._release, keys, [f"{token}:{holder}"]) == 1)
+        return self._run(self.ops.release(name, holder, token))
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        key = self.keys.base(name) + ":lock"
-        return bool(self._eval(self._extend, [key], [f"{token}:{holder}", _ms(ttl)]) == 1)
+        return self._run(self.ops.extend(name, holder, token, ttl))
 
     def inspect(self, name: str) -> LockInfo | None:
-        reply = self._eval(self._inspect, [self.keys.base(name) + ":lock"], [])
-        if not reply:
-            return None
-        value, pttl = reply
-        token, _, holder = value.decode().partition(":")
-        return LockInfo(name=name, holder=holder, token=int(token), ttl_remaining=max(pttl, 0) / 1000.0)
+        return self._run(self.ops.inspect(name))
 
     def holds(self, name: str, holder: str, token: int) -> bool:
-        value = self._run(lambda: command(self._client, "GET", self.keys.base(name) + ":lock"))
-        return bool(value == f"{token}:{holder}".encode())
+        return self._run(self.ops.holds(name, holder, token))
 
     def cancel_wait(self, name: str, holder: str) -> None:
-        b = self.keys.base(name)
-        self._eval(self._cancel_wait, [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"], [holder])
+        self._run(self.ops.cancel_wait(name, holder))
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
     ) -> dict[str, int]:
         """One script per hash slot (so one round trip on standalone/sentinel); see the docs."""
-        groups: dict[int, list[str]] = defaultdict(list)
-        client = self._client
-        if isinstance(client, RedisCluster):
-            for name in dict.fromkeys(names):
-                groups[client.keyslot(self.keys.base(name))].append(name)
-        else:
-            groups[0] = list(dict.fromkeys(names))
-        granted: dict[str, int] = {}
-        args: list[str | int] = [holder, _ms(ttl), "1" if skip_done else "0"]
-        try:
-            for group in groups.values():
-                keys = []
-                for name in group:
-                    b = self.keys.base(name)
-                    keys += [b + ":lock", b + ":fence", b + ":done"]
-                tokens, acked = self._granting(self._acquire_many, keys, args)
-                granted.update((n, int(t)) for n, t in zip(group, tokens, strict=True) if t != 0)
-                self._check_replicas(acked, lambda: None)
-        except BackendUnavailable:
-            for name, token in granted.items():
-                with contextlib.suppress(BackendUnavailable):
-                    self.release(name, holder, token)
-            raise
-        return granted
+        return self._run(self.ops.try_acquire_many(names, holder, ttl, skip_done))
 
     # -- semaphores -------------------------------------------------------------------------------
     def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
-        b = self.keys.base(name)
-        result, acked = self._granting(self._sem_acquire, [b + ":sem", b + ":sfence"],
-                                       [holder, permits, _ms(ttl)])
-        attempt = _attempt(result)
-        if attempt.token is not None:
-            token = attempt.token
-            self._check_replicas(acked, lambda: self.release_permit(name, holder, token))
-        return attempt
+        return self._run(self.ops.try_acquire_permit(name, permits, holder, ttl))
 
     def release_permit(self, name: str, holder: str, token: int) -> bool:
-        b = self.keys.base(name)
-        return bool(self._eval(self._sem_release, [b + ":sem", b + ":sch"], [f"{token}:{holder}"]) == 1)
+        return self._run(self.ops.release_permit(name, holder, token))
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return bool(self._eval(self._sem_extend, [self.keys.base(name) + ":sem"],
-                          [f"{token}:{holder}", _ms(ttl)]) == 1)
+        return self._run(self.ops.extend_permit(name, holder, token, ttl))
 
     def holds_permit(self, name: str, holder: str, token: int) -> bool:
-        return bool(self._eval(self._sem_holds, [self.keys.base(name) + ":sem"], [f"{token}:{holder}"]) == 1)
+        return self._run(self.ops.holds_permit(name, holder, token))
 
     # -- done markers -----------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
-        self._run(lambda: command(self._client, "SET", self.keys.done(name), "1", "PX", _ms(ttl)))
+        self._run(self.ops.mark_done(name, ttl))
 
     def done(self, names: Sequence[str]) -> set[str]:
-        if not names:
-            return set()
-        names = list(names)
-        keys = [self.keys.done(n) for n in names]
-        client = self._client
-        if isinstance(client, RedisCluster):
-            values = self._run(lambda: client.mget_nonatomic(keys))
-        else:
-            values = self._run(lambda: client.mget(keys))
-        return {n for n, v in zip(names, values, strict=True) if v is not None}
+        return self._run(self.ops.done(names))
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
         """SCAN the done markers (every master on a cluster), then PTTL them in one pipeline per batch."""
@@ -318,7 +246,7 @@ class RedisBackend(Backend):
             pipe = client.pipeline(transaction=False)
             for key in batch:
                 pipe.pttl(key)
-            ttls = self._run(pipe.execute)
+            ttls = self._io(pipe.execute)
             out = []
             for key, pttl in zip(batch, ttls, strict=True):
                 name = self.keys.name_of_done(key.decode())
@@ -327,9 +255,9 @@ class RedisBackend(Backend):
             batch.clear()
             return out
 
-        keys = iter(self._run(lambda: client.scan_iter(match=pattern, count=1000)))
+        keys = iter(self._io(lambda: client.scan_iter(match=pattern, count=1000)))
         while True:
-            key = self._run(lambda: next(keys, None))
+            key = self._io(lambda: next(keys, None))
             if key is None:
                 break
             batch.append(key)
@@ -340,20 +268,16 @@ class RedisBackend(Backend):
 
     # -- administration ---------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
-        key = self.keys.base(name) + (":sfence" if semaphore else ":fence")
-        self._eval(self._set_floor, [key], [str(int(token))])
+        self._run(self.ops.set_fence_floor(name, token, semaphore))
 
     def force_release(self, name: str) -> bool:
-        b = self.keys.base(name)
-        keys = [b + ":lock", b + ":ch", b + ":queue", b + ":qtime"]
-        return bool(self._eval(self._force_release, keys, []) == 1)
+        return self._run(self.ops.force_release(name))
 
     # -- waiting ----------------------------------------------------------------------------------
     def watch(
         self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
-        channel = self.keys.semaphore_channel(name) if semaphore else self.keys.lock_channel(name)
-        return self._hub.watch(channel, wake, holder)
+        return self._hub.watch(self.keys.channel(name, semaphore=semaphore), wake, holder)
 
     def watcher_count(self) -> int:
         """Live watch() contexts (for tests and diagnostics)."""
@@ -361,7 +285,7 @@ class RedisBackend(Backend):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def ping(self) -> None:
-        self._run(lambda: self._client.ping())
+        self._run(self.ops.ping())
 
     def close(self) -> None:
         with self._client_lock:

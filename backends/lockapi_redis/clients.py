@@ -11,65 +11,100 @@ the pool's short hand-out path that is 20-30 µs less per command than ``Redis.e
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import AbstractConnection, SSLConnection
+from redis.connection import Connection, SSLConnection
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .pool import BoundedPool, BoundedSentinelPool
+from .scripts import Script
 from .settings import Settings
 
 Client = Redis | RedisCluster
 
+_CLUSTER_NO_RETRY: dict[str, Any] = {"cluster_error_retry_attempts": 0} if int(redis.__version__.split(".")[0]) < 6 \
+    else {}
+"""redis-py < 6 retries cluster errors (a node down) 3 times besides its ``retry`` object; newer ones take
+the count from ``retry`` alone (and warn about the old argument)."""
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The redis-py classes of one I/O style: blocking (:data:`BLOCKING`), or redis.asyncio
+    (:data:`lockapi_redis.aio_clients.ASYNC`). :func:`connector` builds either from the same settings."""
+
+    connection: type[Any]
+    ssl_connection: type[Any]
+    pool: type[Any]
+    """A bounded pool for one server: lockapi_redis.pool.BoundedPool or its asyncio twin."""
+    sentinel_pool: type[Any]
+    sentinel: type[Any]
+    cluster: type[Any]
+    cluster_node: type[Any]
+    retry: type[Any]
+
+    def no_retry(self) -> Any:
+        """Every call is one attempt, bounded by the timeouts."""
+        return self.retry(NoBackoff(), 0)
+
+
+BLOCKING = Flavour(connection=Connection, ssl_connection=SSLConnection, pool=BoundedPool,
+                   sentinel_pool=BoundedSentinelPool, sentinel=Sentinel, cluster=RedisCluster,
+                   cluster_node=ClusterNode, retry=Retry)
+
 
 def no_retry() -> Retry:
-    return Retry(NoBackoff(), 0)
+    return BLOCKING.no_retry()  # type: ignore[no-any-return]
+
+
+def connector(settings: Settings, timeout: float, flavour: Flavour) -> Any:
+    """The command connection pool (standalone, TLS, sentinel: connections find the master through the
+    sentinels) or the cluster client, in ``flavour``. No I/O, except that a blocking cluster client
+    discovers the slots when it is constructed (build it lazily)."""
+    conn = dict(settings.connection)
+    retry = flavour.no_retry()
+    tls = "ssl_cert_reqs" in conn
+    if settings.kind == "standalone":
+        host, port = settings.hosts[0]
+        connection_class = flavour.ssl_connection if tls else flavour.connection
+        return flavour.pool(host=host, port=port, connection_class=connection_class,
+                            max_connections=settings.max_connections, max_idle=settings.max_idle_connections,
+                            wait_timeout=timeout, retry=retry, **conn)
+    if settings.kind == "sentinel":
+        assert settings.service_name is not None
+        sentinel = flavour.sentinel(settings.hosts, sentinel_kwargs=dict(settings.sentinel_connection, retry=retry))
+        return flavour.sentinel_pool(settings.service_name, sentinel, ssl=tls, max_connections=settings.max_connections,
+                                     wait_timeout=timeout, max_idle=settings.max_idle_connections, retry=retry, **conn)
+    nodes = [flavour.cluster_node(host, port) for host, port in settings.hosts]
+    return flavour.cluster(startup_nodes=nodes, max_connections=settings.max_connections, retry=retry,
+                           require_full_coverage=True, ssl=tls, **_CLUSTER_NO_RETRY, **conn)
 
 
 def build(settings: Settings, timeout: float) -> Client:
-    """The command client. Standalone and sentinel clients make no I/O here; a cluster client
+    """The blocking command client. Standalone and sentinel clients make no I/O here; a cluster client
     connects to discover the slots (call it lazily)."""
-    conn = dict(settings.connection)
-    if settings.kind == "standalone":
-        if "ssl_cert_reqs" in conn:
-            conn["connection_class"] = SSLConnection
-        host, port = settings.hosts[0]
-        pool = BoundedPool(host=host, port=port, max_connections=settings.max_connections,
-                           max_idle=settings.max_idle_connections, wait_timeout=timeout, retry=no_retry(),
-                           **conn)
-        return Redis(connection_pool=pool, retry=no_retry())
-    if settings.kind == "sentinel":
-        ssl = "ssl_cert_reqs" in conn
-        sentinel = Sentinel(settings.hosts, sentinel_kwargs=dict(settings.sentinel_connection,
-                                                                 retry=no_retry()),
-                            retry=no_retry(), ssl=ssl, **conn)
-        assert settings.service_name is not None
-        master: Redis = sentinel.master_for(settings.service_name, connection_pool_class=BoundedSentinelPool,
-                                            max_connections=settings.max_connections, wait_timeout=timeout,
-                                            max_idle=settings.max_idle_connections, retry=no_retry())
-        return master
-    if "ssl_cert_reqs" in conn:
-        conn["ssl"] = True
-    nodes = [ClusterNode(host, port) for host, port in settings.hosts]
-    return RedisCluster(startup_nodes=nodes, max_connections=settings.max_connections,
-                        retry=no_retry(), require_full_coverage=True, **conn)
+    target = connector(settings, timeout, BLOCKING)
+    if settings.kind == "cluster":
+        cluster: RedisCluster = target
+        return cluster
+    return Redis(connection_pool=target, retry=no_retry())
 
 
-def pubsub_connection(client: Redis) -> AbstractConnection:
-    """A fresh connection (not from the pool) to the server behind ``client``'s pool."""
-    pool = client.connection_pool
+def pubsub_connection(pool: Any, retry: Any) -> Any:
+    """A fresh connection (not from the pool) to the server behind ``pool`` (blocking or asyncio), for
+    pub/sub: no health checks (it only reads), no retries."""
     kwargs = dict(pool.connection_kwargs)
     kwargs["health_check_interval"] = 0
-    kwargs["retry"] = no_retry()
-    conn: AbstractConnection = pool.connection_class(**kwargs)
-    return conn
+    kwargs["retry"] = retry
+    return pool.connection_class(**kwargs)
 
 
 def command(client: Any, *args: str | int) -> Any:
@@ -95,17 +130,9 @@ def command(client: Any, *args: str | int) -> Any:
         pool.release(conn)
 
 
-class Script:
-    """A Lua script run with EVALSHA; on NOSCRIPT (new or restarted server) with EVAL, which caches it."""
-
-    __slots__ = ("sha", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-    def __call__(self, client: Client, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return command(client, "EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return command(client, "EVAL", self.text, len(keys), *keys, *args)
+def run_script(client: Client, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    """EVALSHA ``script``; on NOSCRIPT (a new or restarted server) EVAL, which caches it again."""
+    try:
+        return command(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return command(client, "EVAL", script.text, len(keys), *keys, *args)

@@ -8,11 +8,14 @@ connections and pub/sub connections with no subscription left. A later call open
 connect, plus the TLS handshake and AUTH where configured).
 
 The thread ends with :meth:`IdleSweeper.close` (the backend's ``close()``); the backend starts it again
-in a child process after ``fork``, since threads do not survive a fork.
+in a child process after ``fork``, since threads do not survive a fork. The asyncio backend sweeps from
+a task on its event loop instead (:class:`AsyncIdleSweeper`), started with its first call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -51,4 +54,30 @@ class IdleSweeper:
                 try:
                     sweep(self.idle_timeout)
                 except Exception:  # a sweep must never end the thread; the next one tries again
+                    log.debug("idle connection sweep failed", exc_info=True)
+
+
+class AsyncIdleSweeper:
+    """:class:`IdleSweeper` for the asyncio backend: a task on the event loop instead of a thread (the
+    connections it closes belong to that loop). Sweeps may be coroutine functions."""
+
+    def __init__(self, idle_timeout: float, sweeps: list[Callable[[float], object]]) -> None:
+        self.idle_timeout = idle_timeout
+        self._sweeps = sweeps
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lockapi-redis-idle")
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        interval = self.idle_timeout / 4
+        while True:
+            await asyncio.sleep(interval)
+            for sweep in self._sweeps:
+                try:
+                    result = sweep(self.idle_timeout)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:  # a sweep must never end the task; the next one tries again
                     log.debug("idle connection sweep failed", exc_info=True)

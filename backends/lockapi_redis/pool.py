@@ -16,12 +16,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import ConnectionPool
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError, TimeoutError
 from redis.sentinel import SentinelConnectionPool
+
+
+def unused_prefix(idle: Sequence[object], cutoff: float) -> int:
+    """How many connections at the bottom of a LIFO idle list were given back at or before ``cutoff``
+    (``time.monotonic()``): the ones unused longest come first. Shared with :mod:`lockapi_redis.aio_pool`."""
+    stale = 0
+    while stale < len(idle) and getattr(idle[stale], "lockapi_idle_since", 0.0) <= cutoff:
+        stale += 1
+    return stale
 
 
 class _Bounded:
@@ -106,9 +116,7 @@ class _Bounded:
         cutoff = time.monotonic() - unused_for
         with self._lock:
             idle = self._available_connections
-            stale = 0
-            while stale < len(idle) and getattr(idle[stale], "lockapi_idle_since", 0.0) <= cutoff:
-                stale += 1
+            stale = unused_prefix(idle, cutoff)
             if not stale:
                 return 0
             closing, idle[:stale] = idle[:stale], []

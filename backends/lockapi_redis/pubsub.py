@@ -1,6 +1,7 @@
 """Release notifications: one shared pub/sub connection (per server node) with one reader thread.
 
-:class:`PubSubHub` reference-counts subscriptions per channel: the first watcher of a channel sends
+:class:`PubSubHub` reference-counts subscriptions per channel (the table and the meaning of replies are
+:mod:`lockapi_redis.subscriptions`, shared with the asyncio hub): the first watcher of a channel sends
 SUBSCRIBE (SSUBSCRIBE with sharded pub/sub), the last one to leave sends UNSUBSCRIBE, and
 :meth:`PubSubHub.watch` returns only once the server confirmed the subscription. A standalone or
 sentinel backend uses one connection; a cluster uses one per master that owns a watched channel's slot
@@ -32,27 +33,11 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from lockapi.spi import BackendUnavailable, Wake
 
+from .subscriptions import RECONNECT_BACKOFF, Channel, Entry, Routing, Subscriptions, call
+
 log = logging.getLogger(__name__)
 
 ConnectionFactory = Callable[[], AbstractConnection]
-
-
-_Entry = tuple[Wake, bytes | None]
-"""A watcher: its callback and, for a fair waiter, its holder id."""
-
-
-class _Channel:
-    __slots__ = ("confirmed", "node", "wakes")
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.wakes: list[_Entry] = []
-        self.confirmed = threading.Event()
-
-    def addressed(self, message: bytes) -> list[Wake]:
-        """The callbacks a message wakes: a holder id wakes that fair waiter (and every watcher without
-        a holder); an empty message wakes all."""
-        return [w for w, holder in self.wakes if not message or holder is None or holder == message]
 
 
 class _Subscriber:
@@ -65,27 +50,34 @@ class _Subscriber:
         self.conn: AbstractConnection | None = None
         self.retired = False
         self.last_used = time.monotonic()
-        """When a subscription on this connection last ended (or the connection was made)."""
         self.thread = threading.Thread(target=self._run, name=f"lockapi-redis-pubsub-{node}", daemon=True)
         self.thread.start()
 
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
     def send(self, *args: str) -> None:
-        """Send a command if connected (else the reader subscribes everything once it connects)."""
         if self.conn is not None:
             try:
                 self.conn.send_packed_command(self.conn.pack_command(*args), check_health=False)
             except (RedisError, RedisClusterException, OSError):
-                self._drop()
+                self.drop()
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.disconnect()
 
+    def retire(self) -> None:
+        self.retired = True
+        self.drop()
+
     def _run(self) -> None:
         hub = self.hub
-        backoff = 0.05
+        first, longest = RECONNECT_BACKOFF
+        backoff = first
         while not hub.closed and not self.retired:
             try:
                 conn = self.factory()
@@ -94,24 +86,22 @@ class _Subscriber:
             except (RedisError, RedisClusterException, OSError) as exc:
                 log.debug("pub/sub connect to %s failed: %s", self.node, exc)
                 hub.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, longest)
                 continue
-            backoff = 0.05
+            backoff = first
             with hub.lock:
                 if hub.closed or self.retired:
                     conn.disconnect()
                     return
                 self.conn = conn
-                for channel, state in hub.channels.items():
-                    if state.node == self.node:
-                        hub.pending[channel] = 1  # replies owed on the old connection died with it
-                        self.send(hub.subscribe_cmd, channel)
+                for channel in hub.subs.resubscribe(self.node):
+                    self.send(hub.subs.subscribe_cmd, channel)
             self._read(conn)
             with hub.lock:
                 if self.conn is conn:
-                    self._drop()
-                wakes = [w for s in hub.channels.values() if s.node == self.node for w, _ in s.wakes]
-            hub.call(wakes)
+                    self.drop()
+                wakes = hub.subs.wakes_on(self.node)
+            call(wakes)
 
     def _read(self, conn: AbstractConnection) -> None:
         while not self.hub.closed:
@@ -124,7 +114,9 @@ class _Subscriber:
                 log.debug("pub/sub connection to %s ended: %s", self.node, exc)
                 return
             if isinstance(reply, list) and len(reply) >= 2:
-                self.hub.dispatch(reply)
+                with self.hub.lock:
+                    wakes = self.hub.subs.dispatch(reply)
+                call(wakes)
 
 
 class PubSubHub:
@@ -133,8 +125,7 @@ class PubSubHub:
     def __init__(self, *, sharded: bool, timeout: float,
                  node_for: Callable[[str], tuple[str, ConnectionFactory]],
                  refresh: Callable[[], None] = lambda: None) -> None:
-        self.subscribe_cmd = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
-        self.unsubscribe_cmd = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self.sharded = sharded
         self.timeout = timeout
         self.node_for = node_for
         self.refresh = refresh
@@ -145,9 +136,8 @@ class PubSubHub:
         """Start from nothing: no channels, connections or reader threads (also right after a fork,
         where the parent's belong to the parent)."""
         self.lock = threading.Lock()
-        self.channels: dict[str, _Channel] = {}
-        self.pending: dict[str, int] = {}
-        self.subscribers: dict[str, _Subscriber] = {}
+        self.subs = Subscriptions(sharded=self.sharded, confirmation=threading.Event)
+        self.routing: Routing[_Subscriber] = Routing(self.subs, lambda node, factory: _Subscriber(self, node, factory))
         self.stop_event = threading.Event()
 
     # -- used by the backend ----------------------------------------------------------------------
@@ -159,16 +149,20 @@ class PubSubHub:
         state = self._join(channel, entry)
         try:
             if not state.confirmed.wait(self.timeout):
-                self._reroute(channel, state)
+                with self.lock:
+                    self.routing.reroute(channel, state)
+                with contextlib.suppress(Exception):
+                    self.refresh()
                 raise BackendUnavailable(
                     f"redis did not confirm the subscription within {self.timeout:g}s")
             yield
         finally:
-            self._leave(channel, state, entry)
+            with self.lock:
+                self.routing.detach(channel, state, entry)
 
     def watcher_count(self) -> int:
         with self.lock:
-            return sum(len(s.wakes) for s in self.channels.values())
+            return self.subs.watcher_count()
 
     def close(self) -> None:
         with self.lock:
@@ -176,105 +170,24 @@ class PubSubHub:
                 return
             self.closed = True
             self.stop_event.set()
-            subscribers = list(self.subscribers.values())
+            subscribers = list(self.routing.readers.values())
             for sub in subscribers:
-                sub._drop()
+                sub.drop()
         for sub in subscribers:
             sub.thread.join(5)
 
     def close_idle(self, unused_for: float) -> int:
         """Close the connections that carried no subscription for ``unused_for`` seconds; return how many."""
-        cutoff = time.monotonic() - unused_for
         with self.lock:
-            busy = {state.node for state in self.channels.values()}
-            idle = [sub for node, sub in self.subscribers.items() if node not in busy and sub.last_used <= cutoff]
-            for sub in idle:
-                self._retire(sub)
-        return len(idle)
+            return self.routing.close_idle(unused_for)
 
-    # -- internals --------------------------------------------------------------------------------
-    def _retire(self, sub: _Subscriber) -> None:
-        """Stop ``sub``'s reader and close its connection; the next watch on its node opens another."""
-        sub.retired = True
-        del self.subscribers[sub.node]
-        sub._drop()
-
-    def _reroute(self, channel: str, state: _Channel) -> None:
-        """After an unconfirmed subscription: forget the channel's node and let the next watch re-resolve."""
-        with self.lock:
-            if self.channels.get(channel) is state:
-                del self.channels[channel]
-            sub = self.subscribers.get(state.node)
-            if sub is not None:
-                if sub.conn is None:  # its node does not answer (e.g. a failed master): retire the reader
-                    self._retire(sub)
-                else:
-                    sub._drop()  # a silent connection: make the reader reconnect
-        with contextlib.suppress(Exception):
-            self.refresh()
-
-    def _join(self, channel: str, entry: _Entry) -> _Channel:
+    def _join(self, channel: str, entry: Entry) -> Channel:
         with self.lock:
             if self.closed:
                 raise BackendUnavailable("the redis backend is closed")
-            state = self.channels.get(channel)
+            state = self.subs.channels.get(channel)
             if state is None:
                 node, factory = self.node_for(channel)
-                state = self.channels[channel] = _Channel(node)
-                sub = self.subscribers.get(node)
-                if sub is None:
-                    sub = self.subscribers[node] = _Subscriber(self, node, factory)
-                elif sub.conn is not None:
-                    self.pending[channel] = self.pending.get(channel, 0) + 1
-                    sub.send(self.subscribe_cmd, channel)
+                state = self.routing.attach(channel, node, factory)
             state.wakes.append(entry)
             return state
-
-    def _leave(self, channel: str, state: _Channel, entry: _Entry) -> None:
-        with self.lock:
-            with contextlib.suppress(ValueError):
-                state.wakes.remove(entry)
-            if not state.wakes and self.channels.get(channel) is state:
-                del self.channels[channel]
-                sub = self.subscribers.get(state.node)
-                if sub is not None:
-                    sub.last_used = time.monotonic()
-                    sub.send(self.unsubscribe_cmd, channel)
-
-    def dispatch(self, reply: list[Any]) -> None:
-        kind = reply[0]
-        raw = reply[1]
-        channel = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
-        if kind in (b"message", b"smessage"):
-            message = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else b""
-            with self.lock:
-                state = self.channels.get(channel)
-                wakes = state.addressed(message) if state is not None else []
-            self.call(wakes)
-        elif kind in (b"subscribe", b"ssubscribe"):
-            with self.lock:
-                left = self.pending.get(channel, 1) - 1
-                if left > 0:
-                    self.pending[channel] = left
-                else:
-                    self.pending.pop(channel, None)
-                    state = self.channels.get(channel)
-                    if state is not None:
-                        state.confirmed.set()
-        elif kind == b"sunsubscribe":
-            # Also sent unasked when the channel's slot moved to another node: forget the channel
-            # (the next watch subscribes on the slot's new owner) and wake its watchers to re-check.
-            with self.lock:
-                state = self.channels.get(channel)
-                if state is not None and state.confirmed.is_set():
-                    del self.channels[channel]
-                wakes = [w for w, _ in state.wakes] if state is not None else []
-            self.call(wakes)
-
-    @staticmethod
-    def call(wakes: list[Wake]) -> None:
-        for wake in wakes:
-            try:
-                wake()
-            except Exception:
-                log.exception("a lockapi wake-up callback failed")

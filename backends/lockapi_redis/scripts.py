@@ -1,5 +1,13 @@
 """The Lua scripts: every backend operation is one of these, run atomically in one round trip.
 
+Each script is declared once as a :class:`ScriptSpec`: its name, the ROLES of the keys it touches (see
+:data:`lockapi_redis.keys.ROLES`), the names of its arguments, and a body written against those names.
+The generated prologue binds them (``local lock, fence = KEYS[1], KEYS[2]`` and
+``local holder, ttl_ms = ARGV[1], ARGV[2]``), so no body indexes ``KEYS`` or ``ARGV`` itself, and the
+backend builds the keys from the same declaration (:meth:`lockapi_redis.keys.Keys.of`): the order of
+the keys lives in one place. A batch script (``per_name``) takes its keys once per name and binds
+them name by name with ``keys_at(i)``.
+
 Conventions shared by all scripts:
 
 * Times come from the server (``TIME``), in milliseconds, so the backend clock decides expiry.
@@ -12,14 +20,19 @@ Conventions shared by all scripts:
   token is the TIME floor stores it with a ttl of ``FENCE_TTL_MS`` (0: forever), since any later TIME
   is greater. A counter ahead of TIME (a floor set above it) counts on by INCR and never expires.
 * Names only ever travel in KEYS and holders/values in ARGV: nothing from the application is
-  formatted into a script. The only substitution is the publish command, PUBLISH or SPUBLISH.
+  formatted into a script. The only substitutions are the settings: the publish command (PUBLISH or
+  SPUBLISH) and the fence counter ttl.
 * Numbers passed back to Redis go through ``int()`` (``string.format('%d')``), since Lua would print
   large numbers in exponent notation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass, field, fields
+
+from .keys import suffixes
 
 _HELPERS: list[tuple[str, str]] = [
     # (name, Lua source), each after the helpers it calls; a script gets only the ones it uses.
@@ -31,20 +44,29 @@ end
 """),
     ("greater", "local function greater(a, b) return #a > #b or (#a == #b and a > b) end\n"),
     # The next fencing token; the common case (the counter is behind the clock) is GET + TIME + SET.
-    ("next_token", """local function next_token(fence)
-  local c = redis.call('GET', fence)
+    ("next_token", """local function next_token(counter)
+  local c = redis.call('GET', counter)
   local t = redis.call('TIME')
   local floor = t[1] .. string.format('%06d', tonumber(t[2]))
   if c and not greater(floor, c) then  -- not behind the clock: count on (the counter keeps its ttl)
-    redis.call('INCR', fence)
-    return redis.call('GET', fence)
+    redis.call('INCR', counter)
+    return redis.call('GET', counter)
   end
   if FENCE_TTL_MS > 0 then
-    redis.call('SET', fence, floor, 'PX', FENCE_TTL_MS)
+    redis.call('SET', counter, floor, 'PX', FENCE_TTL_MS)
   else
-    redis.call('SET', fence, floor)
+    redis.call('SET', counter, floor)
   end
   return floor
+end
+"""),
+    # Raise a counter to ``token`` (a decimal string) if it is lower; compared as decimal strings, exact
+    # beyond 2^53. SET drops any ttl: a counter moved ahead of TIME must not expire (see next_token).
+    ("set_floor", """local function set_floor(counter, token)
+  local c = redis.call('GET', counter)
+  if c and not greater(token, c) then return 0 end
+  redis.call('SET', counter, token)
+  return 1
 end
 """),
     # The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
@@ -68,165 +90,51 @@ end
 """),
 ]
 
-# KEYS: lock, fence. ARGV: holder, ttl_ms.
-ACQUIRE = """
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl ~= -2 then return -1 - math.max(pttl, 0) end
-local tok = next_token(KEYS[2])
-redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
-return tok
-"""
+_INDEXING = re.compile(r"\b(KEYS|ARGV)\s*\[")
 
-# KEYS: lock, fence, channel, queue, qtime. ARGV: holder, ttl_ms, queue_ttl_ms.
-# Drops expired waiters, grants only to the head of the queue (or to anyone if the queue is empty),
-# else joins or refreshes the caller's queue entry. When dropping waiters leaves a free lock to a new
-# head, the head is woken (message = its holder id).
-FAIR_ACQUIRE = """
-local now = now_ms()
-local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
-for i = 1, #stale do
-  redis.call('LREM', KEYS[4], 1, stale[i])
-  redis.call('ZREM', KEYS[5], stale[i])
-end
-local pttl = redis.call('PTTL', KEYS[1])
-local head = redis.call('LINDEX', KEYS[4], 0)
-if pttl == -2 and (not head or head == ARGV[1]) then
-  if head then
-    redis.call('LPOP', KEYS[4])
-    redis.call('ZREM', KEYS[5], ARGV[1])
-  end
-  local tok = next_token(KEYS[2])
-  redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
-  return tok
-end
-if redis.call('ZADD', KEYS[5], int(now + tonumber(ARGV[3])), ARGV[1]) == 1 then
-  redis.call('RPUSH', KEYS[4], ARGV[1])
-end
-local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
-local until_ms = int(tonumber(last[2]) + 1)
-redis.call('PEXPIREAT', KEYS[5], until_ms)
-redis.call('PEXPIREAT', KEYS[4], until_ms)
-head = redis.call('LINDEX', KEYS[4], 0)
-if pttl >= 0 then return -1 - pttl end
-if #stale > 0 then redis.call(PUBLISH, KEYS[3], head) end
-return -1 - math.max(tonumber(redis.call('ZSCORE', KEYS[5], head)) - now, 0)
-"""
 
-# KEYS: lock, channel, queue, qtime. ARGV: "<token>:<holder>". Publishes the next fair waiter's id
-# (or "", which wakes every watcher).
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call(PUBLISH, KEYS[2], next_waiter(KEYS[3], KEYS[4]))
-  return 1
-end
-return 0
-"""
+@dataclass(frozen=True)
+class ScriptSpec:
+    """One script: the roles of its keys, the names of its arguments, and its body (see the module)."""
 
-# KEYS: lock. ARGV: "<token>:<holder>", ttl_ms.
-EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
+    name: str
+    keys: tuple[str, ...]
+    """Key roles (:data:`lockapi_redis.keys.ROLES`), bound in this order to Lua locals of the same names."""
+    args: tuple[str, ...]
+    """Argument names, bound in this order to ``ARGV``."""
+    body: str
+    per_name: bool = False
+    """KEYS holds ``keys`` once per name (a batch); the body binds them with ``keys_at(i)``."""
 
-# KEYS: lock. Returns false, or {value, pttl_ms}.
-INSPECT = """
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-return {v, redis.call('PTTL', KEYS[1])}
-"""
+    def __post_init__(self) -> None:
+        suffixes(self.keys)  # every role is in the key table
+        if _INDEXING.search(self.body):
+            raise ValueError(f"script {self.name}: the body indexes KEYS/ARGV; use the declared names")
 
-# KEYS: lock, channel, queue, qtime. ARGV: holder. Leaves the queue; wakes the next head if the
-# caller was the head of a free lock.
-CANCEL_WAIT = """
-local head = redis.call('LINDEX', KEYS[3], 0)
-local removed = redis.call('ZREM', KEYS[4], ARGV[1])
-if removed == 1 then redis.call('LREM', KEYS[3], 1, ARGV[1]) end
-if head == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
-  local nxt = next_waiter(KEYS[3], KEYS[4])
-  if nxt ~= '' then redis.call(PUBLISH, KEYS[2], nxt) end
-end
-return removed
-"""
+    def prologue(self) -> str:
+        """The Lua lines that bind the declared keys and arguments."""
+        lines = []
+        if self.per_name:
+            picks = ", ".join(f"KEYS[i + {n}]" if n else "KEYS[i]" for n in range(len(self.keys)))
+            lines += [f"local KEYS_PER_NAME = {len(self.keys)}",
+                      f"local function keys_at(i) return {picks} end"]
+        elif self.keys:
+            lines.append(_bind(self.keys, "KEYS"))
+        if self.args:
+            lines.append(_bind(self.args, "ARGV"))
+        return "".join(line + "\n" for line in lines)
 
-# KEYS: lock, channel, queue, qtime.
-FORCE_RELEASE = """
-if redis.call('DEL', KEYS[1]) == 1 then
-  redis.call(PUBLISH, KEYS[2], next_waiter(KEYS[3], KEYS[4]))
-  return 1
-end
-return 0
-"""
+    def source(self, publish: str, fence_ttl_ms: int) -> str:
+        """The full text: its settings (publish command, fence counter ttl), the helpers it calls (a Lua
+        closure per helper is built on every run, so a script carries no others), prologue, body."""
+        if publish not in ("PUBLISH", "SPUBLISH"):
+            raise ValueError(publish)
+        settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {int(fence_ttl_ms)}\n"
+        return settings + _helpers_for(self.body) + self.prologue() + self.body
 
-# KEYS: fence. ARGV: token (decimal string). Compared as decimal strings: exact beyond 2^53.
-# SET drops any ttl: a counter moved ahead of TIME must not expire (see next_token).
-SET_FENCE_FLOOR = """
-local c = redis.call('GET', KEYS[1])
-if c and not greater(ARGV[1], c) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"""
 
-# KEYS: for each name: lock, fence, done. ARGV: holder, ttl_ms, skip_done ("1"/"0").
-# Returns one entry per name: the token (string), or 0 where not granted.
-ACQUIRE_MANY = """
-local out = {}
-for i = 1, #KEYS, 3 do
-  local tok = 0
-  if redis.call('EXISTS', KEYS[i]) == 0 and (ARGV[3] == '0' or redis.call('EXISTS', KEYS[i + 2]) == 0) then
-    tok = next_token(KEYS[i + 1])
-    redis.call('SET', KEYS[i], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
-  end
-  out[#out + 1] = tok
-end
-return out
-"""
-
-# KEYS: sem, sfence. ARGV: holder, permits, ttl_ms.
-SEM_ACQUIRE = """
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  local tok = next_token(KEYS[2])
-  redis.call('ZADD', KEYS[1], int(now + tonumber(ARGV[3])), tok .. ':' .. ARGV[1])
-  expire_at_last(KEYS[1])
-  return tok
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return -1 - math.max(tonumber(first[2]) - now, 0)
-"""
-
-# KEYS: sem, schannel. ARGV: "<token>:<holder>". Removes the member; 1 if it was live.
-SEM_RELEASE = """
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not s then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-if tonumber(s) > now_ms() then
-  redis.call(PUBLISH, KEYS[2], '')
-  return 1
-end
-return 0
-"""
-
-# KEYS: sem. ARGV: "<token>:<holder>", ttl_ms.
-SEM_EXTEND = """
-local now = now_ms()
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not s or tonumber(s) <= now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', int(now + tonumber(ARGV[2])), ARGV[1])
-expire_at_last(KEYS[1])
-return 1
-"""
-
-# KEYS: sem. ARGV: "<token>:<holder>".
-SEM_HOLDS = """
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) > now_ms() then return 1 end
-return 0
-"""
+def _bind(names: tuple[str, ...], table: str) -> str:
+    return f"local {', '.join(names)} = {', '.join(f'{table}[{i}]' for i in range(1, len(names) + 1))}"
 
 
 def _helpers_for(body: str) -> str:
@@ -240,10 +148,203 @@ def _helpers_for(body: str) -> str:
     return "".join(reversed(used))
 
 
-def source(body: str, publish: str, fence_ttl_ms: int) -> str:
-    """The full text of a script: its settings (publish command, fence counter ttl), the helpers it
-    calls (a Lua closure per helper is built on every run, so a script carries no others), ``body``."""
-    if publish not in ("PUBLISH", "SPUBLISH"):
-        raise ValueError(publish)
-    settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {int(fence_ttl_ms)}\n"
-    return settings + _helpers_for(body) + body
+# -- the scripts -------------------------------------------------------------------------------------
+ACQUIRE = ScriptSpec("acquire", keys=("lock", "fence"), args=("holder", "ttl_ms"), body="""
+local pttl = redis.call('PTTL', lock)
+if pttl ~= -2 then return -1 - math.max(pttl, 0) end
+local tok = next_token(fence)
+redis.call('SET', lock, tok .. ':' .. holder, 'PX', ttl_ms)
+return tok
+""")
+
+# Drops expired waiters, grants only to the head of the queue (or to anyone if the queue is empty),
+# else joins or refreshes the caller's queue entry. When dropping waiters leaves a free lock to a new
+# head, the head is woken (message = its holder id).
+FAIR_ACQUIRE = ScriptSpec("fair_acquire", keys=("lock", "fence", "channel", "queue", "qtime"),
+                          args=("holder", "ttl_ms", "queue_ttl_ms"), body="""
+local now = now_ms()
+local stale = redis.call('ZRANGEBYSCORE', qtime, '-inf', now)
+for i = 1, #stale do
+  redis.call('LREM', queue, 1, stale[i])
+  redis.call('ZREM', qtime, stale[i])
+end
+local pttl = redis.call('PTTL', lock)
+local head = redis.call('LINDEX', queue, 0)
+if pttl == -2 and (not head or head == holder) then
+  if head then
+    redis.call('LPOP', queue)
+    redis.call('ZREM', qtime, holder)
+  end
+  local tok = next_token(fence)
+  redis.call('SET', lock, tok .. ':' .. holder, 'PX', ttl_ms)
+  return tok
+end
+if redis.call('ZADD', qtime, int(now + tonumber(queue_ttl_ms)), holder) == 1 then
+  redis.call('RPUSH', queue, holder)
+end
+local last = redis.call('ZRANGE', qtime, -1, -1, 'WITHSCORES')
+local until_ms = int(tonumber(last[2]) + 1)
+redis.call('PEXPIREAT', qtime, until_ms)
+redis.call('PEXPIREAT', queue, until_ms)
+head = redis.call('LINDEX', queue, 0)
+if pttl >= 0 then return -1 - pttl end
+if #stale > 0 then redis.call(PUBLISH, channel, head) end
+return -1 - math.max(tonumber(redis.call('ZSCORE', qtime, head)) - now, 0)
+""")
+
+# Publishes the next fair waiter's id (or "", which wakes every watcher).
+RELEASE = ScriptSpec("release", keys=("lock", "channel", "queue", "qtime"), args=("value",), body="""
+if redis.call('GET', lock) == value then
+  redis.call('DEL', lock)
+  redis.call(PUBLISH, channel, next_waiter(queue, qtime))
+  return 1
+end
+return 0
+""")
+
+EXTEND = ScriptSpec("extend", keys=("lock",), args=("value", "ttl_ms"), body="""
+if redis.call('GET', lock) == value then
+  redis.call('PEXPIRE', lock, ttl_ms)
+  return 1
+end
+return 0
+""")
+
+# Returns false, or {value, pttl_ms}.
+INSPECT = ScriptSpec("inspect", keys=("lock",), args=(), body="""
+local v = redis.call('GET', lock)
+if not v then return false end
+return {v, redis.call('PTTL', lock)}
+""")
+
+# Leaves the queue; wakes the next head if the caller was the head of a free lock.
+CANCEL_WAIT = ScriptSpec("cancel_wait", keys=("lock", "channel", "queue", "qtime"), args=("holder",), body="""
+local head = redis.call('LINDEX', queue, 0)
+local removed = redis.call('ZREM', qtime, holder)
+if removed == 1 then redis.call('LREM', queue, 1, holder) end
+if head == holder and redis.call('EXISTS', lock) == 0 then
+  local nxt = next_waiter(queue, qtime)
+  if nxt ~= '' then redis.call(PUBLISH, channel, nxt) end
+end
+return removed
+""")
+
+FORCE_RELEASE = ScriptSpec("force_release", keys=("lock", "channel", "queue", "qtime"), args=(), body="""
+if redis.call('DEL', lock) == 1 then
+  redis.call(PUBLISH, channel, next_waiter(queue, qtime))
+  return 1
+end
+return 0
+""")
+
+SET_FENCE_FLOOR = ScriptSpec("set_fence_floor", keys=("fence",), args=("token",), body="""
+return set_floor(fence, token)
+""")
+
+SET_SEM_FENCE_FLOOR = ScriptSpec("set_sem_fence_floor", keys=("sfence",), args=("token",), body="""
+return set_floor(sfence, token)
+""")
+
+# Returns one entry per name: the token (string), or 0 where not granted.
+ACQUIRE_MANY = ScriptSpec("acquire_many", keys=("lock", "fence", "done"), args=("holder", "ttl_ms", "skip_done"),
+                          per_name=True, body="""
+local out = {}
+for i = 1, #KEYS, KEYS_PER_NAME do
+  local lock, fence, done = keys_at(i)
+  local tok = 0
+  if redis.call('EXISTS', lock) == 0 and (skip_done == '0' or redis.call('EXISTS', done) == 0) then
+    tok = next_token(fence)
+    redis.call('SET', lock, tok .. ':' .. holder, 'PX', ttl_ms)
+  end
+  out[#out + 1] = tok
+end
+return out
+""")
+
+SEM_ACQUIRE = ScriptSpec("sem_acquire", keys=("sem", "sfence"), args=("holder", "permits", "ttl_ms"), body="""
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', sem, '-inf', now)
+if redis.call('ZCARD', sem) < tonumber(permits) then
+  local tok = next_token(sfence)
+  redis.call('ZADD', sem, int(now + tonumber(ttl_ms)), tok .. ':' .. holder)
+  expire_at_last(sem)
+  return tok
+end
+local first = redis.call('ZRANGE', sem, 0, 0, 'WITHSCORES')
+return -1 - math.max(tonumber(first[2]) - now, 0)
+""")
+
+# Removes the member; 1 if it was live.
+SEM_RELEASE = ScriptSpec("sem_release", keys=("sem", "schannel"), args=("value",), body="""
+local s = redis.call('ZSCORE', sem, value)
+if not s then return 0 end
+redis.call('ZREM', sem, value)
+if tonumber(s) > now_ms() then
+  redis.call(PUBLISH, schannel, '')
+  return 1
+end
+return 0
+""")
+
+SEM_EXTEND = ScriptSpec("sem_extend", keys=("sem",), args=("value", "ttl_ms"), body="""
+local now = now_ms()
+local s = redis.call('ZSCORE', sem, value)
+if not s or tonumber(s) <= now then return 0 end
+redis.call('ZADD', sem, 'XX', int(now + tonumber(ttl_ms)), value)
+expire_at_last(sem)
+return 1
+""")
+
+SEM_HOLDS = ScriptSpec("sem_holds", keys=("sem",), args=("value",), body="""
+local s = redis.call('ZSCORE', sem, value)
+if s and tonumber(s) > now_ms() then return 1 end
+return 0
+""")
+
+SPECS: tuple[ScriptSpec, ...] = (
+    ACQUIRE, FAIR_ACQUIRE, RELEASE, EXTEND, INSPECT, CANCEL_WAIT, FORCE_RELEASE, SET_FENCE_FLOOR,
+    SET_SEM_FENCE_FLOOR, ACQUIRE_MANY, SEM_ACQUIRE, SEM_RELEASE, SEM_EXTEND, SEM_HOLDS,
+)
+
+
+# -- compiled scripts -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A script ready to run: its full text and SHA1 (EVALSHA, EVAL on NOSCRIPT), and the key suffixes of
+    its declared roles (:meth:`lockapi_redis.keys.Keys.of`)."""
+
+    spec: ScriptSpec
+    text: str
+    sha: str = field(init=False)
+    suffixes: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode()).hexdigest())
+        object.__setattr__(self, "suffixes", suffixes(self.spec.keys))
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """Every script of :data:`SPECS`, compiled for one backend's settings; attribute = spec name."""
+
+    acquire: Script
+    fair_acquire: Script
+    release: Script
+    extend: Script
+    inspect: Script
+    cancel_wait: Script
+    force_release: Script
+    set_fence_floor: Script
+    set_sem_fence_floor: Script
+    acquire_many: Script
+    sem_acquire: Script
+    sem_release: Script
+    sem_extend: Script
+    sem_holds: Script
+
+    @classmethod
+    def compile(cls, publish: str, fence_ttl_ms: int) -> Scripts:
+        by_name = {spec.name: Script(spec, spec.source(publish, fence_ttl_ms)) for spec in SPECS}
+        if set(by_name) != {f.name for f in fields(cls)}:
+            raise ValueError("Scripts and SPECS disagree")
+        return cls(**by_name)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from lockapi.aio.waiting import finish_anyway
 from lockapi.errors import LeaseLost, LockError
 from lockapi.lease import LeaseCore
 from lockapi.observers import CAUSE_AT_MOST, CAUSE_EXPIRED, CAUSE_RENEW_FAILED
@@ -59,7 +60,7 @@ class AsyncLease(LeaseCore):
         """Release the lease (see :meth:`lockapi.Lease.release`, ``keep`` included). Completes even if
         the caller is cancelled."""
         hold = None if keep is None else check_ttl(keep, "keep")
-        return await asyncio.shield(self._release(hold))
+        return await finish_anyway(self._release(hold), self._manager._background)
 
     async def _release(self, hold: float | None) -> bool:
         op = self._op("release")

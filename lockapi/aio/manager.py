@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lockapi.aio.lease import AsyncLease, AsyncOnLost, AsyncPermit
 from lockapi.aio.spi import AsyncBackend
-from lockapi.aio.waiting import Background, Turns, guarded, once, wait_for_grant
+from lockapi.aio.waiting import Background, Turns, finish_anyway, guarded, once, wait_for_grant
 from lockapi.errors import LockError
 from lockapi.events import Listener
 from lockapi.manager import _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
@@ -152,7 +152,7 @@ class AsyncLockManager:
             else:
                 deadline = None if wait is None else started + wait
                 on_wait = once(reporter.waiting_hook(observed))  # queued for the turn, or denied once
-                async with self._turns.turn((key, fair), deadline, what, name, wait, on_wait):
+                async with self._turns.turn((key, fair), deadline, what, name, wait, on_wait, exclusive=not fair):
                     token, sent = await wait_for_grant(
                         self._backend, self._bus, key, attempt, deadline, wait, give_back, self._background,
                         fair_holder=holder if fair else None, on_wait=on_wait)
@@ -189,12 +189,9 @@ class AsyncLockManager:
         started = time.monotonic()
         observed = reporter.start("acquire_many", label, started, tuple(names)) \
             if reporter.observers.observer is not None else None
-        task = asyncio.ensure_future(self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done))
         try:
-            granted = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._background.spawn(self._give_back_many(holder, task))
-            raise
+            granted = await finish_anyway(self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done),
+                                          self._background, functools.partial(self._give_back_many, holder))
         except LockError as exc:
             reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
             raise
@@ -204,12 +201,8 @@ class AsyncLockManager:
                                  at_most=at_most)
                 for name, token in granted.items()}
 
-    async def _give_back_many(self, holder: str, task: Awaitable[dict[str, int]]) -> None:
+    async def _give_back_many(self, holder: str, granted: dict[str, int]) -> None:
         """Give back what a batch granted after its caller was cancelled."""
-        try:
-            granted = await task
-        except Exception:
-            return
         for name, token in granted.items():
             with contextlib.suppress(LockError):
                 await self._backend.release(name, holder, token)

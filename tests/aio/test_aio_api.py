@@ -112,17 +112,16 @@ def test_a_cancelled_waiter_leaves_no_queue_entry_subscription_or_lease(
     async def main() -> None:
         async with lockapi.aio.connect(redis_standalone.url) as mgr, lockapi.aio.connect(redis_standalone.url) as other:
             holder = await other.acquire(name, ttl=30)
-            sync_backend = mgr.backend.sync_backend
-            assert sync_backend is not None
+            backend: Any = mgr.backend.sync_backend or mgr.backend  # adapted, or native (watcher_count either way)
             for fair in (False, True):
                 waiter = asyncio.create_task(_acquire(mgr, name, fair))
-                while sync_backend.watcher_count() == 0:  # the waiter has subscribed
+                while backend.watcher_count() == 0:  # the waiter has subscribed
                     await asyncio.sleep(0.005)
                 waiter.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await waiter
                 await mgr._background.drain()
-                assert sync_backend.watcher_count() == 0, "the cancelled waiter's subscription was left behind"
+                assert backend.watcher_count() == 0, "the cancelled waiter's subscription was left behind"
                 assert mgr.waiting == 0
                 client = redis_standalone.client()
                 assert client.llen(f"lockapi:{{{name}}}:queue") == 0, "the cancelled fair waiter is still queued"
@@ -294,5 +293,34 @@ def test_a_sync_backend_is_adapted_with_a_bounded_pool(tmp_path: Any) -> None:
         assert threading.active_count() <= before + 2
         await asyncio.gather(*(lease.release() for lease in leases))
         await mgr.aclose()
+
+    run(main)
+
+
+def test_fair_waiters_of_several_managers_keep_their_arrival_order(name: str) -> None:
+    """Every fair waiter joins the backend's queue when it arrives, also behind another waiter of its own
+    manager: a waiter held back in a local queue would be overtaken by a later arrival of another manager
+    (rule 7). Flaky on the conformance suite before; here the store's queue is read directly."""
+    async def main() -> None:
+        url = f"memory://{name}"
+        async with lockapi.aio.connect(url) as x, lockapi.aio.connect(url) as y:
+            store = x.backend.sync_backend._s  # type: ignore[union-attr]
+            holder = await x.acquire(name, ttl=30)
+            order: list[int] = []
+
+            async def waiter(i: int, mgr: lockapi.aio.AsyncLockManager) -> None:
+                async with mgr.acquire(name, ttl=30, wait=30, fair=True):
+                    order.append(i)
+
+            tasks = []
+            for i in range(4):
+                tasks.append(asyncio.create_task(waiter(i, x if i % 2 == 0 else y)))
+                deadline = time.monotonic() + 5
+                while len(store.queues.get(name, ())) < i + 1:
+                    assert time.monotonic() < deadline, f"fair waiter {i} never joined the queue"
+                    await asyncio.sleep(0.005)
+            assert await holder.release()
+            await asyncio.gather(*tasks)
+            assert order == [0, 1, 2, 3]
 
     run(main)

@@ -25,6 +25,7 @@ from tests.benchmarks import (
     bench_profile,
     bench_report,
     bench_servers,
+    bench_tasks,
 )
 from tests.benchmarks.bench_subjects import BY_KEY, Env, Subject, available
 from tests.benchmarks.bench_workers import workers
@@ -32,14 +33,14 @@ from tests.benchmarks.bench_workers import workers
 SAVED = Path(os.environ.get("LOCKAPI_CACHE", Path.home() / ".cache" / "lockapi")) / "bench-results.pickle"
 """The last full run's results, for ``--render``."""
 
-SECTIONS = ("cycles", "handoff", "contention", "batch", "migration", "memory", "overhead", "profile")
+SECTIONS = ("cycles", "handoff", "tasks", "contention", "batch", "migration", "memory", "overhead", "profile")
 
 FULL = {"runs": 5, "cycle_seconds": 0.6, "handoff_rounds": 40, "handoff_slow_rounds": 12, "processes": 4,
         "contention_seconds": 1.0, "many": 1000, "batch": 1000, "batch_seconds": 0.5, "migration_ops": 300,
-        "memory_count": 2000, "profile_cycles": 3000}
+        "memory_count": 2000, "profile_cycles": 3000, "tasks": 1000}
 QUICK = {"runs": 3, "cycle_seconds": 0.05, "handoff_rounds": 3, "handoff_slow_rounds": 2, "processes": 2,
          "contention_seconds": 0.1, "many": 50, "batch": 100, "batch_seconds": 0.02, "migration_ops": 20,
-         "memory_count": 100, "profile_cycles": 100}
+         "memory_count": 100, "profile_cycles": 100, "tasks": 50}
 
 
 def _load() -> str:
@@ -121,6 +122,9 @@ def run(argv: list[str] | None = None) -> Path:
                                                                                notes=notes)
         if sections & {"handoff", "contention"}:
             _multi_process(subjects, env, sections, params, res, say)
+        if "tasks" in sections:
+            say("hand-off among waiting tasks")
+            res.tasks = bench_tasks.measure(subjects, env, runs=runs, tasks=params["tasks"], notes=notes)
         if "batch" in sections:
             say("batch")
             res.batch = bench_batch.measure(subjects, env, runs=runs, seconds=params["batch_seconds"],

@@ -8,8 +8,10 @@ their own. A :class:`Locker` offers the same four operations whatever the librar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,84 @@ class LockapiLocker(Locker):
         self.mgr.close()
 
 
+class AsyncLocker(Locker):
+    """A Locker over an asyncio library: its own event loop, the four operations as coroutines
+    (``a_try_acquire``, ``a_acquire``, ``a_release``, ``a_close``). The blocking operations run one
+    coroutine each (for the hand-off and contention workers); :meth:`cycles` runs a whole measuring loop
+    inside the loop, so a cycle costs what it costs an asyncio application."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    async def a_try_acquire(self, name: str) -> Any:
+        raise NotImplementedError
+
+    async def a_acquire(self, name: str, timeout: float) -> Any:
+        raise NotImplementedError
+
+    async def a_release(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    async def a_close(self) -> None:
+        pass
+
+    def try_acquire(self, name: str) -> Any:
+        return self.loop.run_until_complete(self.a_try_acquire(name))
+
+    def acquire(self, name: str, timeout: float) -> Any:
+        return self.loop.run_until_complete(self.a_acquire(name, timeout))
+
+    def release(self, handle: Any) -> None:
+        self.loop.run_until_complete(self.a_release(handle))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.a_close())
+        self.loop.close()
+
+    def cycles(self, name: str, seconds: float) -> tuple[int, float, float]:
+        """(cycles, wall seconds, CPU seconds) of try_acquire+release for about ``seconds``, on the loop."""
+        return self.loop.run_until_complete(self._cycles(name, seconds))
+
+    async def _cycles(self, name: str, seconds: float) -> tuple[int, float, float]:
+        count = 0
+        cpu = time.process_time()
+        start = time.perf_counter()
+        end = start + seconds
+        now = start
+        while now < end:
+            for _ in range(10):
+                handle = await self.a_try_acquire(name)
+                if handle is None:
+                    raise RuntimeError(f"uncontended try_acquire({name!r}) was refused")
+                await self.a_release(handle)
+            count += 10
+            now = time.perf_counter()
+        return count, now - start, time.process_time() - cpu
+
+
+class LockapiAsyncLocker(AsyncLocker):
+    """lockapi.aio (a native async backend where the plugin has one)."""
+
+    def __init__(self, url: str, *, fair: bool = False) -> None:
+        import lockapi.aio
+
+        super().__init__()
+        self.mgr = lockapi.aio.connect(url)
+        self.fair = fair
+
+    async def a_try_acquire(self, name: str) -> Any:
+        return await self.mgr.try_acquire(name, ttl=TTL, fair=self.fair)
+
+    async def a_acquire(self, name: str, timeout: float) -> Any:
+        return await self.mgr.acquire(name, ttl=TTL, wait=timeout, fair=self.fair)
+
+    async def a_release(self, handle: Any) -> None:
+        await handle.release()
+
+    async def a_close(self) -> None:
+        await self.mgr.aclose()
+
+
 # -- raw clients doing the minimum ---------------------------------------------------------------------
 COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -89,6 +169,29 @@ class RawRedis(Locker):
 
     def close(self) -> None:
         self.r.close()
+
+
+class RawRedisAsync(AsyncLocker):
+    """:class:`RawRedis` on redis.asyncio: ``SET NX PX``, then the Lua compare-and-delete (EVALSHA)."""
+
+    def __init__(self, env: Env) -> None:
+        import redis.asyncio
+
+        super().__init__()
+        self.r = redis.asyncio.Redis(host="127.0.0.1", port=env["redis_port"], socket_timeout=10)
+        self.cad = self.r.register_script(COMPARE_AND_DELETE)
+        self.px = int(TTL * 1000)
+
+    async def a_try_acquire(self, name: str) -> Any:
+        token = secrets.token_hex(8)
+        return (name, token) if await self.r.set("rawaio:" + name, token, nx=True, px=self.px) else None
+
+    async def a_release(self, handle: Any) -> None:
+        name, token = handle
+        await self.cad(keys=["rawaio:" + name], args=[token])
+
+    async def a_close(self) -> None:
+        await self.r.aclose()
 
 
 class RawPostgres(Locker):
@@ -335,11 +438,23 @@ class Subject:
     """Has a blocking acquire (hand-off, contention)."""
     poll: float | None = None
     """Poll period of its waiters (None: woken by a push); the hand-off release delay spans it."""
+    raw: str | None = None
+    """The raw reference it is compared with (default: its group's, :data:`RAW_OF`)."""
+    aio: bool = False
+    """An asyncio subject (:class:`AsyncLocker`): the batch and memory sections skip it (the same keys
+    as its blocking twin); lockapi's also runs the hand-off among 1,000 waiting tasks (bench_tasks)."""
 
 
 def _lockapi(url_key: str, **kw: Any) -> Callable[[Env], Locker]:
     def make(env: Env) -> Locker:
         return LockapiLocker(env[url_key], **kw)
+
+    return make
+
+
+def _lockapi_aio(url_key: str, **kw: Any) -> Callable[[Env], Locker]:
+    def make(env: Env) -> Locker:
+        return LockapiAsyncLocker(env[url_key], **kw)
 
     return make
 
@@ -359,6 +474,10 @@ SUBJECTS: list[Subject] = [
     Subject("redis", "lockapi redis", "redis", "lockapi", _lockapi("redis_url")),
     Subject("redis_fair", "lockapi redis fair=True", "redis", "lockapi", _lockapi("redis_url", fair=True)),
     Subject("raw_redis", "raw redis-py SET NX + Lua CAD", "redis", "raw", RawRedis, blocking=False),
+    Subject("redis_aio", "lockapi.aio redis", "redis", "lockapi", _lockapi_aio("redis_url"), raw="raw_redis_aio",
+            aio=True),
+    Subject("raw_redis_aio", "raw redis.asyncio SET NX + Lua CAD", "redis", "raw", RawRedisAsync, blocking=False,
+            raw="raw_redis_aio", aio=True),
     Subject("redis_py", "redis-py Lock", "redis", "peer", RedisPyLock, poll=0.1),
     Subject("python_redis_lock", "python-redis-lock", "redis", "peer", PythonRedisLock),
     Subject("pottery", "pottery Redlock", "redis", "peer", PotteryRedlock, poll=0.2),
@@ -386,6 +505,12 @@ URL_KEY = {"memory": "memory_url", "sqlite": "sqlite_url", "redis": "redis_url",
 RAW_OF = {"redis": "raw_redis", "postgresql": "raw_postgresql", "mariadb": "raw_mariadb",
           "hazelcast": "raw_hazelcast"}
 """The raw-client reference of each server group."""
+
+
+def raw_of(key: str) -> str | None:
+    """The raw reference of subject ``key``: its own, else its group's."""
+    s = BY_KEY[key]
+    return s.raw or RAW_OF.get(s.group)
 
 
 def available(env: Env) -> list[Subject]:

@@ -173,7 +173,7 @@ def test_one_shared_pubsub_connection_for_many_waiting_threads(
         assert b.watcher_count() == 30
         assert pubsub_connections() == before + 1
         channels = {c.decode() for c in client.pubsub_channels("lockapi:*")}
-        assert channels >= {b.keys.lock_channel(n) for n in names}
+        assert channels >= {b.keys.channel(n) for n in names}
         # a release wakes exactly the watchers of that name
         token = b.try_acquire(names[3], "h", 30).token
         assert token is not None and b.release(names[3], "h", token)
@@ -185,7 +185,7 @@ def test_one_shared_pubsub_connection_for_many_waiting_threads(
         for t in threads:
             t.join(30)
     wait_until(lambda: not set(client.pubsub_channels("lockapi:*")) & {
-        b.keys.lock_channel(n).encode() for n in names}, 10, "unsubscribe after the last watcher left")
+        b.keys.channel(n).encode() for n in names}, 10, "unsubscribe after the last watcher left")
     assert b.watcher_count() == 0
     client.close()
 
@@ -353,7 +353,7 @@ def test_every_key_of_an_awkward_name_shares_one_cluster_slot(redis_cluster_node
                 base = be.keys.base(n)
                 keys = [base + s for s in (":lock", ":fence", ":queue", ":qtime", ":sem", ":sfence", ":done")]
                 assert all(cluster.exists(k) for k in keys), n
-                slots = {cluster.keyslot(k) for k in keys} | {cluster.keyslot(be.keys.lock_channel(n))}
+                slots = {cluster.keyslot(k) for k in keys} | {cluster.keyslot(be.keys.channel(n))}
                 assert slots == {cluster.keyslot(escape(n))}, n
             assert {n for n, _ in be.iter_done()} >= set(names)
             # the hash tags spread names over the masters
@@ -465,7 +465,7 @@ def test_watchers_are_woken_and_resubscribed_after_a_restart() -> None:
                 server.restart()
                 assert woken.wait(10), "a broken pub/sub connection must wake its watchers"
                 client = server.client()
-                channel = be.keys.lock_channel("resub")
+                channel = be.keys.channel("resub")
                 wait_until(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "re-subscription")
                 woken.clear()
                 token = wait_until_value(lambda: be.try_acquire("resub", "h", 30).token)

@@ -1,8 +1,10 @@
 """TLS with a password, an ACL user with only the documented permissions, Sentinel discovery,
-wait_replicas with a real replica, and URL parsing."""
+wait_replicas with a real replica, and URL parsing; the deployments again through the native asyncio
+backend (lockapi_redis.aio_backend), which must serve every one of them as the blocking one does."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import secrets
@@ -15,9 +17,11 @@ from typing import Any
 import pytest
 import redis
 from lockapi_redis import RedisBackend
+from lockapi_redis.aio_backend import AsyncRedisBackend
 from lockapi_redis.settings import parse
 
 import lockapi
+import lockapi.aio
 from lockapi.spi import BackendConfig, BackendUnavailable, ConfigError, Options
 from tests.servers.redis import RedisCluster, RedisServer, SentinelGroup, redis_server, sentinel_group
 
@@ -27,6 +31,11 @@ PASSWORD = "p@ss:w/rd"  # needs percent-encoding in a URL
 def backend(url: str, timeout: float = 5.0, **options: Any) -> RedisBackend:
     return RedisBackend(BackendConfig(url=url, scheme=url.split("://")[0], options=Options(options),
                                       timeout=timeout))
+
+
+def async_backend(url: str, timeout: float = 5.0, **options: Any) -> AsyncRedisBackend:
+    return AsyncRedisBackend(BackendConfig(url=url, scheme=url.split("://")[0], options=Options(options),
+                                           timeout=timeout))
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +85,35 @@ def test_tls_wakeups_use_tls_too(tls_server: RedisServer) -> None:
             assert woken.wait(5)
     finally:
         be.close()
+
+
+def test_async_tls_with_password_and_wakeups(tls_server: RedisServer) -> None:
+    assert tls_server.tls is not None
+    ca = str(tls_server.tls.ca)
+
+    async def main() -> None:
+        async with lockapi.aio.connect(tls_server.url, ssl_ca_certs=ca) as mgr:
+            assert isinstance(mgr.backend, AsyncRedisBackend)
+            lease = await mgr.acquire("aio-tls-lock", ttl=10)
+            assert await mgr.try_acquire("aio-tls-lock") is None
+            waiter = asyncio.create_task(_acquire(mgr, "aio-tls-lock", wait=10))
+            while mgr.backend.watcher_count() == 0:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+            assert await lease.release()
+            got = await asyncio.wait_for(waiter, 5)  # woken over the TLS pub/sub connection
+            assert got.token > lease.token and await got.release()
+        be = async_backend(tls_server.url, timeout=2.0)  # system CAs only: the test CA is unknown
+        try:
+            with pytest.raises(BackendUnavailable):
+                await be.try_acquire("x", "h", 5)
+        finally:
+            await be.aclose()
+
+    asyncio.run(main())
+
+
+async def _acquire(mgr: lockapi.aio.AsyncLockManager, name: str, **kwargs: Any) -> lockapi.aio.AsyncLease:
+    return await mgr.acquire(name, **kwargs)
 
 
 # -- least-privilege ACL user ----------------------------------------------------------------------
@@ -132,9 +170,37 @@ def exercise_every_operation(url: str) -> None:
         be.ping()
 
 
+async def exercise_every_operation_async(url: str) -> None:
+    """:func:`exercise_every_operation` through the asyncio backend."""
+    name = f"acl:{uuid.uuid4().hex}"
+    async with lockapi.aio.connect(url, timeout=5, client_name="acl-test") as mgr:
+        lease = await mgr.acquire(name, ttl=10)
+        assert await mgr.try_acquire(name) is None and await lease.extend(10) and await lease.release()
+        assert await (await mgr.acquire(name, ttl=10, fair=True)).release()
+        be = mgr.backend
+        assert isinstance(be, AsyncRedisBackend)
+        permit = (await be.try_acquire_permit(name, 2, "p", 10)).token
+        assert permit is not None and await be.holds_permit(name, "p", permit)
+        assert await be.extend_permit(name, "p", permit, 10) and await be.release_permit(name, "p", permit)
+        await be.mark_done(name, 10)
+        assert await be.done([name]) == {name}
+        granted = await be.try_acquire_many([name, name + ":2"], "h", 10, skip_done=False)
+        assert set(granted) == {name, name + ":2"} and await be.holds(name, "h", granted[name])
+        woken = asyncio.Event()
+        async with be.watch(name, woken.set):
+            assert await be.release(name, "h", granted[name])
+            await asyncio.wait_for(woken.wait(), 5)
+        await be.set_fence_floor(name, 10**17)
+        assert await be.force_release(name + ":2") and await be.inspect(name + ":2") is None
+        await be.cancel_wait(name, "nobody")
+        await be.ping()
+
+
 def test_an_acl_user_with_the_documented_permissions_can_do_everything(redis_standalone: RedisServer) -> None:
     with acl_user([redis_standalone]) as password:
         exercise_every_operation(f"redis://lockapi-app:{password}@127.0.0.1:{redis_standalone.port}")
+        asyncio.run(exercise_every_operation_async(
+            f"redis://lockapi-app:{password}@127.0.0.1:{redis_standalone.port}"))
         app = redis.Redis(host="127.0.0.1", port=redis_standalone.port, username="lockapi-app",
                           password=password)
         try:
@@ -148,6 +214,8 @@ def test_an_acl_user_with_the_documented_permissions_can_do_everything(redis_sta
 def test_the_documented_acl_works_on_a_cluster(redis_cluster_nodes: RedisCluster) -> None:
     with acl_user(redis_cluster_nodes.nodes) as password:
         exercise_every_operation(redis_cluster_nodes.url.replace("://", f"://lockapi-app:{password}@", 1))
+        asyncio.run(exercise_every_operation_async(
+            redis_cluster_nodes.url.replace("://", f"://lockapi-app:{password}@", 1)))
 
 
 # -- Sentinel and replicas -------------------------------------------------------------------------
@@ -184,6 +252,46 @@ def test_wait_replicas_releases_and_fails_when_too_few_acknowledge(sentinels: Se
         assert be.inspect(name) is None  # the grant was undone
     finally:
         be.close()
+
+
+def test_async_sentinel_finds_the_master_and_waits_for_replicas(sentinels: SentinelGroup) -> None:
+    name = f"sentinel-aio:{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        async with lockapi.aio.connect(sentinels.url) as mgr:
+            assert isinstance(mgr.backend, AsyncRedisBackend)
+            lease = await mgr.acquire(name, ttl=10)
+            master = sentinels.master.client()
+            assert master.exists(f"lockapi:{{{name}}}:lock") == 1
+            master.close()
+            waiter = asyncio.create_task(_acquire(mgr, name, wait=10))
+            while mgr.backend.watcher_count() == 0:
+                await asyncio.sleep(0.01)
+            assert await lease.release()
+            assert await (await asyncio.wait_for(waiter, 5)).release()
+        be = async_backend(sentinels.url, wait_replicas=1, wait_replicas_timeout=5)
+        try:
+            token = (await be.try_acquire(name, "h", 30)).token
+            assert token is not None
+            replica = sentinels.replica.client()
+            assert replica.get(f"lockapi:{{{name}}}:lock") == f"{token}:h".encode()
+            replica.close()
+            assert (await be.try_acquire_permit(name, 1, "p", 30)).token is not None
+            assert set(await be.try_acquire_many([name + ":a", name + ":b"], "h", 30)) == {name + ":a", name + ":b"}
+        finally:
+            await be.aclose()
+        be = async_backend(sentinels.url, wait_replicas=2, wait_replicas_timeout=0.2)  # only one replica exists
+        try:
+            with pytest.raises(BackendUnavailable, match="only 1 of 2 replicas"):
+                await be.try_acquire(name + ":u", "h", 30)
+            assert await be.inspect(name + ":u") is None  # the grant was undone
+            with pytest.raises(BackendUnavailable, match="only 1 of 2 replicas"):
+                await be.try_acquire_many([name + ":m1", name + ":m2"], "h", 30)
+            assert await be.inspect(name + ":m1") is None and await be.inspect(name + ":m2") is None
+        finally:
+            await be.aclose()
+
+    asyncio.run(main())
 
 
 # -- URL parsing (no I/O) --------------------------------------------------------------------------
@@ -225,3 +333,5 @@ def test_url_forms() -> None:
 def test_bad_urls_and_options_fail_before_io(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         backend(url, **options)
+    with pytest.raises(ConfigError):  # the asyncio backend reads the same settings
+        async_backend(url, **options)
