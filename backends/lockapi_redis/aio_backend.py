@@ -56,6 +56,7 @@ class AsyncRedisBackend(AsyncBackend):
         self.settings: Settings = parse(config)
         self._where = config.redacted_url
         self.ops = Operations(self.settings, self._where)
+        self.pause_points = self.ops.pause_points
         self.keys = self.ops.keys
         target = connector(self.settings, config.timeout, ASYNC)  # no I/O
         self._cluster: RedisCluster | None = target if self.settings.kind == "cluster" else None

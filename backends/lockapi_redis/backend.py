@@ -74,6 +74,7 @@ class RedisBackend(Backend):
         self.settings: Settings = parse(config)
         self._where = config.redacted_url
         self.ops = Operations(self.settings, self._where)
+        self.pause_points = self.ops.pause_points
         self.keys = self.ops.keys
         self._client_lock = threading.Lock()
         self._client_obj: Client | None = None

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from lockapi.spi import Attempt, BackendUnavailable, LockInfo
+from lockapi.spi import Attempt, BackendUnavailable, LockInfo, pause_point
 
 from .keys import Keys
 from .scripts import Script, Scripts
@@ -222,7 +222,9 @@ class Operations:
         args: list[str | int] = [holder, ms(ttl), "1" if skip_done else "0"]
         granted: dict[str, int] = {}
         try:
-            for group in self._by_slot(names):
+            for number, group in enumerate(self._by_slot(names)):
+                if number:
+                    pause_point("acquire_many:group-granted")  # a cluster batch: one script per slot
                 call = Eval(script, [key for name in group for key in self.keys.of(name, script.suffixes)], args,
                             _tokens)
                 if self.replicas:
@@ -238,6 +240,11 @@ class Operations:
                     yield self.release(name, holder, token)
             raise
         return granted
+
+    @property
+    def pause_points(self) -> frozenset[str]:
+        """The operations that take more than one round trip: a batch over several cluster slots."""
+        return frozenset({"acquire_many:group-granted"}) if self.cluster else frozenset()
 
     def _by_slot(self, names: Sequence[str]) -> list[list[str]]:
         unique = list(dict.fromkeys(names))
