@@ -142,7 +142,7 @@ def test_holds_and_inspect_see_a_lease_whose_extension_is_under_way(hazelcast_me
     name = f"extend:{uuid.uuid4().hex}"
     with lockapi.connect(url, timeout=10) as a_mgr, lockapi.connect(url, timeout=10) as b_mgr:
         a = a_mgr.acquire(name, ttl=30)
-        locks = b_mgr.backend._current().locks  # type: ignore[attr-defined]
+        locks = b_mgr.backend._holder.session().maps["locks"]  # type: ignore[attr-defined]
         barrier_reached = threading.Event()
         real_remove_if_same = locks.remove_if_same
 
