@@ -88,14 +88,19 @@ class Background:
 
 
 async def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
-                  background: Background) -> Attempt:
+                  background: Background, in_flight: list[asyncio.Task[object]] | None = None) -> Attempt:
     """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on (tracked
-    by ``background``), and a grant it returns after the caller was cancelled is given back."""
+    by ``background``), and a grant it returns after the caller was cancelled is given back.
+
+    ``in_flight`` collects the background task that finishes such an attempt: whatever must follow the
+    attempt (leaving a fair queue, which the attempt may still be joining) waits for it."""
     task = asyncio.ensure_future(attempt())
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        background.spawn(_give_back_if_granted(task, give_back))
+        finishing = background.spawn(_give_back_if_granted(task, give_back))
+        if in_flight is not None:
+            in_flight.append(finishing)
         raise
 
 
@@ -120,11 +125,13 @@ async def wait_for_grant(
     *,
     fair_holder: str | None = None,
     on_wait: Callable[[], None] | None = None,
+    in_flight: list[asyncio.Task[object]] | None = None,
 ) -> tuple[int, float]:
     """Attempt until granted; (token, ``time.monotonic()`` just before the granting attempt was sent).
 
     Raises :class:`lockapi.LockTimeout` at ``deadline`` (``time.monotonic()``; None: never).
     ``on_wait`` is called once, when the first attempt was denied and the caller starts to wait.
+    ``in_flight`` as in :func:`guarded`.
     """
     semaphore, name = key
     what = "semaphore" if semaphore else "lock"
@@ -146,7 +153,7 @@ async def wait_for_grant(
             while True:
                 woken.clear()
                 sent = time.monotonic()
-                result = await guarded(attempt, give_back, background)
+                result = await guarded(attempt, give_back, background, in_flight)
                 if result.token is not None:
                     return result.token, sent
                 now = time.monotonic()
