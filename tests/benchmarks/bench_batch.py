@@ -36,7 +36,7 @@ def measure(subjects: Sequence[Subject], env: Env, *, runs: int, seconds: float,
     calls: dict[str, Callable[[list[str]], int]] = {}
     closers = []
     for s in subjects:
-        if s.kind != "lockapi" or s.key.endswith("_fair"):
+        if s.kind != "lockapi" or s.key.endswith("_fair") or s.aio:
             continue
         try:
             mgr = lockapi.connect(env[URL_KEY[s.group]])

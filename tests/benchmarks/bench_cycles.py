@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.benchmarks.bench_stats import Figure
-from tests.benchmarks.bench_subjects import BY_KEY, Env, Locker, Subject, redis_client
+from tests.benchmarks.bench_subjects import BY_KEY, AsyncLocker, Env, Locker, Subject, redis_client
 
 WARMUP = 0.3
 """Longest warm-up per subject, seconds."""
@@ -27,7 +27,10 @@ def cycle_rate(locker: Locker, name: str, seconds: float) -> tuple[float, float]
 
 
 def cycles(locker: Locker, name: str, seconds: float) -> tuple[int, float, float]:
-    """(cycles, wall seconds, CPU seconds of this process) of try_acquire+release on ``name`` for ~``seconds``."""
+    """(cycles, wall seconds, CPU seconds of this process) of try_acquire+release on ``name`` for ~``seconds``
+    (an asyncio subject runs the same loop on its event loop)."""
+    if isinstance(locker, AsyncLocker):
+        return locker.cycles(name, seconds)
     count = 0
     cpu = time.process_time()
     start = time.perf_counter()
@@ -55,21 +58,22 @@ Measured = tuple[dict[str, Figure], dict[str, Figure], dict[str, Figure]]
 
 def measure(subjects: Sequence[Subject], env: Env, *, runs: int, seconds: float, notes: list[str]) -> Measured:
     """Each server group in a fresh process of its own (so one library's background threads, e.g. the
-    Hazelcast client's, do not slow the others down); subjects of one group interleave. Returns what
-    :func:`measure_here` returns, over all groups."""
+    Hazelcast client's, do not slow the others down), and its asyncio subjects in another (an event loop
+    shares the process with nobody's threads, as in an asyncio application); subjects of one process
+    interleave. Returns what :func:`measure_here` returns, over all groups."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     out: Measured = ({}, {}, {})
-    groups = list(dict.fromkeys(s.group for s in subjects))
+    groups = list(dict.fromkeys((s.group, s.aio) for s in subjects))
     ctx = multiprocessing.get_context("spawn")
-    for group in groups:
-        keys = [s.key for s in subjects if s.group == group]
+    for group, aio in groups:
+        keys = [s.key for s in subjects if s.group == group and s.aio == aio]
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             try:
                 part, part_notes = pool.submit(_measure_keys, keys, env, runs, seconds).result()
             except Exception as exc:
-                notes.append(f"cycles: {group} left out: {type(exc).__name__}: {exc}")
+                notes.append(f"cycles: {group}{' (asyncio)' if aio else ''} left out: {type(exc).__name__}: {exc}")
                 continue
         notes.extend(part_notes)
         for whole, piece in zip(out, part, strict=True):

@@ -27,7 +27,7 @@ def measure(subjects: Sequence[Subject], env: Env, *, runs: int, count: int, not
     out: dict[str, Memory] = {}
     try:
         for s in subjects:
-            if s.group != "redis" or s.key.endswith("_fair"):
+            if s.group != "redis" or s.key.endswith("_fair") or s.aio:
                 continue
             held: list[float] = []
             left: list[float] = []

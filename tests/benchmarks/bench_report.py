@@ -14,7 +14,7 @@ from tests.benchmarks.bench_overhead import Overhead, slowdowns
 from tests.benchmarks.bench_overhead import rows as overhead_rows
 from tests.benchmarks.bench_profile import Profile
 from tests.benchmarks.bench_stats import Figure, number, ratio
-from tests.benchmarks.bench_subjects import BY_KEY, RAW_OF
+from tests.benchmarks.bench_subjects import BY_KEY, RAW_OF, raw_of
 from tests.benchmarks.bench_svg import Bar, bar_chart
 
 FINDINGS = Path(__file__).with_name("findings.md")
@@ -155,7 +155,7 @@ def write(res: Results, out: Path) -> None:
         add("|---|---|---|---|---|---|---|")
         for key in _ordered(res.cycles):
             s = BY_KEY[key]
-            raw = RAW_OF.get(s.group)
+            raw = raw_of(key)
             rel = cpu_rel = ""
             if raw in res.cycles and raw != key:
                 rel = ratio(res.cycles[key], res.cycles[raw]).fmt(2) + "x"

@@ -8,8 +8,10 @@ their own. A :class:`Locker` offers the same four operations whatever the librar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,84 @@ class LockapiLocker(Locker):
 
     def close(self) -> None:
         self.mgr.close()
+
+
+class AsyncLocker(Locker):
+    """A Locker over an asyncio library: its own event loop, the four operations as coroutines
+    (``a_try_acquire``, ``a_acquire``, ``a_release``, ``a_close``). The blocking operations run one
+    coroutine each (for the hand-off and contention workers); :meth:`cycles` runs a whole measuring loop
+    inside the loop, so a cycle costs what it costs an asyncio application."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    async def a_try_acquire(self, name: str) -> Any:
+        raise NotImplementedError
+
+    async def a_acquire(self, name: str, timeout: float) -> Any:
+        raise NotImplementedError
+
+    async def a_release(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    async def a_close(self) -> None:
+        pass
+
+    def try_acquire(self, name: str) -> Any:
+        return self.loop.run_until_complete(self.a_try_acquire(name))
+
+    def acquire(self, name: str, timeout: float) -> Any:
+        return self.loop.run_until_complete(self.a_acquire(name, timeout))
+
+    def release(self, handle: Any) -> None:
+        self.loop.run_until_complete(self.a_release(handle))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.a_close())
+        self.loop.close()
+
+    def cycles(self, name: str, seconds: float) -> tuple[int, float, float]:
+        """(cycles, wall seconds, CPU seconds) of try_acquire+release for about ``seconds``, on the loop."""
+        return self.loop.run_until_complete(self._cycles(name, seconds))
+
+    async def _cycles(self, name: str, seconds: float) -> tuple[int, float, float]:
+        count = 0
+        cpu = time.process_time()
+        start = time.perf_counter()
+        end = start + seconds
+        now = start
+        while now < end:
+            for _ in range(10):
+                handle = await self.a_try_acquire(name)
+                if handle is None:
+                    raise RuntimeError(f"uncontended try_acquire({name!r}) was refused")
+                await self.a_release(handle)
+            count += 10
+            now = time.perf_counter()
+        return count, now - start, time.process_time() - cpu
+
+
+class LockapiAsyncLocker(AsyncLocker):
+    """lockapi.aio (a native async backend where the plugin has one)."""
+
+    def __init__(self, url: str, *, fair: bool = False) -> None:
+        import lockapi.aio
+
+        super().__init__()
+        self.mgr = lockapi.aio.connect(url)
+        self.fair = fair
+
+    async def a_try_acquire(self, name: str) -> Any:
+        return await self.mgr.try_acquire(name, ttl=TTL, fair=self.fair)
+
+    async def a_acquire(self, name: str, timeout: float) -> Any:
+        return await self.mgr.acquire(name, ttl=TTL, wait=timeout, fair=self.fair)
+
+    async def a_release(self, handle: Any) -> None:
+        await handle.release()
+
+    async def a_close(self) -> None:
+        await self.mgr.aclose()
 
 
 # -- raw clients doing the minimum ---------------------------------------------------------------------
@@ -179,6 +259,29 @@ class RawHazelcast(Locker):
 
     def close(self) -> None:
         self.client.shutdown()
+
+
+class RawHazelcastAsync(AsyncLocker):
+    """:class:`RawHazelcast` on hazelcast.asyncio: ``try_lock(key, lease_time, timeout=0)`` / ``unlock(key)``.
+    Its key lock belongs to the asyncio task that took it, so only the in-loop cycle (one task for both)
+    can measure it: no blocking acquire."""
+
+    def __init__(self, env: Env) -> None:
+        from hazelcast.asyncio import HazelcastClient
+
+        super().__init__()
+        self.client = self.loop.run_until_complete(HazelcastClient.create_and_start(
+            cluster_name=env["hz_cluster"], cluster_members=env["hz_members"], invocation_timeout=30))
+        self.map = self.loop.run_until_complete(self.client.get_map("bench.rawaio"))
+
+    async def a_try_acquire(self, name: str) -> Any:
+        return name if await self.map.try_lock(name, lease_time=TTL, timeout=0) else None
+
+    async def a_release(self, handle: Any) -> None:
+        await self.map.unlock(handle)
+
+    async def a_close(self) -> None:
+        await self.client.shutdown()
 
 
 # -- peers on Redis ------------------------------------------------------------------------------------
@@ -335,11 +438,23 @@ class Subject:
     """Has a blocking acquire (hand-off, contention)."""
     poll: float | None = None
     """Poll period of its waiters (None: woken by a push); the hand-off release delay spans it."""
+    raw: str | None = None
+    """The raw reference it is compared with (default: its group's, :data:`RAW_OF`)."""
+    aio: bool = False
+    """An asyncio subject (:class:`AsyncLocker`): the batch and memory sections skip it (the same keys
+    as its blocking twin); lockapi's also runs the hand-off among 1,000 waiting tasks (bench_tasks)."""
 
 
 def _lockapi(url_key: str, **kw: Any) -> Callable[[Env], Locker]:
     def make(env: Env) -> Locker:
         return LockapiLocker(env[url_key], **kw)
+
+    return make
+
+
+def _lockapi_aio(url_key: str, **kw: Any) -> Callable[[Env], Locker]:
+    def make(env: Env) -> Locker:
+        return LockapiAsyncLocker(env[url_key], **kw)
 
     return make
 
@@ -376,6 +491,10 @@ SUBJECTS: list[Subject] = [
     Subject("tooz_mysql", "tooz mysql", "mariadb", "peer", _tooz("tooz_maria_url"), poll=1.0),
     Subject("hazelcast", "lockapi hazelcast (map)", "hazelcast", "lockapi", _lockapi("hz_url")),
     Subject("raw_hazelcast", "raw IMap try_lock/unlock", "hazelcast", "raw", RawHazelcast),
+    Subject("hazelcast_aio", "lockapi.aio hazelcast (map)", "hazelcast", "lockapi", _lockapi_aio("hz_url"),
+            raw="raw_hazelcast_aio", aio=True),
+    Subject("raw_hazelcast_aio", "raw hazelcast.asyncio IMap try_lock/unlock", "hazelcast", "raw", RawHazelcastAsync,
+            blocking=False, raw="raw_hazelcast_aio", aio=True),
 ]
 BY_KEY = {s.key: s for s in SUBJECTS}
 
@@ -386,6 +505,12 @@ URL_KEY = {"memory": "memory_url", "sqlite": "sqlite_url", "redis": "redis_url",
 RAW_OF = {"redis": "raw_redis", "postgresql": "raw_postgresql", "mariadb": "raw_mariadb",
           "hazelcast": "raw_hazelcast"}
 """The raw-client reference of each server group."""
+
+
+def raw_of(key: str) -> str | None:
+    """The raw reference of subject ``key``: its own, else its group's."""
+    s = BY_KEY[key]
+    return s.raw or RAW_OF.get(s.group)
 
 
 def available(env: Env) -> list[Subject]:
