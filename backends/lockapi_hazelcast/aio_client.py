@@ -94,10 +94,12 @@ class AsyncClientHolder:
                     raise RuntimeError(f"{self.where}: this asyncio backend is in use on another event loop; "
                                        "open one lockapi.aio manager per event loop")
                 previous = None  # its loop is gone, and its client with it
+            session = self._session
             if previous is None or not previous.client.lifecycle_service.is_running():
                 self._session = None
-                self._session = await self._connect(loop, previous, deadline)
-            return self._session
+                session = self._session = await self._connect(loop, previous, deadline)
+            assert session is not None
+            return session
         finally:
             lock.release()
 
@@ -116,10 +118,11 @@ class AsyncClientHolder:
                     # hazelcast.asyncio's create_and_start() is exactly HazelcastClient(...) + _start(); split
                     # so that a start given up on (the deadline passed, the caller was cancelled) is shut
                     # down here: the client cleans up after an Exception, not after a CancelledError.
-                    await client._start()
+                    await client._start()  # type: ignore[no-untyped-call]
                 with translated(self.where, "set up"):
                     prefix = self.settings.prefix
-                    maps = {role: await client.get_map(f"{prefix}.{role}") for role in self._roles}
+                    maps: dict[str, Map[str, str]] = {role: await client.get_map(f"{prefix}.{role}")
+                                                      for role in self._roles}
                     session = AsyncSession(client, maps, loop)
                     if self._on_new_client is not None:
                         await self._on_new_client(session, previous, deadline)

@@ -249,7 +249,8 @@ class MapProtocol:
     def listen(kind: str, on_event: Callable[[Any], None]) -> Plan[str]:
         """Register ``on_event`` for removed, expired and evicted entries of map ``kind`` (keys only);
         the registration id. The client re-registers it on every member it connects to later."""
-        return (yield Call(kind, "add_entry_listener", kwargs={
+        registration: str = yield Call(kind, "add_entry_listener", kwargs={
             "include_value": False, "removed_func": on_event, "expired_func": on_event, "evicted_func": on_event,
-        }, what="register entry listener"))
+        }, what="register entry listener")
+        return registration
 

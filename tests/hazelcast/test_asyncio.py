@@ -19,6 +19,7 @@ from lockapi_hazelcast import AsyncMapBackend, CPBackend, MapBackend
 
 import lockapi
 import lockapi.aio
+from lockapi.aio.plugins import open_async_backend
 from lockapi.aio.spi import SyncBackendAdapter
 from lockapi.errors import BackendUnavailable, ConfigError
 from lockapi.testing.pauses import record_points
@@ -97,6 +98,37 @@ def test_unreachable_cluster_is_unavailable_within_timeout_and_redacted() -> Non
     message = run(main)
     assert "hunter2" not in message and "\n" not in message, message
     assert message.startswith(f"hazelcast hazelcast://app:***@127.0.0.1:{url.rsplit(':', 1)[1]} (mode=map): "), message
+
+
+def test_a_backend_serves_one_event_loop_at_a_time(hazelcast_member: HazelcastCluster, name: str) -> None:
+    """The asyncio client belongs to its loop: after that loop closed, the next call connects anew on the
+    caller's loop; used from a second loop while the first still runs, the backend refuses clearly."""
+    backend = open_async_backend(hazelcast_member.url("map"))
+
+    async def take_and_give_back() -> None:
+        attempt = await backend.try_acquire(name, "h", 30)
+        assert attempt.token is not None and await backend.release(name, "h", attempt.token)
+
+    asyncio.run(take_and_give_back())
+    asyncio.run(take_and_give_back())  # the first loop is closed: a new client on this one
+    first_loop_runs, done = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        await take_and_give_back()
+        first_loop_runs.set()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+        await backend.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold_the_loop(),))
+    thread.start()
+    try:
+        assert first_loop_runs.wait(60)
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(take_and_give_back())
+    finally:
+        done.set()
+        thread.join(60)
 
 
 # -- one cluster, both APIs ------------------------------------------------------------------------------
