@@ -1,4 +1,4 @@
-"""What both Hazelcast modes share: settings read from the URL, and done markers in an IMap."""
+"""What both Hazelcast modes share (blocking API): settings read from the URL, and done markers in an IMap."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import ClassVar
 
 from lockapi.spi import Backend, BackendConfig
 
-from .done import DoneMarkers
-from .settings import Settings, read_settings
+from . import done
+from .client import ClientHolder
+from .settings import Settings, describe, read_settings
 
 __all__ = ["HazelcastBackend"]
 
@@ -20,20 +21,22 @@ class HazelcastBackend(Backend):
     mode: ClassVar[str]
     """``map`` or ``cp``: what the ``mode`` option may say for this class (it selects the class)."""
     settings: Settings
-    _done: DoneMarkers
-    """Done markers live in the IMap ``P.done`` in every mode; each mode's ``__init__`` sets this."""
+    _holder: ClientHolder
+    """Runs the plans of :mod:`.protocol`; each mode's ``__init__`` sets it (with the IMap ``done``)."""
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.settings = read_settings(config, self.mode)
-        self.where = f"hazelcast {config.redacted_url} (mode={self.mode})"
+        self.where = describe(config, self.mode)
 
-    # -- done markers (the same IMap in every mode) --------------------------------------------------
+    # -- done markers (the IMap P.done in every mode) ------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
-        self._done.mark(name, ttl)
+        self._holder.run(done.mark(name, ttl))
 
     def done(self, names: Sequence[str]) -> set[str]:
-        return self._done.live(names)
+        return self._holder.run(done.live(names))
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
-        return self._done.iterate()
+        names = self._holder.run(done.listed())
+        for start in range(0, len(names), done.VIEW_BATCH):
+            yield from self._holder.run(done.remaining(names[start:start + done.VIEW_BATCH]))

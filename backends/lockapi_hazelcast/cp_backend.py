@@ -52,10 +52,10 @@ from lockapi.spi import (
 
 from .base import HazelcastBackend
 from .client import ClientHolder
-from .done import DoneMarkers
 from .errors import no_answer
 from .local_leases import Lease, LeaseKey, LeaseTable
 from .names import object_name
+from .protocol import DONE
 
 __all__ = ["CPBackend"]
 
@@ -103,9 +103,7 @@ class CPBackend(HazelcastBackend):
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self._holder = ClientHolder(self.settings, self.where)
-        self._done = DoneMarkers(self._holder,
-                                 lambda: self._holder.client().get_map(f"{self.settings.prefix}.done"))
+        self._holder = ClientHolder(self.settings, self.where, (DONE,))
         self._leases = LeaseTable(self._return)
         self._initialised: set[str] = set()
         """ISemaphores this backend saw initialised (``init`` is idempotent: one round trip saved)."""

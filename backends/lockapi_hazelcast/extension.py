@@ -16,7 +16,8 @@ So every write here is conditional on the exact lease value, under the key's IMa
 2. ``remove_if_same(key, value)``: False (not held) unless the entry is still this lease's;
 3. ``put_if_absent(key, value, ttl + 1 s)``: puts the lease back with the new ttl, unless somebody
    else's entry is there (then the lease was lost meanwhile: False);
-4. ``unlock(key)``, sent without waiting for its answer (a lapsed lock makes it fail harmlessly).
+4. ``unlock(key)``; its answer is not used (a lapsed lock makes it fail harmlessly): the blocking client
+   sends it without waiting, the asyncio client awaits it (see below).
 
 Between 2 and 3 the lease entry is absent. That is safe while the key lock is ours: a competitor's
 ``put_if_absent`` parks until we unlock and then finds our entry. If the steps took longer than the key
@@ -29,31 +30,27 @@ may give the permit up (a liveness cost, never a second holder).
 
 The removal fires an entry event: every waiter of the name wakes once per extension, tries, parks
 behind the key lock for a few milliseconds and is refused. And a read that lands in the gap sees no
-lease: :meth:`EntryExtender.settled` reads again after the key lock is released, so ``holds`` and
+lease: :func:`settled` reads again after the key lock is released, so ``holds`` and
 ``inspect`` never report a lease missing because it was being extended.
+
+Both are plans (:mod:`.protocol`). The key lock belongs to the thread (blocking client) or to the asyncio
+TASK (``hazelcast.asyncio``: the task's id) that took it: a runner runs each plan on the caller's thread or
+in the caller's task, never spreading one over several, and the asyncio runner awaits step 4 in that task
+(unlocking from another task would fail, and leave competitors parked until the key lock's lease ends).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from hazelcast.future import Future
-from hazelcast.proxy.map import Map
+from typing import Any
 
 from lockapi.spi import BackendUnavailable, pause_point
 
-from .client import ClientHolder
+from . import fences
 from .done import TTL_SLACK
-from .fences import Counters
+from .protocol import Call, Plan
 
-__all__ = ["KEY_LOCK_SHARE", "TRUSTED_SHARE", "EntryExtender"]
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+__all__ = ["KEY_LOCK_SHARE", "NEVER", "TRUSTED_SHARE", "extend", "settled"]
 
 NEVER = ""
 """A value no lease entry has ("<token>:<holder>"): ``remove_if_same(key, NEVER)`` changes nothing and
@@ -70,74 +67,53 @@ LOCK_WAIT_SHARE = 0.25
 or a foreign ``IMap.lock`` on lockapi's map), as a share of the key lock's lease."""
 
 
-class EntryExtender:
-    """``extend(...)``: the protocol above, for lock entries and permit entries alike."""
+def extend(operation: str, entries: str, key: str, value: str, ttl: float, *, fence_key: str, sequence: int,
+           timeout: float, deadline: float, where: str) -> Plan[bool]:
+    """Make the entry ``key`` -> ``value`` of map ``entries`` expire ``ttl`` seconds from now; False if it
+    is not there.
 
-    def __init__(self, holder: ClientHolder, counters: Counters) -> None:
-        self._holder = holder
-        self._counters = counters
-
-    def extend(self, operation: str, entries: Map[str, str], key: str, value: str, ttl: float, *,
-               fences: Map[str, str], fence_key: str, sequence: int) -> bool:
-        """Make the entry ``key`` -> ``value`` expire ``ttl`` seconds from now; False if it is not there.
-
-        ``fence_key``/``sequence``: the fencing counter of the lease and the value it had when the lease
-        was granted. ``operation`` names the pause points (``extend``, ``permit_extend``).
-        """
-        wait = self._holder.wait
-        timeout = self._holder.settings.timeout
-        key_lock = timeout * KEY_LOCK_SHARE
-        started = time.monotonic()
-        deadline = started + timeout
-        if not wait(entries.try_lock(key, lease_time=key_lock, timeout=key_lock * LOCK_WAIT_SHARE),
-                    deadline, "lock the lease entry"):
-            raise BackendUnavailable(
-                f"{self._holder.where}: extend: the lease entry stayed locked by another client for "
-                f"{key_lock * LOCK_WAIT_SHARE:g}s; retry, and never lock lockapi's own maps")
-        try:
-            pause_point(f"{operation}:key-locked")
-            if not wait(entries.remove_if_same(key, value), deadline, "take the lease out"):
-                return False
-            pause_point(f"{operation}:removed")
-            try:
-                other = wait(entries.put_if_absent(key, value, ttl + TTL_SLACK), deadline, "put the lease back")
-            except BackendUnavailable:
-                # It may still land: withdraw it (sent after it, so applied after it) and report.
-                entries.remove_if_same(key, value)
-                raise
-            if other is not None:
-                return False
-            if time.monotonic() - started < key_lock * TRUSTED_SHARE:
-                return True
-            if self._counters.read(fences, fence_key, deadline) == sequence:
-                return True  # nobody was granted while the key lock may have lapsed
-            wait(entries.remove_if_same(key, value), deadline, "withdraw the lease")
-            return False
-        finally:
-            _unlock_without_waiting(entries, key)
-
-
-    def settled(self, entries: Map[str, str], key: str, read: Callable[[], Future[T]],
-                deadline: float, what: str) -> T:
-        """``read()`` of ``key``; if it found nothing, read again once no extension holds the key (one
-        may have had the entry out). Costs one round trip, two more only when nothing was found."""
-        found = self._holder.wait(read(), deadline, what)
-        if found is None:
-            self._holder.wait(entries.remove_if_same(key, NEVER), deadline, what)
-            found = self._holder.wait(read(), deadline, what)
-        return found
-
-
-def _unlock_without_waiting(entries: Map[str, str], key: str) -> None:
-    # Sent after the last step on the same connection, so the member applies it after that step. It
-    # fails when the key lock's lease ran out first (the caller was slow): then there is nothing to undo.
+    ``fence_key``/``sequence``: the fencing counter of the lease and the value it had when the lease
+    was granted. ``operation`` names the pause points (``extend``, ``permit_extend``). ``deadline`` is
+    the call's (``timeout`` from when it started): the key lock's lease is measured from then.
+    """
+    key_lock = timeout * KEY_LOCK_SHARE
+    started = deadline - timeout
+    if not (yield Call(entries, "try_lock", (key,), {"lease_time": key_lock, "timeout": key_lock * LOCK_WAIT_SHARE},
+                       what="lock the lease entry")):
+        raise BackendUnavailable(
+            f"{where}: extend: the lease entry stayed locked by another client for "
+            f"{key_lock * LOCK_WAIT_SHARE:g}s; retry, and never lock lockapi's own maps")
     try:
-        entries.unlock(key).add_done_callback(_log_unlock_failure)
-    except Exception as exc:  # the client shut down meanwhile: its locks die with its connection
-        log.debug("lockapi: could not unlock a hazelcast lease entry after extending it: %s", exc)
+        pause_point(f"{operation}:key-locked")
+        if not (yield Call(entries, "remove_if_same", (key, value), what="take the lease out")):
+            return False
+        pause_point(f"{operation}:removed")
+        try:
+            other = yield Call(entries, "put_if_absent", (key, value, ttl + TTL_SLACK), what="put the lease back")
+        except BackendUnavailable:
+            # It may still land: withdraw it (sent after it, so applied after it) and report.
+            yield Call(entries, "remove_if_same", (key, value), what="withdraw the lease", needs_answer=False)
+            raise
+        if other is not None:
+            return False
+        if time.monotonic() - started < key_lock * TRUSTED_SHARE:
+            return True
+        if (yield from fences.read(fence_key)) == sequence:
+            return True  # nobody was granted while the key lock may have lapsed
+        yield Call(entries, "remove_if_same", (key, value), what="withdraw the lease")
+        return False
+    finally:
+        # Sent after the last step on the same connection, so the member applies it after that step. It
+        # fails when the key lock's lease ran out first (the caller was slow): then there is nothing to undo.
+        yield Call(entries, "unlock", (key,), what="unlock the lease entry", needs_answer=False)
 
 
-def _log_unlock_failure(future: Future[Any]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.debug("lockapi: unlocking a hazelcast lease entry after extending it failed: %s", exc)
+def settled(entries: str, key: str, read: Call) -> Plan[Any]:
+    """The answer of ``read`` (of ``key`` in map ``entries``); if it found nothing, read again once no
+    extension holds the key (one may have had the entry out). Costs one round trip, two more only when
+    nothing was found."""
+    found = yield read
+    if found is None:
+        yield Call(entries, "remove_if_same", (key, NEVER), what=read.what)
+        found = yield read
+    return found

@@ -10,6 +10,7 @@ empties; one left by waiters that all died is dropped by the next fair waiter of
 
 A pause between reading the entry and writing it only makes the compare-and-set fail and the update
 start again: the pause points (``acquire_fair:queue-read``, ``cancel_wait:queue-read``) prove it.
+The functions here are plans (:mod:`.protocol`) on the map ``queues``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from hazelcast.proxy.map import Map
-
 from lockapi.spi import BackendUnavailable, pause_point
 
-from .client import ClientHolder
+from .protocol import QUEUES, Call, Plan
 
-__all__ = ["FairQueues", "Waiters"]
+__all__ = ["Waiters", "join", "leave"]
 
 Waiters = list[tuple[int, str]]
 
@@ -42,64 +41,57 @@ def _encode(waiters: Waiters) -> str:
     return "\n".join(f"{expiry} {holder}" for expiry, holder in waiters)
 
 
-class FairQueues:
-    """``join`` (or refresh) a name's queue and learn whether the waiter is at its head; ``leave`` it."""
+def join(name: str, waiter: str, queue_ttl: float, deadline: float, where: str) -> Plan[tuple[bool, str | None]]:
+    """Put ``waiter`` in the queue of ``name`` (keeping its place) for ``queue_ttl`` more seconds.
 
-    def __init__(self, holder: ClientHolder) -> None:
-        self._holder = holder
+    Returns (is ``waiter`` first, the entry's value as written): pass the value to :func:`leave`.
+    """
 
-    def join(self, queues: Map[str, str], name: str, waiter: str, queue_ttl: float, deadline: float
-             ) -> tuple[bool, str | None]:
-        """Put ``waiter`` in the queue (keeping its place) for ``queue_ttl`` more seconds.
+    def refresh(waiters: Waiters) -> Waiters:
+        now = int(time.time() * 1000)
+        expiry = now + int(queue_ttl * 1000)
+        kept = [(e, h) for e, h in waiters if e > now or h == waiter]
+        if any(h == waiter for _, h in kept):
+            return [(expiry if h == waiter else e, h) for e, h in kept]
+        return [*kept, (expiry, waiter)]
 
-        Returns (is ``waiter`` first, the entry's value as written): pass the value to :meth:`leave`.
-        """
+    waiters, value = yield from _update(name, refresh, deadline, where, "acquire_fair:queue-read")
+    return waiters[0][1] == waiter, value
 
-        def refresh(waiters: Waiters) -> Waiters:
-            now = int(time.time() * 1000)
-            expiry = now + int(queue_ttl * 1000)
-            kept = [(e, h) for e, h in waiters if e > now or h == waiter]
-            if any(h == waiter for _, h in kept):
-                return [(expiry if h == waiter else e, h) for e, h in kept]
-            return [*kept, (expiry, waiter)]
 
-        waiters, value = self._update(queues, name, refresh, deadline, "acquire_fair:queue-read")
-        return waiters[0][1] == waiter, value
+def leave(name: str, waiter: str, deadline: float, where: str, *, written: str | None = None,
+          point: str = "cancel_wait:queue-read") -> Plan[None]:
+    """Take ``waiter`` out of the queue of ``name``. ``written``: the value :func:`join` wrote; while
+    nobody changed the entry since, one compare-and-set does it (no read)."""
 
-    def leave(self, queues: Map[str, str], name: str, waiter: str, deadline: float, *,
-              written: str | None = None, point: str = "cancel_wait:queue-read") -> None:
-        """Take ``waiter`` out of the queue. ``written``: the value :meth:`join` wrote; while nobody
-        changed the entry since, one compare-and-set does it (no read)."""
+    def without(waiters: Waiters) -> Waiters:
+        return [(e, h) for e, h in waiters if h != waiter]
 
-        def without(waiters: Waiters) -> Waiters:
-            return [(e, h) for e, h in waiters if h != waiter]
+    if written is not None and (yield from _write(name, written, without(_decode(written)))):
+        return
+    yield from _update(name, without, deadline, where, point)
 
-        if written is not None and self._write(queues, name, written, without(_decode(written)), deadline):
-            return
-        self._update(queues, name, without, deadline, point)
 
-    def _update(self, queues: Map[str, str], name: str, change: Callable[[Waiters], Waiters],
-                deadline: float, point: str) -> tuple[Waiters, str | None]:
-        """Read, change and compare-and-set the entry until the write wins; (new waiters, new value)."""
-        while True:
-            current = self._holder.wait(queues.get(name), deadline, "read fair queue")
-            pause_point(point)
-            old = _decode(current)
-            new = change(old)
-            if new == old:
-                return new, current
-            if self._write(queues, name, current, new, deadline):
-                return new, _encode(new) if new else None
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(
-                    f"{self._holder.where}: the fair queue of {name!r} stayed too contended; retry")
+def _update(name: str, change: Callable[[Waiters], Waiters], deadline: float, where: str, point: str
+            ) -> Plan[tuple[Waiters, str | None]]:
+    """Read, change and compare-and-set the entry until the write wins; (new waiters, new value)."""
+    while True:
+        current = yield Call(QUEUES, "get", (name,), what="read fair queue")
+        pause_point(point)
+        old = _decode(current)
+        new = change(old)
+        if new == old:
+            return new, current
+        if (yield from _write(name, current, new)):
+            return new, _encode(new) if new else None
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(f"{where}: the fair queue of {name!r} stayed too contended; retry")
 
-    def _write(self, queues: Map[str, str], name: str, current: str | None, new: Waiters,
-               deadline: float) -> bool:
-        """Replace the entry's value ``current`` (None: absent) by ``new``; False if it was not ``current``."""
-        wait = self._holder.wait
-        if current is None:
-            return not new or wait(queues.put_if_absent(name, _encode(new)), deadline, "join fair queue") is None
-        if not new:
-            return bool(wait(queues.remove_if_same(name, current), deadline, "empty fair queue"))
-        return bool(wait(queues.replace_if_same(name, current, _encode(new)), deadline, "update fair queue"))
+
+def _write(name: str, current: str | None, new: Waiters) -> Plan[bool]:
+    """Replace the entry's value ``current`` (None: absent) by ``new``; False if it was not ``current``."""
+    if current is None:
+        return not new or (yield Call(QUEUES, "put_if_absent", (name, _encode(new)), what="join fair queue")) is None
+    if not new:
+        return bool((yield Call(QUEUES, "remove_if_same", (name, current), what="empty fair queue")))
+    return bool((yield Call(QUEUES, "replace_if_same", (name, current, _encode(new)), what="update fair queue")))

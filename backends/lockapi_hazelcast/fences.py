@@ -11,50 +11,54 @@ in three steps (IMap has no atomic increment for Python clients; entry processor
 
 Confirmed tokens therefore strictly increase per counter and are never reused, whatever the
 interleaving, and they survive release, expiry and client restarts (the counter entry has no ttl).
+The functions here are plans (:mod:`.protocol`) on the map ``fences``.
 """
 
 from __future__ import annotations
 
 import time
 
-from hazelcast.proxy.map import Map
-
 from lockapi.spi import BackendUnavailable
 
-from .client import ClientHolder
+from .protocol import FENCES, Call, Plan
 
-__all__ = ["Counters"]
+__all__ = ["confirm", "raise_floor", "read", "read_call", "value_of"]
 
 
-class Counters:
-    """The fence map: ``read`` a counter, ``confirm`` a proposed token, ``raise_floor`` for migration."""
+def read_call(key: str) -> Call:
+    """The request that reads counter ``key`` (for plans that send it together with others)."""
+    return Call(FENCES, "get", (key,), what="read fence")
 
-    def __init__(self, holder: ClientHolder) -> None:
-        self._holder = holder
 
-    def read(self, fences: Map[str, str], key: str, deadline: float) -> int:
-        value = self._holder.wait(fences.get(key), deadline, "read fence")
-        return int(value) if value is not None else 0
+def value_of(answer: str | None) -> int:
+    """The counter's value from the answer of :func:`read_call` (0: never confirmed)."""
+    return int(answer) if answer is not None else 0
 
-    def confirm(self, fences: Map[str, str], key: str, seen: int, token: int, deadline: float) -> bool:
-        """Move the counter from ``seen`` up to ``token``; False if it already reached ``token``."""
-        while True:
-            if seen == 0:
-                previous = self._holder.wait(fences.put_if_absent(key, str(token)), deadline, "fence")
-                if previous is None:
-                    return True
-                seen = int(previous)
-            elif self._holder.wait(fences.replace_if_same(key, str(seen), str(token)), deadline, "fence"):
+
+def read(key: str) -> Plan[int]:
+    return value_of((yield read_call(key)))
+
+
+def confirm(key: str, seen: int, token: int, deadline: float, where: str) -> Plan[bool]:
+    """Move the counter from ``seen`` up to ``token``; False if it already reached ``token``."""
+    while True:
+        if seen == 0:
+            previous = yield Call(FENCES, "put_if_absent", (key, str(token)), what="fence")
+            if previous is None:
                 return True
-            else:
-                seen = self.read(fences, key, deadline)
-            if seen >= token:
-                return False
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(f"{self._holder.where}: a fence counter stayed too contended")
+            seen = int(previous)
+        elif (yield Call(FENCES, "replace_if_same", (key, str(seen), str(token)), what="fence")):
+            return True
+        else:
+            seen = yield from read(key)
+        if seen >= token:
+            return False
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(f"{where}: a fence counter stayed too contended")
 
-    def raise_floor(self, fences: Map[str, str], key: str, floor: int, deadline: float) -> None:
-        """Make the counter at least ``floor`` (so the next token is greater than ``floor``)."""
-        seen = self.read(fences, key, deadline)
-        if seen < floor:
-            self.confirm(fences, key, seen, floor, deadline)
+
+def raise_floor(key: str, floor: int, deadline: float, where: str) -> Plan[None]:
+    """Make the counter at least ``floor`` (so the next token is greater than ``floor``)."""
+    seen = yield from read(key)
+    if seen < floor:
+        yield from confirm(key, seen, floor, deadline, where)

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from lockapi.spi import BackendConfig, ConfigError
 
-__all__ = ["DEFAULT_PORT", "MODES", "Settings", "read_settings"]
+__all__ = ["DEFAULT_PORT", "MODES", "Settings", "describe", "read_settings"]
 
 MODES = ("map", "cp")
 DEFAULT_PORT = 5701
@@ -89,6 +89,11 @@ def read_settings(config: BackendConfig, mode: str) -> Settings:
         raise ConfigError(
             f"option 'prefix' must be a non-empty name without '/' or surrounding whitespace; got {prefix!r}")
     return Settings(tuple(members), cluster_name, prefix, config.timeout, username, password)
+
+
+def describe(config: BackendConfig, mode: str) -> str:
+    """How errors name the backend (its URL redacted: never a password), sync and asyncio alike."""
+    return f"hazelcast {config.redacted_url} (mode={mode})"
 
 
 def _address(text: str) -> str:

@@ -143,9 +143,10 @@ class AsyncLockManager:
         what = "semaphore" if key[0] else "lock"
         reporter = self._reporter
         observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
+        in_flight: list[asyncio.Task[object]] = []  # an attempt that runs on after a cancellation
         try:
             if wait == 0.0:
-                token = (await guarded(attempt, give_back, self._background)).token
+                token = (await guarded(attempt, give_back, self._background, in_flight)).token
                 if token is None:
                     raise _NotGranted(f"{what} {name!r} is held (wait=0)")
                 sent = started
@@ -155,18 +156,23 @@ class AsyncLockManager:
                 async with self._turns.turn((key, fair), deadline, what, name, wait, on_wait, exclusive=not fair):
                     token, sent = await wait_for_grant(
                         self._backend, self._bus, key, attempt, deadline, wait, give_back, self._background,
-                        fair_holder=holder if fair else None, on_wait=on_wait)
+                        fair_holder=holder if fair else None, on_wait=on_wait, in_flight=in_flight)
         except LockError as exc:
             outcome, decision, error = failed(exc)
             reporter.finish(observed, op, name, started, outcome, decision, error=error)
             await self._give_up(fair, name, holder)
             raise
         except asyncio.CancelledError:
-            if fair:  # leave no queue entry behind, even when cancelled
-                self._background.spawn(self._give_up(fair, name, holder))
+            if fair:  # leave no queue entry behind, even when cancelled: after the attempt under way, if
+                # any, which may still be joining the queue
+                self._background.spawn(self._give_up_after(in_flight, name, holder))
             raise
         reporter.finish(observed, op, name, started, GRANTED, True, token)
         return token, sent
+
+    async def _give_up_after(self, in_flight: list[asyncio.Task[object]], name: str, holder: str) -> None:
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        await self._give_up(True, name, holder)
 
     async def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:

@@ -98,10 +98,12 @@ class Background:
 
 
 async def finish_anyway(work: Awaitable[T], background: Background,
-                        orphan: Callable[[T], Awaitable[object]] | None = None) -> T:
+                        orphan: Callable[[T], Awaitable[object]] | None = None,
+                        in_flight: list[asyncio.Task[object]] | None = None) -> T:
     """Await ``work`` so that cancelling the caller does not cancel it: ``work`` runs to its end as a
     task tracked by ``background``, and if the caller was cancelled first, its result goes to ``orphan``
-    (a grant nobody will see is given back). One task and one future: cheaper than ``asyncio.shield``."""
+    (a grant nobody will see is given back) and the task to ``in_flight``. One task and one future:
+    cheaper than ``asyncio.shield``."""
     answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
     async def run() -> None:
@@ -116,19 +118,27 @@ async def finish_anyway(work: Awaitable[T], background: Background,
         elif orphan is not None:
             await orphan(result)
 
-    background.spawn(run())
-    return await answer
+    running = background.spawn(run())
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        if in_flight is not None and not running.done():
+            in_flight.append(running)
+        raise
 
 
 async def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
-                  background: Background) -> Attempt:
+                  background: Background, in_flight: list[asyncio.Task[object]] | None = None) -> Attempt:
     """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on (tracked
-    by ``background``), and a grant it returns after the caller was cancelled is given back."""
+    by ``background``), and a grant it returns after the caller was cancelled is given back.
+
+    ``in_flight`` collects the background task that finishes such an attempt: whatever must follow the
+    attempt (leaving a fair queue, which the attempt may still be joining) waits for it."""
     async def orphan(attempt: Attempt) -> None:
         if attempt.token is not None:
             await give_back(attempt.token)
 
-    return await finish_anyway(attempt(), background, orphan)
+    return await finish_anyway(attempt(), background, orphan, in_flight)
 
 
 async def wait_for_grant(
@@ -143,11 +153,13 @@ async def wait_for_grant(
     *,
     fair_holder: str | None = None,
     on_wait: Callable[[], None] | None = None,
+    in_flight: list[asyncio.Task[object]] | None = None,
 ) -> tuple[int, float]:
     """Attempt until granted; (token, ``time.monotonic()`` just before the granting attempt was sent).
 
     Raises :class:`lockapi.LockTimeout` at ``deadline`` (``time.monotonic()``; None: never).
     ``on_wait`` is called once, when the first attempt was denied and the caller starts to wait.
+    ``in_flight`` as in :func:`guarded`.
     """
     semaphore, name = key
     what = "semaphore" if semaphore else "lock"
@@ -169,7 +181,7 @@ async def wait_for_grant(
             while True:
                 woken.clear()
                 sent = time.monotonic()
-                result = await guarded(attempt, give_back, background)
+                result = await guarded(attempt, give_back, background, in_flight)
                 if result.token is not None:
                     return result.token, sent
                 now = time.monotonic()

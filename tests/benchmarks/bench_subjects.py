@@ -284,6 +284,29 @@ class RawHazelcast(Locker):
         self.client.shutdown()
 
 
+class RawHazelcastAsync(AsyncLocker):
+    """:class:`RawHazelcast` on hazelcast.asyncio: ``try_lock(key, lease_time, timeout=0)`` / ``unlock(key)``.
+    Its key lock belongs to the asyncio task that took it, so only the in-loop cycle (one task for both)
+    can measure it: no blocking acquire."""
+
+    def __init__(self, env: Env) -> None:
+        from hazelcast.asyncio import HazelcastClient
+
+        super().__init__()
+        self.client = self.loop.run_until_complete(HazelcastClient.create_and_start(
+            cluster_name=env["hz_cluster"], cluster_members=env["hz_members"], invocation_timeout=30))
+        self.map = self.loop.run_until_complete(self.client.get_map("bench.rawaio"))
+
+    async def a_try_acquire(self, name: str) -> Any:
+        return name if await self.map.try_lock(name, lease_time=TTL, timeout=0) else None
+
+    async def a_release(self, handle: Any) -> None:
+        await self.map.unlock(handle)
+
+    async def a_close(self) -> None:
+        await self.client.shutdown()
+
+
 # -- peers on Redis ------------------------------------------------------------------------------------
 class RedisPyLock(Locker):
     """redis-py's ``Redis.lock`` (polls every 0.1 s while waiting)."""
@@ -495,6 +518,10 @@ SUBJECTS: list[Subject] = [
     Subject("tooz_mysql", "tooz mysql", "mariadb", "peer", _tooz("tooz_maria_url"), poll=1.0),
     Subject("hazelcast", "lockapi hazelcast (map)", "hazelcast", "lockapi", _lockapi("hz_url")),
     Subject("raw_hazelcast", "raw IMap try_lock/unlock", "hazelcast", "raw", RawHazelcast),
+    Subject("hazelcast_aio", "lockapi.aio hazelcast (map)", "hazelcast", "lockapi", _lockapi_aio("hz_url"),
+            raw="raw_hazelcast_aio", aio=True),
+    Subject("raw_hazelcast_aio", "raw hazelcast.asyncio IMap try_lock/unlock", "hazelcast", "raw", RawHazelcastAsync,
+            blocking=False, raw="raw_hazelcast_aio", aio=True),
 ]
 BY_KEY = {s.key: s for s in SUBJECTS}
 

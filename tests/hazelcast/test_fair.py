@@ -26,7 +26,7 @@ def test_a_dead_fair_waiter_is_dropped_after_its_queue_ttl(hazelcast_member: Haz
             time.sleep(0.1)
         assert granted is not None and granted > held.token
         assert time.monotonic() - started < 3.0
-        queues = backend._current().queues  # the queue entry is gone once the last waiter left
+        queues = backend._holder.session().maps["queues"]  # the queue entry is gone once the last waiter left
         assert queues.blocking().get(name) is None
 
 

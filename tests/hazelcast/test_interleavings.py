@@ -1,5 +1,7 @@
 """Map mode, one holder stopped between two round trips (lockapi.testing.pauses) while another proceeds:
-the interleavings behind issue #13's Hazelcast bugs, beyond what the conformance walk asserts."""
+the interleavings behind issue #13's Hazelcast bugs, beyond what the conformance walk asserts. The
+stopped holder speaks the sync API or lockapi.aio (AsyncMapBackend, through the blocking view), whose
+extension's key lock belongs to an asyncio task instead of a thread."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 import lockapi
 from lockapi import Lease
+from lockapi.testing.blocking import blocking_manager
 from lockapi.testing.pauses import pause_at
 from tests.servers.hazelcast import HazelcastCluster
 
@@ -41,10 +44,17 @@ class Paused(threading.Thread):
         return self.result
 
 
+@pytest.fixture(params=["sync", "async"])
+def connect(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """How the stopped holder A connects: ``lockapi.connect`` or lockapi.aio behind the blocking view."""
+    return lockapi.connect if request.param == "sync" else blocking_manager
+
+
 @pytest.fixture
-def managers(hazelcast_member: HazelcastCluster) -> Iterator[tuple[lockapi.LockManager, lockapi.LockManager]]:
+def managers(hazelcast_member: HazelcastCluster, connect: Callable[..., Any]
+             ) -> Iterator[tuple[lockapi.LockManager, lockapi.LockManager]]:
     url = hazelcast_member.url("map")
-    with lockapi.connect(url, timeout=TIMEOUT) as a, lockapi.connect(url, timeout=TIMEOUT) as b:
+    with connect(url, timeout=TIMEOUT) as a, lockapi.connect(url, timeout=TIMEOUT) as b:
         yield a, b
 
 
@@ -93,12 +103,13 @@ def test_extend_whose_key_lock_lapsed_while_its_entry_was_out_gives_the_lease_up
     assert c.release() is True
 
 
-def test_extend_stopped_briefly_keeps_the_lease(hazelcast_member: HazelcastCluster) -> None:
+def test_extend_stopped_briefly_keeps_the_lease(hazelcast_member: HazelcastCluster,
+                                                connect: Callable[..., Any]) -> None:
     """A stops mid-extend with its entry taken out; B tries meanwhile. B's write parks behind A's key
     lock (lease: timeout / 2 = 5 s here) and is refused once A resumed and put its lease back."""
     url = hazelcast_member.url("map")
     name = f"extend:{uuid.uuid4().hex}"
-    with lockapi.connect(url, timeout=10) as a_mgr, lockapi.connect(url, timeout=10) as b_mgr:
+    with connect(url, timeout=10) as a_mgr, lockapi.connect(url, timeout=10) as b_mgr:
         a: Lease = a_mgr.acquire(name, ttl=30)
         run = Paused(lambda: a.extend(30))
         with pause_at("extend:removed", thread=run) as pause:
@@ -142,7 +153,7 @@ def test_holds_and_inspect_see_a_lease_whose_extension_is_under_way(hazelcast_me
     name = f"extend:{uuid.uuid4().hex}"
     with lockapi.connect(url, timeout=10) as a_mgr, lockapi.connect(url, timeout=10) as b_mgr:
         a = a_mgr.acquire(name, ttl=30)
-        locks = b_mgr.backend._current().locks  # type: ignore[attr-defined]
+        locks = b_mgr.backend._holder.session().maps["locks"]  # type: ignore[attr-defined]
         barrier_reached = threading.Event()
         real_remove_if_same = locks.remove_if_same
 

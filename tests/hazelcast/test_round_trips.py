@@ -16,9 +16,9 @@ def test_an_attempt_on_a_held_name_writes_nothing(hazelcast_member: HazelcastClu
     name = f"held:{uuid.uuid4().hex}"
     with lockapi.connect(hazelcast_member.url("map")) as holder, lockapi.connect(hazelcast_member.url("map")) as mgr:
         lease = holder.acquire(name, ttl=30)
-        maps = mgr.backend._current()  # type: ignore[attr-defined]
+        maps = mgr.backend._holder.session().maps  # type: ignore[attr-defined]
         writes: list[str] = []
-        for target in (maps.locks, maps.fences):
+        for target in (maps["locks"], maps["fences"]):
             for method in ("put_if_absent", "replace_if_same", "remove_if_same", "put", "set"):
                 real = getattr(target, method)
 

@@ -31,7 +31,7 @@ def test_an_attempt_on_a_large_semaphore_reads_a_few_slots(hazelcast_member: Haz
     with lockapi.connect(hazelcast_member.url("map")) as mgr:
         backend = mgr.backend
         assert isinstance(backend, MapBackend)
-        permits_map = backend._current().permits
+        permits_map = backend._holder.session().maps["permits"]
         read: list[int] = []
         real_get_all = permits_map.get_all
 
