@@ -25,7 +25,7 @@ import contextlib
 import enum
 import math
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
@@ -169,6 +169,32 @@ PAUSE_OPERATIONS = (
     "permit_acquire", "permit_release", "permit_extend", "mark_done", "done",
 )
 """The operations a pause point may belong to: a point is named ``"<operation>:<what was just done>"``."""
+
+S = TypeVar("S")
+Result = TypeVar("Result")
+Plan = Generator[S, Any, Result]
+"""An operation written without I/O (a generator): it yields the steps it needs (a script to run, map
+calls to send), is sent each step's answer or thrown its error, and returns the operation's result.
+A backend that serves both APIs writes each operation once as a plan and runs it with :func:`drive`
+(blocking) and :func:`lockapi.aio.spi.drive_async` (asyncio)."""
+
+
+def drive(plan: Generator[S, Any, Result], run: Callable[[S], Any]) -> Result:
+    """Run ``plan`` to its end with a blocking step runner; an error ``run`` raises is thrown into the
+    plan (which may handle it: withdraw a grant, unlock) and propagates if it does not."""
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = plan.send(answer) if error is None else plan.throw(error)
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+        try:
+            answer, error = run(step), None
+        except BaseException as exc:
+            answer, error = None, exc
+
 
 _pause_hook: Callable[[str], None] | None = None
 

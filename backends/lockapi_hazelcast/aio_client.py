@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 
 from hazelcast.asyncio import HazelcastClient, Map
 
+from lockapi.aio.spi import drive_async
 from lockapi.spi import BackendUnavailable, LockError
 
 from .errors import no_answer, translated
-from .protocol import Call, Plan, Step, drive_async
+from .protocol import Call, Plan, Step
 from .settings import Settings
 
 __all__ = ["AsyncClientHolder", "AsyncSession"]

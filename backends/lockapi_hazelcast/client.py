@@ -20,11 +20,11 @@ from hazelcast.client import HazelcastClient
 from hazelcast.future import Future
 from hazelcast.proxy.map import Map
 
-from lockapi.spi import BackendUnavailable
+from lockapi.spi import BackendUnavailable, drive
 
 from . import client_fixes
 from .errors import no_answer, translated
-from .protocol import Call, Plan, Step, drive
+from .protocol import Call, Plan, Step
 from .settings import Settings
 
 __all__ = ["ClientHolder", "Session"]

@@ -21,13 +21,13 @@ A :class:`Call` names its map by role (``locks``, ``permits``, ``fences``, ``don
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = [
     "DONE", "FENCES", "LOCKS", "MAP_ROLES", "PERMITS", "QUEUES",
-    "Call", "Plan", "Step", "Together", "drive", "drive_async",
+    "Call", "Plan", "Step", "Together",
 ]
 
 T = TypeVar("T")
@@ -70,33 +70,3 @@ Plan = Generator[Step, Any, T]
 """A lockapi operation: yields steps, is sent each step's result (or thrown its error), returns T."""
 
 
-def drive(plan: Plan[T], run: Callable[[Step], Any]) -> T:
-    """Run ``plan`` to its end with a blocking step runner (which raises lockapi errors)."""
-    answer: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.send(answer) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            answer, error = run(step), None
-        except BaseException as exc:  # the plan may handle it (withdraw, unlock); else it propagates
-            answer, error = None, exc
-
-
-async def drive_async(plan: Plan[T], run: Callable[[Step], Awaitable[Any]]) -> T:
-    """:func:`drive` with an asyncio step runner (a cancellation is thrown into the plan like an error)."""
-    answer: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.send(answer) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            answer, error = await run(step), None
-        except BaseException as exc:
-            answer, error = None, exc

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 
-from lockapi.aio.spi import AsyncBackend
+from lockapi.aio.spi import AsyncBackend, drive_async
 from lockapi.spi import Attempt, BackendConfig, BackendUnavailable, Capability, LockInfo, Wake
 
 from .aio_clients import ASYNC, cluster_mget, cluster_script, command, node_pipeline, pipeline, run_script
@@ -36,7 +36,6 @@ from .operations import (
     Operations,
     Replicated,
     Step,
-    drive_async,
     unavailable,
 )
 from .settings import Settings, parse

@@ -26,6 +26,7 @@ from lockapi.spi import (
     Capability,
     LockInfo,
     Wake,
+    drive,
 )
 
 from .clients import Client, build, command, no_retry, pubsub_connection, run_script
@@ -39,7 +40,6 @@ from .operations import (
     Operations,
     Replicated,
     Step,
-    drive,
     unavailable,
 )
 from .pool import BoundedPool, BoundedSentinelPool

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
 from redis.crc import key_slot
@@ -97,36 +97,6 @@ Plan = Generator[Step, Any, T]
 Operation = Eval[T] | Command[T] | MultiGet[T] | Plan[T]
 
 
-def drive(plan: Plan[T], run: Callable[[Step], Any]) -> T:
-    """Run ``plan`` with a blocking step runner (which raises BackendUnavailable for a failed step)."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.send(reply) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            reply, error = run(step), None
-        except BaseException as exc:  # the plan may handle it (undo a grant); else it propagates
-            reply, error = None, exc
-
-
-async def drive_async(plan: Plan[T], run: Callable[[Step], Awaitable[Any]]) -> T:
-    """:func:`drive` for an async step runner."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.send(reply) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            reply, error = await run(step), None
-        except BaseException as exc:
-            reply, error = None, exc
 
 
 def _done_with(value: T) -> Plan[T]:

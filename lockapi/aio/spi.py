@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
@@ -34,9 +34,30 @@ from lockapi.spi import (
     Wake,
 )
 
-__all__ = ["AsyncBackend", "SyncBackendAdapter"]
+__all__ = ["AsyncBackend", "SyncBackendAdapter", "drive_async"]
 
 T = TypeVar("T")
+
+
+S = TypeVar("S")
+Result = TypeVar("Result")
+
+
+async def drive_async(plan: Generator[S, Any, Result], run: Callable[[S], Awaitable[Any]]) -> Result:
+    """:func:`lockapi.spi.drive` with an asyncio step runner (a cancellation is thrown into the plan
+    like an error)."""
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = plan.send(answer) if error is None else plan.throw(error)
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+        try:
+            answer, error = await run(step), None
+        except BaseException as exc:
+            answer, error = None, exc
 
 
 class AsyncBackend(abc.ABC):
