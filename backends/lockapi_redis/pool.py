@@ -61,7 +61,7 @@ class _Bounded:
             conn = self._take()
             self._in_use_connections.add(conn)
         try:
-            if conn._sock is None:  # type: ignore[attr-defined]  # (is_connected is redis-py >= 8 only)
+            if conn._sock is None:  # (is_connected is redis-py >= 8 only)
                 conn.connect()
             else:
                 try:
@@ -127,11 +127,12 @@ class _Bounded:
         return stale
 
 
-class BoundedPool(_Bounded, ConnectionPool):
+# redis-py annotates its pools with its concrete Connection class; these hand out any AbstractConnection.
+class BoundedPool(_Bounded, ConnectionPool):  # type: ignore[misc]
     """For one server (standalone, TLS)."""
 
 
-class BoundedSentinelPool(_Bounded, SentinelConnectionPool):
+class BoundedSentinelPool(_Bounded, SentinelConnectionPool):  # type: ignore[misc]
     """For the master of a sentinel service; connections find the master through the sentinels."""
 
     _owner_check = True
