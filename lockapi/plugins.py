@@ -92,7 +92,8 @@ def backend_class(plugin: str) -> type[Backend]:
     return cls
 
 
-_EXTRAS = {"redis": "redis", "rediss": "redis", "sqlite": "sql", "postgresql": "sql", "mysql": "sql",
+_EXTRAS = {"redis": "redis", "rediss": "redis", "sqlite": "sql", "postgresql": "sql", "postgres": "sql",
+           "mysql": "sql",
            "mariadb": "sql", "hazelcast": "hazelcast"}
 """The pip extra that brings each first-party backend's client library."""
 

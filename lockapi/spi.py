@@ -460,6 +460,9 @@ class Backend(abc.ABC):
     pause_points: frozenset[str] = frozenset()
     """Every :func:`pause_point` this backend calls (empty when each operation is one round trip).
     The conformance suite checks the list is complete and stops a holder at each point in turn."""
+    contended_pause_points: frozenset[str] = frozenset()
+    """The points of :attr:`pause_points` an operation passes only when another holder has the name
+    (a fast path that fell back to a slower one); the conformance suite walks them with the name held."""
     max_permits: int = 2**31 - 1
     """The largest ``permits`` a semaphore may have here; more is refused before any I/O."""
 

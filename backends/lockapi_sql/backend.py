@@ -1,24 +1,21 @@
 """The SQL lease-row backend: locks, semaphores, fair queues and done markers in ordinary tables.
 
-Every operation is one short transaction on the backend's own SQLAlchemy engine, and every time
-comparison uses the database's clock (see :mod:`lockapi_sql.dialects`), so clients with skewed clocks
-agree. Acquiring a lock is one conditional write that succeeds only on a free or expired row; its fence
-goes up by one on every grant and rows are never deleted, so tokens never repeat.
+Every time comparison uses the database's clock, so clients with skewed clocks agree. The hot operations
+(acquire, release, extend, holds, inspect) are one prepared statement each in autocommit; the fair queue
+and semaphores are one short transaction. A lock's fencing token goes up by one on every grant and rows
+are never deleted, so tokens never repeat. One class per dialect (below) says what that dialect can do;
+the statements are written once, in :mod:`lockapi_sql.statements`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from lockapi.spi import (
     Attempt,
@@ -29,21 +26,15 @@ from lockapi.spi import (
     ConfigError,
     LockInfo,
     Wake,
+    pause_point,
 )
-from lockapi_sql.dialects import DIALECTS, PostgresDialect, SQLDialect, SQLiteDialect
+from lockapi_sql.connections import Connections, Session
+from lockapi_sql.dialects import DIALECTS, Dialect, MySQL, PostgreSQL, SQLite
 from lockapi_sql.schema import COUNTER_SLOT, DEFAULT_PREFIX, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, name_hash
-from lockapi_sql.watchdog import Watchdog
+from lockapi_sql.statements import Statements, payload
 
-T = TypeVar("T")
 CHUNK = 500
 """Most names per statement in batch operations (keeps under every dialect's bind-parameter limit)."""
-
-
-class _Rollback(Exception):
-    """Raised inside an operation to roll its transaction back and return ``value``."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 def _us(seconds: float) -> int:
@@ -54,74 +45,72 @@ def _seconds(us: int | None) -> float | None:
     return None if us is None else max(0.0, us / 1_000_000)
 
 
-def _payload(kind: int, digest: str) -> str:
-    return f"{'s' if kind == SEMAPHORE else 'l'}:{digest}"
-
-
 class SQLBackend(Backend):
-    """Lease rows in SQLite, PostgreSQL or MariaDB/MySQL (SQLAlchemy 2 Core).
+    """Lease rows in SQLite, PostgreSQL or MariaDB/MySQL; the dialect comes from the URL's scheme.
 
     Options: ``table_prefix`` (default ``lockapi_``), ``pool_size`` (5), ``max_overflow`` (10),
-    ``create_schema`` (true: create missing tables on first use) and, on PostgreSQL, ``listen``
-    (true: push wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy).
+    ``create_schema`` (true: create missing tables on first use); on PostgreSQL ``listen`` (true: push
+    wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy); on SQLite ``synchronous``
+    (``normal`` or ``full``, see docs/backends/sql.md).
     """
 
-    description = ("SQL lease rows: SQLite, PostgreSQL, MariaDB/MySQL (SQLAlchemy Core); per dialect also "
-                   "multi_host (not sqlite), atomic_batch (postgresql, sqlite), push_wakeup (postgresql)")
+    dialect_type: ClassVar[type[Dialect] | None] = None
+    """The dialect of a per-dialect subclass; None: chosen from the URL's scheme."""
+    description = "SQL lease rows: SQLite, PostgreSQL, MariaDB/MySQL"
     capabilities = frozenset({Capability.MULTI_PROCESS, Capability.BACKEND_EXPIRY, Capability.FAIR,
                               Capability.ITER_DONE, Capability.ADMIN})
-    """Every dialect's; an instance adds its dialect's (see ``__init__``)."""
+    capabilities_vary = "per dialect: see the sqlite, postgresql and mariadb entries"
+    contended_pause_points = frozenset({"acquire_fair:denied"})
+    pause_points = contended_pause_points
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         dialect_type = DIALECTS.get(config.scheme)
-        if dialect_type is None:
-            raise ConfigError(f"the SQL backend serves {', '.join(sorted(DIALECTS))}, not {config.scheme!r}")
+        if dialect_type is None or not issubclass(dialect_type, self.dialect_type or Dialect):
+            served = sorted(s for s, d in DIALECTS.items() if issubclass(d, self.dialect_type or Dialect))
+            raise ConfigError(f"{type(self).__name__} serves {', '.join(served)}, not {config.scheme!r}")
         options = config.options
         self.tables = Tables(options.str("table_prefix", DEFAULT_PREFIX) or DEFAULT_PREFIX)
         pool_size = options.int("pool_size", 5, minimum=1)
         max_overflow = options.int("max_overflow", 10, minimum=0)
         self._create_schema = options.bool("create_schema", True)
-        listen = options.bool("listen", True) if dialect_type.scheme == "postgresql" else False
-        options.finish()
-
-        self.dialect: SQLDialect = dialect_type(config.timeout)
+        listen = options.bool("listen", True) if dialect_type.notifies else False
         try:
-            url = self.dialect.engine_url(sa.make_url(config.url))
-            self.engine: Engine = sa.create_engine(url, **self.dialect.engine_kwargs(pool_size, max_overflow))
-        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
-            raise ConfigError(f"bad SQL URL {config.redacted_url}: {exc}") from None
+            self.dialect = dialect_type(_parse_url(config), config.timeout, options)
         except ImportError as exc:
-            raise ConfigError(f"the {url.drivername} driver is not installed (pip install 'lockapi[sql]'): "
+            raise ConfigError(f"the {dialect_type.driver} driver is not installed (pip install 'lockapi[sql]'): "
                               f"{exc}") from None
-        self.dialect.setup(self.engine)
-        _discard_connections_after_fork(self.engine)
-
+        options.finish()
+        self.engine = sa.create_engine(self.dialect.url, poolclass=sa.pool.NullPool,
+                                       connect_args=self.dialect.ddl_connect_args())
+        """A SQLAlchemy engine (no pool) for the DDL and for people reading the tables; locking does not
+        use it."""
+        self.connections = Connections(self.dialect, size=pool_size, overflow=max_overflow,
+                                       timeout=config.timeout, where=config.redacted_url)
+        self.sql = Statements(self.dialect, self.tables, notify=listen)
         self._listener = None
-        if listen and isinstance(self.dialect, PostgresDialect):
+        if listen and isinstance(self.dialect, PostgreSQL):
             from lockapi_sql.listener import Listener
 
-            _, params = self.engine.dialect.create_connect_args(self.engine.url)
-            self._listener = Listener({**params, **self.dialect.connect_args()},
-                                      self.tables.notify_channel, timeout=config.timeout)
-        caps = set(SQLBackend.capabilities)
+            self._listener = Listener(self.dialect.connect_params(config.timeout), self.tables.notify_channel,
+                                      timeout=config.timeout)
+        caps = set(type(self).capabilities)
         if self.dialect.multi_host:
             caps.add(Capability.MULTI_HOST)
-        if self.dialect.scheme in ("postgresql", "sqlite"):
+        if self.dialect.returning:
             caps.add(Capability.ATOMIC_BATCH)
         if self._listener is not None:
             caps.add(Capability.PUSH_WAKEUP)
         self.capabilities = frozenset(caps)
-        self._watchdog = Watchdog() if self.dialect.needs_watchdog else None
+        self.pause_points = self.contended_pause_points | (
+            frozenset() if self.dialect.returning else frozenset({"acquire:created"}))
+        self._notify = {"channel": self.tables.notify_channel, "sep": HEAD_SEPARATOR}
+        self._queued: set[tuple[str, str]] = set()
+        """(name hash, holder) of this backend's fair waiters that have a queue entry."""
         self._schema_lock = threading.Lock()
         self._schema_ready = not self._create_schema
 
     # -- plumbing ---------------------------------------------------------------------------------------
-    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        cause = getattr(exc, "orig", None) or exc
-        detail = (str(cause).strip().splitlines() or [""])[0]
-        return BackendUnavailable(f"{self.config.redacted_url}: {type(cause).__name__}: {detail}")
-
     def ensure_schema(self, *, force: bool = False) -> None:
         """Create the tables if they are missing; concurrent creators (other processes) are fine.
 
@@ -135,159 +124,101 @@ class SQLBackend(Backend):
             try:
                 self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
-                raise self._unavailable(exc) from exc
+                cause = getattr(exc, "orig", None) or exc
+                raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
             self._schema_ready = True
 
-    def _run(self, op: Callable[[Connection], T], *, read_only: bool = False) -> T:
-        """Run ``op`` in its own transaction; map driver errors to :class:`BackendUnavailable`.
+    def _call(self, work: Any) -> Any:
+        if not self._schema_ready:
+            self.ensure_schema()
+        return self.connections.call(work)
 
-        Retried while time is left: deadlocks and lock-wait timeouts, and a pooled connection found
-        dead (the pool then drops its other old connections; no per-checkout ping is paid).
-        """
-        self.ensure_schema()
-        deadline = time.monotonic() + self.config.timeout
-        delay = 0.005
-        while True:
-            try:
-                with self.engine.connect() as conn, self._guard(conn, deadline):
-                    if read_only:
-                        conn.execution_options(**{SQLiteDialect.READ_ONLY: True})
-                    with conn.begin():
-                        return op(conn)
-            except _Rollback as rollback:
-                return rollback.value  # type: ignore[no-any-return]
-            except sa.exc.DBAPIError as exc:
-                retry = self.dialect.retryable(exc) or exc.connection_invalidated
-                if retry and time.monotonic() + delay < deadline:
-                    time.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 0.2)
-                    continue
-                raise self._unavailable(exc) from exc
-            except sa.exc.TimeoutError as exc:  # no pooled connection within the timeout
-                raise self._unavailable(exc) from exc
-
-    def _guard(self, conn: Connection, deadline: float) -> contextlib.AbstractContextManager[None]:
-        """Bound the operation on ``conn`` by ``deadline`` where the driver cannot (see watchdog.py)."""
-        if self._watchdog is None:
-            return contextlib.nullcontext()
-        return self._watchdog.guard(conn.connection.dbapi_connection.fileno(),  # type: ignore[union-attr]
-                                    deadline)
-
-    def _now(self) -> sa.ColumnElement[int]:
-        return self.dialect.now()
-
-    def _held(self, digest: str, kind: int, holder: str, token: int) -> sa.ColumnElement[bool]:
-        c = self.tables.leases.c
-        return sa.and_(c.name_hash == digest, c.kind == kind, c.slot >= 0, c.holder == holder,
-                       c.fence == token, c.expires_us > self._now())
-
-    def _retry_after(self, conn: Connection, digest: str, kind: int) -> float | None:
-        """Seconds until the soonest live row of ``digest``/``kind`` expires (None if none is live)."""
-        c = self.tables.leases.c
-        left = conn.execute(
-            sa.select(sa.func.min(c.expires_us) - self._now())
-            .where(c.name_hash == digest, c.kind == kind, c.slot >= 0, c.expires_us > self._now())
-        ).scalar()
-        return _seconds(left)
-
-    def _free_rows(self, conn: Connection, where: sa.ColumnElement[bool], kind: int,
-                   digests: Sequence[str]) -> int:
-        """Free the lease rows matching ``where`` and notify push-waiters; return how many were freed."""
-        freed = conn.execute(
-            sa.update(self.tables.leases).where(where).values(holder=None, expires_us=0)
-        ).rowcount
-        if freed and self.dialect.notifies:
-            if kind == LOCK and len(digests) == 1:
-                payloads: list[str | sa.ColumnElement[str]] = [self._addressed(digests[0])]
-            else:
-                payloads = [_payload(kind, d) for d in digests]
-            self.dialect.notify(conn, self.tables.notify_channel, payloads)
-        return int(freed)
-
-    def _addressed(self, digest: str) -> sa.ColumnElement[str]:
-        """A lock's NOTIFY payload naming its next live fair waiter, if any, so only that waiter wakes
-        (:class:`Listener`); computed inside the notify statement, no extra round trip."""
-        w = self.tables.waiters.c
-        head = (sa.select(w.holder).where(w.name_hash == digest, w.expires_us > self._now())
-                .order_by(w.seq).limit(1).scalar_subquery())
-        suffix = sa.func.coalesce(sa.literal(HEAD_SEPARATOR, sa.String) + head, "")
-        return sa.literal(_payload(LOCK, digest), sa.String) + suffix
+    def _announce(self, kind: int, digest: str, leaving: str = "") -> dict[str, Any]:
+        """The extra parameters of a releasing statement that announces itself (push wake-ups)."""
+        if not self.sql.notify:
+            return {}
+        return {**self._notify, "payload": payload(kind, digest), "leaving": leaving}
 
     # -- locks ------------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
         digest = name_hash(name)
+        params = {"h": digest, "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": _us(ttl)}
+        if queue_ttl is None:
+            return self._call(lambda s: self._claim(s, params, self.sql.claim))  # type: ignore[no-any-return]
+        if (digest, holder) not in self._queued:  # not queued yet: granted at once if nobody waits
+            attempt: Attempt = self._call(lambda s: self._claim(s, params, self.sql.claim_fair))
+            if attempt.granted:
+                return attempt
+            pause_point("acquire_fair:denied")
+        self._queued.add((digest, holder))
+        attempt = self._call(lambda s: self._fair_attempt(s, {**params, "queue": _us(queue_ttl)}))
+        if attempt.granted:
+            self._queued.discard((digest, holder))
+        return attempt
 
-        def op(conn: Connection) -> Attempt:
-            if queue_ttl is not None:
-                self._lock_name(conn, digest)
-                if not self._queue_head(conn, digest, name, holder, _us(queue_ttl)):
-                    return Attempt(None, self._retry_after(conn, digest, LOCK))
-            got = self.dialect.claim(conn, self.tables.leases, [(digest, name)], kind=LOCK, slot=0,
-                                     holder=holder, ttl_us=_us(ttl))
-            if digest not in got:
-                return Attempt(None, self._retry_after(conn, digest, LOCK))
-            if queue_ttl is not None:
-                w = self.tables.waiters.c
-                conn.execute(sa.delete(self.tables.waiters).where(w.name_hash == digest, w.holder == holder))
-            return Attempt(got[digest])
+    def _claim(self, session: Session, params: dict[str, Any], statement: str) -> Attempt:
+        """One claim; on denial, the seconds until the current lease ends. Without RETURNING, a row that
+        does not exist yet is created first (then the claim is tried again)."""
+        token = self._claim_once(session, statement, params)
+        if token is not None:
+            return Attempt(token)
+        left = session.one(self.sql.remaining, params)
+        if left is None:  # no row yet (MariaDB/MySQL): create it, free, and try again
+            session.execute(self.sql.create, params)
+            pause_point("acquire:created")  # the same step in fair mode
+            token = self._claim_once(session, statement, params)
+            return Attempt(token) if token is not None else Attempt(None, _seconds(session.one(
+                self.sql.remaining, params)[0]))
+        return Attempt(None, _seconds(left[0]))
 
-        return self._run(op)
+    def _claim_once(self, session: Session, statement: str, params: dict[str, Any]) -> int | None:
+        cursor = session.execute(statement, params)
+        if self.dialect.returning:
+            row = cursor.fetchone()
+            return None if row is None else int(row[0])
+        return int(cursor.lastrowid) if cursor.rowcount == 1 else None
 
-    def _lock_name(self, conn: Connection, digest: str) -> None:
-        """Row-lock the name's lease row first, so every fair operation on a name takes its locks in one
-        order (lease row, then waiter rows) and they queue instead of deadlocking on MariaDB/MySQL.
-        (SQLite serialises writers already and ignores FOR UPDATE.)"""
-        c = self.tables.leases.c
-        conn.execute(sa.select(c.fence).where(c.name_hash == digest, c.kind == LOCK, c.slot == 0)
-                     .with_for_update())
-
-    def _queue_head(self, conn: Connection, digest: str, name: str, holder: str, queue_us: int) -> bool:
-        """Drop expired waiters, join or refresh ``holder``'s entry; True if it is first in the queue."""
-        waiters = self.tables.waiters
-        w = waiters.c
-        mine = sa.and_(w.name_hash == digest, w.holder == holder)
-        conn.execute(sa.delete(waiters).where(w.name_hash == digest, w.expires_us <= self._now()))
-        expires = self._now() + queue_us
-        if not conn.execute(sa.update(waiters).where(mine).values(expires_us=expires)).rowcount:
-            conn.execute(sa.insert(waiters).values(name_hash=digest, name=name, holder=holder,
-                                                   expires_us=expires))
-        head = conn.execute(
-            sa.select(w.holder).where(w.name_hash == digest).order_by(w.seq).limit(1)
-        ).scalar()
-        return bool(head == holder)
+    def _fair_attempt(self, session: Session, params: dict[str, Any]) -> Attempt:
+        """Join or refresh ``holder``'s queue entry and claim the lock if it heads the queue; one
+        transaction that row-locks the lease row first, so fair operations on a name queue up (and never
+        deadlock on MariaDB/MySQL)."""
+        sql = self.sql
+        with session.transaction():
+            session.execute(sql.lock_name, params)
+            session.execute(sql.drop_expired_waiters, params)
+            session.execute(sql.join_queue, params)
+            head = session.one(sql.queue_head, params)
+            if head is not None and head[0] == params["holder"]:
+                token = self._claim_once(session, sql.claim, params)
+                if token is not None:
+                    session.execute(sql.leave_queue, params)
+                    return Attempt(token)
+            left = session.one(sql.remaining, params)
+        return Attempt(None, _seconds(left[0]) if left else None)
 
     def cancel_wait(self, name: str, holder: str) -> None:
         digest = name_hash(name)
-        w = self.tables.waiters.c
-
-        def op(conn: Connection) -> None:
-            self._lock_name(conn, digest)
-            left = conn.execute(
-                sa.delete(self.tables.waiters).where(w.name_hash == digest, w.holder == holder)
-            ).rowcount
-            if left and self.dialect.notifies:  # the next waiter may now be first in the queue
-                self.dialect.notify(conn, self.tables.notify_channel, [self._addressed(digest)])
-
-        self._run(op)
+        self._queued.discard((digest, holder))
+        params = {"h": digest, "holder": holder, **self._announce(LOCK, digest, leaving=holder)}
+        self._call(lambda s: s.execute(self.sql.cancel_wait, params))
 
     def release(self, name: str, holder: str, token: int) -> bool:
-        digest = name_hash(name)
-        where = self._held(digest, LOCK, holder, token)
-        return self._run(lambda conn: self._free_rows(conn, where, LOCK, [digest]) > 0)
+        return self._release(name_hash(name), LOCK, holder, token, self.sql.release_lock)
+
+    def _release(self, digest: str, kind: int, holder: str, token: int, statement: str) -> bool:
+        params = {"h": digest, "kind": kind, "holder": holder, "token": token,
+                  **self._announce(kind, digest, leaving=holder)}
+        return self._call(lambda s: s.count(statement, params) > 0)  # type: ignore[no-any-return]
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
         return self._extend(name_hash(name), LOCK, holder, token, ttl)
 
     def _extend(self, digest: str, kind: int, holder: str, token: int, ttl: float) -> bool:
-        stmt = (sa.update(self.tables.leases).where(self._held(digest, kind, holder, token))
-                .values(expires_us=self._now() + _us(ttl)))
-        return self._run(lambda conn: conn.execute(stmt).rowcount > 0)
+        params = {"h": digest, "kind": kind, "holder": holder, "token": token, "ttl": _us(ttl)}
+        return self._call(lambda s: s.count(self.sql.extend, params) > 0)  # type: ignore[no-any-return]
 
     def inspect(self, name: str) -> LockInfo | None:
-        c = self.tables.leases.c
-        stmt = sa.select(c.holder, c.fence, c.expires_us - self._now()).where(
-            c.name_hash == name_hash(name), c.kind == LOCK, c.slot == 0, c.expires_us > self._now())
-        row = self._run(lambda conn: conn.execute(stmt).first(), read_only=True)
+        row = self._call(lambda s: s.one(self.sql.inspect, {"h": name_hash(name)}))
         if row is None or row[0] is None:
             return None
         return LockInfo(name=name, holder=row[0], token=int(row[1]), ttl_remaining=_seconds(row[2]) or 0.0)
@@ -296,67 +227,87 @@ class SQLBackend(Backend):
         return self._holds(name_hash(name), LOCK, holder, token)
 
     def _holds(self, digest: str, kind: int, holder: str, token: int) -> bool:
-        stmt = sa.select(sa.literal(1)).where(self._held(digest, kind, holder, token))
-        return self._run(lambda conn: conn.execute(stmt).first() is not None, read_only=True)
+        params = {"h": digest, "kind": kind, "holder": holder, "token": token}
+        return self._call(lambda s: s.one(self.sql.holds, params) is not None)  # type: ignore[no-any-return]
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
     ) -> dict[str, int]:
-        """All names in one transaction: one claim statement per 500 names (RETURNING dialects), then,
-        with ``skip_done``, one query for done markers AFTER the claim (a fresh READ COMMITTED snapshot,
-        so a marker written before the previous holder released is seen) and a release of those."""
+        """All names in one transaction, 500 per statement; with ``skip_done``, done markers are read
+        AFTER the claim (a fresh READ COMMITTED snapshot, so a marker written before the previous holder
+        released is seen) and those names are given back."""
         rows = sorted({(name_hash(n), n) for n in names})
+        if not rows:
+            return {}
         by_digest = dict(rows)
 
-        def op(conn: Connection) -> dict[str, int]:
+        def work(session: Session) -> dict[str, int]:
             got: dict[str, int] = {}
-            for start in range(0, len(rows), CHUNK):
-                got.update(self.dialect.claim(conn, self.tables.leases, rows[start:start + CHUNK],
-                                              kind=LOCK, slot=0, holder=holder, ttl_us=_us(ttl)))
-            if skip_done and got:
-                finished = sorted(self._done_digests(conn, list(got)))
-                c = self.tables.leases.c
-                for start in range(0, len(finished), CHUNK):
-                    part = finished[start:start + CHUNK]
-                    self._free_rows(conn, sa.and_(c.name_hash.in_(part), c.kind == LOCK, c.slot == 0,
-                                                  c.holder == holder), LOCK, part)
-                for digest in finished:
-                    del got[digest]
+            with session.transaction():
+                for start in range(0, len(rows), CHUNK):
+                    got.update(self._claim_chunk(session, rows[start:start + CHUNK], holder, ttl))
+                if skip_done and got:
+                    finished = sorted(self._done_among(session, list(got)))
+                    for start in range(0, len(finished), CHUNK):
+                        part = finished[start:start + CHUNK]
+                        params = {**_numbered("h", part), "holder": holder}
+                        if self.sql.notify:
+                            params.update(channel=self.tables.notify_channel, lock_prefix=payload(LOCK, ""))
+                        session.execute(self.sql.free_many(len(part)), params)
+                    for digest in finished:
+                        del got[digest]
             return {by_digest[d]: token for d, token in got.items()}
 
-        return self._run(op) if rows else {}
+        return self._call(work)  # type: ignore[no-any-return]
+
+    def _claim_chunk(self, session: Session, rows: Sequence[tuple[str, str]], holder: str,
+                     ttl: float) -> dict[str, int]:
+        params = {**_numbered("h", [h for h, _ in rows]), **_numbered("name", [n for _, n in rows]),
+                  "holder": holder, "ttl": _us(ttl)}
+        if self.dialect.returning:
+            return {h: int(f) for h, f in session.all(self.sql.claim_many(len(rows)), params)}
+        session.execute(self.sql.create_many(len(rows)), params)
+        session.execute(self.sql.claim_many(len(rows)), params)
+        return {h: int(f) for h, f in session.all(self.sql.claimed_many(len(rows)), params)}
 
     # -- semaphores -------------------------------------------------------------------------------------
     def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
         """Bump the semaphore's counter row (which also serialises its acquirers), then take the lowest
-        free slot below ``permits`` if fewer than ``permits`` slots are live; else roll back."""
-        digest = name_hash(name)
-        leases = self.tables.leases
-        c = leases.c
+        free slot below ``permits`` if fewer than ``permits`` slots are live; one transaction. A retry
+        after a lost reply finds the permit it took and returns it."""
+        params = {"h": name_hash(name), "kind": SEMAPHORE, "slot": COUNTER_SLOT, "name": name,
+                  "holder": holder, "ttl": _us(ttl)}
+        sql = self.sql
 
-        def op(conn: Connection) -> Attempt:
-            token = self.dialect.claim(conn, leases, [(digest, name)], kind=SEMAPHORE, slot=COUNTER_SLOT,
-                                       holder=None)[digest]
-            live = conn.execute(
-                sa.select(c.slot, c.expires_us - self._now()).where(
-                    c.name_hash == digest, c.kind == SEMAPHORE, c.slot >= 0, c.expires_us > self._now())
-            ).all()
-            if len(live) >= permits:
-                raise _Rollback(Attempt(None, _seconds(min(left for _, left in live))))
-            busy = {slot for slot, _ in live}
-            slot = next(i for i in range(permits) if i not in busy)
-            got = self.dialect.claim(conn, leases, [(digest, name)], kind=SEMAPHORE, slot=slot,
-                                     holder=holder, ttl_us=_us(ttl), fence=token)
-            if digest not in got:  # cannot happen while the counter row lock is held; stay safe
-                raise _Rollback(Attempt(None))
+        def work(session: Session) -> Attempt:
+            with session.transaction() as txn:
+                token = self._bump_counter(session, params)
+                live = session.all(sql.live_slots, params)
+                own = [fence for _, who, fence, _ in live if who == holder]
+                if own:  # a retry: this request took that permit before its reply was lost
+                    txn.roll_back()
+                    return Attempt(int(own[0]))
+                if len(live) >= permits:
+                    txn.roll_back()  # a denied attempt burns no token
+                    return Attempt(None, _seconds(min(left for *_, left in live)))
+                busy = {slot for slot, *_ in live}
+                slot = next(i for i in range(permits) if i not in busy)
+                session.execute(sql.take_slot, {**params, "slot": slot, "token": token})
             return Attempt(token)
 
-        return self._run(op)
+        return self._call(work)  # type: ignore[no-any-return]
+
+    def _bump_counter(self, session: Session, params: dict[str, Any]) -> int:
+        cursor = session.execute(self.sql.bump_counter, params)
+        if self.dialect.returning:
+            return int(cursor.fetchone()[0])
+        if cursor.rowcount != 1:  # no counter row yet (MariaDB/MySQL)
+            session.execute(self.sql.create, params)
+            cursor = session.execute(self.sql.bump_counter, params)
+        return int(cursor.lastrowid)
 
     def release_permit(self, name: str, holder: str, token: int) -> bool:
-        digest = name_hash(name)
-        where = self._held(digest, SEMAPHORE, holder, token)
-        return self._run(lambda conn: self._free_rows(conn, where, SEMAPHORE, [digest]) > 0)
+        return self._release(name_hash(name), SEMAPHORE, holder, token, self.sql.release_permit)
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
         return self._extend(name_hash(name), SEMAPHORE, holder, token, ttl)
@@ -366,36 +317,29 @@ class SQLBackend(Backend):
 
     # -- done markers -----------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
-        expires = self._now() + _us(ttl)
-        row = {"name_hash": name_hash(name), "name": name, "expires_us": expires}
-        self._run(lambda conn: self.dialect.upsert(conn, self.tables.done, [row], {"expires_us": expires}))
+        params = {"h": name_hash(name), "name": name, "ttl": _us(ttl)}
+        self._call(lambda s: s.execute(self.sql.mark_done, params))
 
-    def _done_digests(self, conn: Connection, digests: Sequence[str]) -> set[str]:
-        d = self.tables.done.c
+    def _done_among(self, session: Session, digests: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for start in range(0, len(digests), CHUNK):
             part = list(digests[start:start + CHUNK])
-            found.update(conn.execute(
-                sa.select(d.name_hash).where(d.name_hash.in_(part), d.expires_us > self._now())
-            ).scalars())
+            found.update(h for (h,) in session.all(self.sql.done_among(len(part)), _numbered("h", part)))
         return found
 
     def done(self, names: Sequence[str]) -> set[str]:
         by_digest = {name_hash(n): n for n in names}
         if not by_digest:
             return set()
-        found = self._run(lambda conn: self._done_digests(conn, list(by_digest)), read_only=True)
+        found: set[str] = self._call(lambda s: self._done_among(s, list(by_digest)))
         return {by_digest[d] for d in found}
 
     def iter_done(self) -> Iterator[tuple[str, float]]:
-        """Pages of 500 markers in ``name_hash`` order, each page its own short transaction."""
-        d = self.tables.done.c
+        """Pages of 500 markers in ``name_hash`` order, each page its own statement."""
         after = ""
         while True:
-            stmt = (sa.select(d.name_hash, d.name, d.expires_us - self._now())
-                    .where(d.name_hash > after, d.expires_us > self._now())
-                    .order_by(d.name_hash).limit(CHUNK))
-            page = self._run(partial(_fetch_all, stmt), read_only=True)
+            params = {"after": after, "limit": CHUNK}
+            page = self._call(lambda s, p=params: s.all(self.sql.done_page, p))
             for _, name, left in page:
                 yield name, _seconds(left) or 0.0
             if len(page) < CHUNK:
@@ -405,17 +349,13 @@ class SQLBackend(Backend):
     # -- administration ---------------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
         kind, slot = (SEMAPHORE, COUNTER_SLOT) if semaphore else (LOCK, 0)
-        c = self.tables.leases.c
-        row = {"name_hash": name_hash(name), "kind": kind, "slot": slot, "name": name, "holder": None,
-               "expires_us": 0, "fence": 0, "fence_floor": token}
-        raise_to = {"fence_floor": sa.case((c.fence_floor < token, token), else_=c.fence_floor)}
-        self._run(lambda conn: self.dialect.upsert(conn, self.tables.leases, [row], raise_to))
+        params = {"h": name_hash(name), "kind": kind, "slot": slot, "name": name, "token": token}
+        self._call(lambda s: s.execute(self.sql.set_fence_floor, params))
 
     def force_release(self, name: str) -> bool:
         digest = name_hash(name)
-        c = self.tables.leases.c
-        where = sa.and_(c.name_hash == digest, c.kind == LOCK, c.slot == 0, c.expires_us > self._now())
-        return self._run(lambda conn: self._free_rows(conn, where, LOCK, [digest]) > 0)
+        params = {"h": digest, **self._announce(LOCK, digest)}
+        return self._call(lambda s: s.count(self.sql.force_release, params) > 0)  # type: ignore[no-any-return]
 
     # -- waiting and lifecycle --------------------------------------------------------------------------
     def watch(
@@ -423,29 +363,57 @@ class SQLBackend(Backend):
     ) -> contextlib.AbstractContextManager[None]:
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(_payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
+        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
+
+    def ping(self) -> None:
+        self._call(lambda s: s.one(self.sql.inspect, {"h": ""}))
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
-        if self._watchdog is not None:
-            self._watchdog.close()
+        self.connections.close()
         self.engine.dispose()
 
 
-def _fetch_all(stmt: sa.Select[Any], conn: Connection) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in conn.execute(stmt)]
+class SQLiteBackend(SQLBackend):
+    """SQLite: one file shared by the processes of one host; push-free, atomic batches."""
+
+    dialect_type = SQLite
+    description = "SQLite lease rows (one host; WAL; synchronous=normal by default)"
+    capabilities = SQLBackend.capabilities | {Capability.ATOMIC_BATCH}
+    capabilities_vary = ""
 
 
-def _discard_connections_after_fork(engine: Engine) -> None:
-    """A forked child must not use its parent's pooled connections (SQLAlchemy's pid-check recipe)."""
+class PostgresBackend(SQLBackend):
+    """PostgreSQL: many hosts, atomic batches, push wake-ups over LISTEN/NOTIFY."""
 
-    @sa.event.listens_for(engine, "connect")
-    def _connect(_dbapi_conn: Any, record: Any) -> None:
-        record.info["pid"] = os.getpid()
+    dialect_type = PostgreSQL
+    description = "PostgreSQL lease rows (psycopg 3; LISTEN/NOTIFY wake-ups)"
+    capabilities = SQLBackend.capabilities | {Capability.MULTI_HOST, Capability.ATOMIC_BATCH}
+    capabilities_vary = "push_wakeup unless the URL has listen=false"
 
-    @sa.event.listens_for(engine, "checkout")
-    def _checkout(_dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        if record.info.get("pid") != os.getpid():
-            record.dbapi_connection = proxy.dbapi_connection = None
-            raise sa.exc.DisconnectionError("connection belongs to the parent process")
+
+class MariaDBBackend(SQLBackend):
+    """MariaDB and MySQL: many hosts; batches are one transaction (not one statement)."""
+
+    dialect_type = MySQL
+    description = "MariaDB/MySQL lease rows (PyMySQL)"
+    capabilities = SQLBackend.capabilities | {Capability.MULTI_HOST}
+    capabilities_vary = ""
+
+
+def _numbered(prefix: str, items: Sequence[Any]) -> dict[str, Any]:
+    return {f"{prefix}{i}": item for i, item in enumerate(items)}
+
+
+def _parse_url(config: BackendConfig) -> sa.engine.URL:
+    url = config.url
+    if url.lower().startswith("postgres://") or url.lower().startswith("postgres+"):
+        url = "postgresql" + url[len("postgres"):]
+    try:
+        return sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
+        raise ConfigError(f"bad SQL URL {config.redacted_url}: {exc}") from None
+
+
+__all__ = ["BackendUnavailable", "MariaDBBackend", "PostgresBackend", "SQLBackend", "SQLiteBackend"]

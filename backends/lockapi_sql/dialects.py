@@ -1,175 +1,165 @@
-"""Everything that differs between SQLite, PostgreSQL and MariaDB/MySQL, in one strategy class each.
+"""Everything that differs between SQLite, PostgreSQL and MariaDB/MySQL, one small class each.
 
-A strategy knows its driver, how to configure an engine (timeouts, isolation, SQLite's BEGIN), the
-database clock as SQL, which errors are worth retrying, and the two writes that need dialect syntax:
-``claim`` (take free lease rows, creating missing ones, and report their fencing tokens) and ``upsert``.
+A dialect knows its driver (how to open an autocommit DBAPI connection bounded by a deadline), the
+database clock as SQL, the few pieces of syntax the statements need (upsert, how a claim reports its
+fencing token), and how to classify the driver's errors. Everything else, every statement included,
+is written once in :mod:`lockapi_sql.statements`; a new dialect is a class like the ones below.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL
 
 from lockapi.errors import ConfigError
 
-Row = tuple[str, str]
-"""(name_hash, name) of a lease row."""
+DBAPIConnection = Any
+"""An open connection of the dialect's driver, in autocommit mode."""
+
+RETRY, DEAD, CONFIG = "retry", "dead", "config"
+"""Error classes: retry the call (deadlock, lock wait, busy); the connection is gone (drop it, retry
+if the request is idempotent); the configuration is wrong (bad password, no such database)."""
 
 
-class SQLDialect:
-    """The generic part of a strategy; subclasses fill in the class attributes and hooks."""
+class Dialect:
+    """The generic part; subclasses fill in the class attributes and hooks."""
 
     scheme: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
     driver: ClassVar[str]
     """The one supported DBAPI driver (``scheme+driver`` in URLs)."""
     multi_host: ClassVar[bool] = True
     needs_watchdog: ClassVar[bool] = False
-    """The driver has no read timeout: guard each operation with :class:`~.watchdog.Watchdog`."""
-    now_sql: ClassVar[str]
-    """SQL for the database's current time in integer microseconds since the epoch, re-read per statement."""
-    retry_codes: ClassVar[frozenset[str | int]] = frozenset()
-    """Driver error codes (deadlock, lock wait) after which the whole transaction is retried."""
+    """The driver has no read timeout: guard each call with :class:`~lockapi_sql.watchdog.Watchdog`."""
+    now: ClassVar[str]
+    """SQL for the database's current time in integer microseconds since the epoch, read per statement."""
+    returning: ClassVar[bool] = True
+    """``UPDATE``/``INSERT .. RETURNING`` exist; otherwise a claim reports its token through
+    ``LAST_INSERT_ID(expr)`` (the driver's ``lastrowid``) and missing rows are created first."""
+    for_update: ClassVar[str] = " FOR UPDATE"
+    begin: ClassVar[str] = "BEGIN"
+    paramstyle: ClassVar[str] = "pyformat"
+    """``named`` (``:name``, as the statements are written) or ``pyformat`` (``%(name)s``)."""
+    notifies: ClassVar[bool] = False
+    """Releases can announce themselves to push-waiters inside the releasing statement."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
         self.timeout = timeout
+        self.url = self.engine_url(url)
 
-    # -- engine ---------------------------------------------------------------------------------------
+    # -- connecting ------------------------------------------------------------------------------------
     def engine_url(self, url: URL) -> URL:
+        """The SQLAlchemy URL (``scheme+driver``) for DDL; refuses another driver."""
+        backend = url.get_backend_name()
         driver = url.get_driver_name()
-        if url.drivername != url.get_backend_name() and driver != self.driver:
+        if url.drivername != backend and driver != self.driver:
             raise ConfigError(f"{self.scheme} URLs support only the {self.driver} driver, got {driver!r}")
-        return url.set(drivername=f"{url.get_backend_name()}+{self.driver}")
+        backend = "postgresql" if backend == "postgres" else backend
+        return url.set(drivername=f"{backend}+{self.driver}")
 
-    def engine_kwargs(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
-        return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": self.timeout,
-                "isolation_level": "READ COMMITTED"}
-
-    def setup(self, engine: Engine) -> None:
-        """Install engine event hooks (none by default)."""
-
-    def now(self) -> sa.ColumnElement[int]:
-        return sa.literal_column(self.now_sql, sa.BigInteger)
-
-    def retryable(self, exc: sa.exc.DBAPIError) -> bool:
-        return _error_code(exc.orig) in self.retry_codes
-
-    notifies = False
-    """Whether :meth:`notify` sends anything (PostgreSQL)."""
-
-    def notify(self, conn: Connection, channel: str, payloads: Sequence[str | sa.ColumnElement[str]]) -> None:
-        """Announce released rows to push-waiters (inside the releasing transaction). No-op by default.
-
-        A payload may be an SQL expression, evaluated by the database in the same statement."""
-
-    # -- writes -----------------------------------------------------------------------------------------
-    def insert(self, table: sa.Table) -> Any:
+    def connect(self, remaining: float) -> DBAPIConnection:
+        """A new autocommit connection; connecting takes at most ``remaining`` seconds."""
         raise NotImplementedError
 
-    def claim(self, conn: Connection, table: sa.Table, rows: Sequence[Row], *, kind: int, slot: int,
-              holder: str | None, ttl_us: int = 0, fence: int | None = None) -> dict[str, int]:
-        """Take the lease rows ``rows`` of ``kind``/``slot``; return {name_hash: fence} of those taken.
+    def ddl_connect_args(self) -> dict[str, Any]:
+        """Driver arguments for the SQLAlchemy engine that creates the tables (timeouts)."""
+        return {}
 
-        With a ``holder``: a row is taken only if it is free or expired; it gets ``holder``, expiry
-        now + ``ttl_us`` and fence ``fence`` (or its fence + 1 when ``fence`` is None).
-        With ``holder`` None (one fencing counter row): the row's fence goes up by one, unconditionally.
-        Missing rows are created as if they had been free with fence 0.
-        """
+    def fileno(self, conn: DBAPIConnection) -> int:
+        """The connection's socket, for the watchdog."""
         raise NotImplementedError
 
-    def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],
-               update: Mapping[str, Any]) -> None:
-        """Insert ``values``; a row whose primary key exists gets ``update`` (expressions over the OLD row)."""
+    def classify(self, exc: BaseException) -> str | None:
+        """:data:`RETRY`, :data:`DEAD`, :data:`CONFIG` or None (a plain failure) for a driver error."""
         raise NotImplementedError
 
-    def _claim_values(self, table: sa.Table, holder: str | None, ttl_us: int,
-                      fence: int | None) -> dict[str, Any]:
-        """The columns a claim sets on an existing row."""
-        c = table.c
-        after = sa.case((c.fence < c.fence_floor, c.fence_floor), else_=c.fence) + 1
-        values: dict[str, Any] = {"fence": after if fence is None else fence}
-        if holder is not None:
-            values.update(holder=holder, expires_us=self.now() + ttl_us)
-        return values
+    def is_driver_error(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    # -- syntax ----------------------------------------------------------------------------------------
+    def next_fence(self, table: str) -> str:
+        """The token a claim of a row of ``table`` gives: one above both its fence and its floor."""
+        return (f"CASE WHEN {table}.fence < {table}.fence_floor THEN {table}.fence_floor "
+                f"ELSE {table}.fence END + 1")
+
+    def upsert(self, table: str, columns: str, rows: str, keys: str) -> str:
+        """``INSERT INTO table (columns) VALUES rows`` that, on a conflict on ``keys``, runs the ``SET``
+        list that follows (in which ``table.column`` is the existing row and :meth:`new` the proposed one)."""
+        raise NotImplementedError
+
+    def new(self, column: str) -> str:
+        """In an upsert's ``SET`` list: the value the insert proposed for ``column``."""
+        raise NotImplementedError
+
+    def insert_missing(self, table: str, columns: str, rows: str) -> str:
+        """``INSERT`` that skips the rows whose key exists."""
+        raise NotImplementedError
+
+    def first_fence(self) -> str:
+        """The token of a row's first claim."""
+        return "1"
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        """Run one statement; return the driver's cursor."""
+        return conn.execute(statement, params)
+
+    def command(self, conn: DBAPIConnection, statement: str) -> None:
+        """Run a statement without parameters (``BEGIN``, ``COMMIT``)."""
+        conn.execute(statement)
+
+    def compile(self, statement: str) -> str:
+        """``statement`` (``:name`` parameters) in the driver's parameter style."""
+        if self.paramstyle == "named":
+            return statement
+        return _NAMED.sub(lambda m: f"%({m.group(1)})s", statement)
 
 
-class _ReturningDialect(SQLDialect):
-    """PostgreSQL and SQLite >= 3.35: ``INSERT .. ON CONFLICT DO UPDATE .. WHERE .. RETURNING``, one statement."""
-
-    def claim(self, conn: Connection, table: sa.Table, rows: Sequence[Row], *, kind: int, slot: int,
-              holder: str | None, ttl_us: int = 0, fence: int | None = None) -> dict[str, int]:
-        fresh = self.now() + ttl_us if holder is not None else 0
-        stmt = self.insert(table).values([
-            {"name_hash": h, "kind": kind, "slot": slot, "name": n, "holder": holder, "expires_us": fresh,
-             "fence": 1 if fence is None else fence}
-            for h, n in sorted(rows)
-        ])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.name_hash, table.c.kind, table.c.slot],
-            set_=self._claim_values(table, holder, ttl_us, fence),
-            where=table.c.expires_us <= self.now() if holder is not None else None,
-        ).returning(table.c.name_hash, table.c.fence)
-        return {h: f for h, f in conn.execute(stmt)}
-
-    def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],
-               update: Mapping[str, Any]) -> None:
-        stmt = self.insert(table).values(list(values))
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(table.primary_key.columns), set_=update))
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
-class PostgresDialect(_ReturningDialect):
-    """PostgreSQL via psycopg 3. ``clock_timestamp()`` is the wall clock (``now()`` is the transaction's start)."""
+class _OnConflict(Dialect):
+    """PostgreSQL and SQLite: ``INSERT .. ON CONFLICT (keys) DO UPDATE SET .. WHERE .. RETURNING``."""
 
-    scheme = "postgresql"
-    driver = "psycopg"
-    needs_watchdog = True
-    now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
-    retry_codes = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock not available
+    def upsert(self, table: str, columns: str, rows: str, keys: str) -> str:
+        return f"INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT ({keys}) DO UPDATE SET "
 
-    def engine_kwargs(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
-        ms = max(1, math.ceil(self.timeout * 1000))
-        options = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                   f"-c idle_in_transaction_session_timeout={max(ms, 10_000)}")
-        return {**super().engine_kwargs(pool_size, max_overflow),
-                "connect_args": {**self.connect_args(), "options": options}}
+    def new(self, column: str) -> str:
+        return f"excluded.{column}"
 
-    def connect_args(self) -> dict[str, Any]:
-        """libpq parameters for every connection, the LISTEN connection included: a connect timeout, and
-        TCP keepalives plus ``tcp_user_timeout`` so a dead host or a partition breaks the connection."""
-        seconds = max(1, math.ceil(self.timeout))
-        return {"connect_timeout": seconds, "keepalives": 1, "keepalives_idle": seconds,
-                "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": seconds * 1000}
-
-    def insert(self, table: sa.Table) -> Any:
-        return postgresql.insert(table)
-
-    notifies = True
-
-    def notify(self, conn: Connection, channel: str, payloads: Sequence[str | sa.ColumnElement[str]]) -> None:
-        for payload in payloads:
-            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+    def insert_missing(self, table: str, columns: str, rows: str) -> str:
+        return f"INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT DO NOTHING"
 
 
-class SQLiteDialect(_ReturningDialect):
-    """SQLite via the stdlib's sqlite3: WAL, a busy timeout, and explicit ``BEGIN IMMEDIATE`` for writes.
+class SQLite(_OnConflict):
+    """SQLite through the standard library: WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writes.
 
-    pysqlite's own transaction handling is switched off (``isolation_level=None``) and the engine's
-    ``begin`` event issues ``BEGIN IMMEDIATE`` (or plain ``BEGIN`` for a read-only operation), so a
-    multi-statement operation holds the write lock from its first statement and cannot deadlock.
+    ``synchronous`` (option): ``normal`` (default) or ``full``. Fencing tokens are seeded from the
+    database clock (never below the current time in microseconds), so the commits a power loss can
+    take back under ``normal`` never make a token repeat.
     """
 
     scheme = "sqlite"
     driver = "pysqlite"
     multi_host = False
-    now_sql = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
-    READ_ONLY = "lockapi_read_only"
-    """Execution option: begin with a deferred ``BEGIN`` (the operation only reads)."""
+    now = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+    for_update = ""
+    begin = "BEGIN IMMEDIATE"
+    paramstyle = "named"
+    SYNCHRONOUS = ("normal", "full")
+
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
+        super().__init__(url, timeout, options)
+        self.synchronous = (options.str("synchronous", "normal") or "normal").lower()
+        if self.synchronous not in self.SYNCHRONOUS:
+            raise ConfigError(f"option 'synchronous' must be normal or full, got {self.synchronous!r}")
+        self.path = self.url.database or ""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
     def engine_url(self, url: URL) -> URL:
         database = url.database or ""
@@ -178,95 +168,174 @@ class SQLiteDialect(_ReturningDialect):
                               "(for an in-process store use the memory backend)")
         return super().engine_url(url)
 
-    def engine_kwargs(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
-        kwargs = super().engine_kwargs(pool_size, max_overflow)
-        del kwargs["isolation_level"]
-        return {**kwargs, "connect_args": {"timeout": self.timeout, "check_same_thread": False}}
+    def connect(self, remaining: float) -> DBAPIConnection:
+        conn = sqlite3.connect(self.path, timeout=max(0.001, remaining), isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {max(1, math.ceil(self.timeout * 1000))}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        return conn
 
-    def setup(self, engine: Engine) -> None:
-        if engine.url.database:
-            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-        busy_ms = max(1, math.ceil(self.timeout * 1000))
+    def ddl_connect_args(self) -> dict[str, Any]:
+        return {"timeout": self.timeout}
 
-        @sa.event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # lockapi issues BEGIN itself (below)
-            dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+    def next_fence(self, table: str) -> str:
+        return f"MAX({super().next_fence(table)}, {self.now})"
 
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            read_only = conn.get_execution_options().get(self.READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    def first_fence(self) -> str:
+        return self.now
 
-    def retryable(self, exc: sa.exc.DBAPIError) -> bool:
-        return "database is locked" in str(exc.orig)
+    def classify(self, exc: BaseException) -> str | None:
+        text = str(exc)
+        if "database is locked" in text or "database is busy" in text:
+            return RETRY
+        if isinstance(exc, sqlite3.OperationalError) and ("unable to open" in text or "readonly" in text):
+            return CONFIG
+        return None
 
-    def insert(self, table: sa.Table) -> Any:
-        return sqlite.insert(table)
+    def is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
 
 
-class MySQLDialect(SQLDialect):
-    """MariaDB and MySQL via PyMySQL, READ COMMITTED, socket read/write timeouts.
+class PostgreSQL(_OnConflict):
+    """PostgreSQL through psycopg 3. ``clock_timestamp()`` is the wall clock (``now()`` is the
+    transaction's start). Statements are prepared server-side after their first uses (psycopg)."""
 
-    No RETURNING: a claim is a conditional UPDATE (creating missing rows first when it matched fewer
-    rows than asked), then a SELECT of the rows now held, all in one transaction. SQLAlchemy sets
-    CLIENT.FOUND_ROWS, so an UPDATE's rowcount is the number of rows its WHERE matched.
-    """
+    scheme = "postgresql"
+    aliases = ("postgres",)
+    driver = "psycopg"
+    needs_watchdog = True
+    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+    notifies = True
+    _RETRY = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock not available
+    _CONFIG_PREFIXES = ("28", "3D", "42501")  # authentication, no such database, permission
+
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
+        super().__init__(url, timeout, options)
+        _, self.params = sa.create_engine(self.url, poolclass=sa.pool.NullPool).dialect.create_connect_args(
+            self.url)
+
+    def connect_params(self, remaining: float) -> dict[str, Any]:
+        """libpq parameters: the connect timeout, and TCP keepalives plus ``tcp_user_timeout`` so a dead
+        host or a partition breaks the connection (also used by the LISTEN connection)."""
+        seconds = max(1, math.ceil(remaining))
+        every = max(1, math.ceil(self.timeout))
+        return {**self.params, "connect_timeout": seconds, "keepalives": 1, "keepalives_idle": every,
+                "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": every * 1000}
+
+    def connect(self, remaining: float) -> DBAPIConnection:
+        import psycopg
+
+        ms = max(1, math.ceil(self.timeout * 1000))
+        options = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                   f"-c idle_in_transaction_session_timeout={max(ms, 10_000)}")
+        return psycopg.connect(**self.connect_params(remaining), options=options, autocommit=True)
+
+    def ddl_connect_args(self) -> dict[str, Any]:
+        return {"connect_timeout": max(1, math.ceil(self.timeout))}
+
+    def fileno(self, conn: DBAPIConnection) -> int:
+        return int(conn.fileno())
+
+    def classify(self, exc: BaseException) -> str | None:
+        import psycopg
+
+        code = getattr(exc, "sqlstate", None) or ""
+        if code in self._RETRY:
+            return RETRY
+        if code.startswith(self._CONFIG_PREFIXES) or "password authentication failed" in str(exc):
+            return CONFIG
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not code.startswith("57014"):
+            return DEAD
+        return None
+
+    def is_driver_error(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.Error)
+
+
+class MySQL(Dialect):
+    """MariaDB and MySQL through PyMySQL: autocommit, READ COMMITTED, socket read/write timeouts,
+    ``CLIENT.FOUND_ROWS`` (an UPDATE's row count is the rows its WHERE matched)."""
 
     scheme = "mysql"
     driver = "pymysql"
-    now_sql = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
-    retry_codes = frozenset({1213, 1205})  # deadlock, lock wait timeout
+    needs_watchdog = True
+    now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
+    returning = False
+    _RETRY = frozenset({1213, 1205})  # deadlock, lock wait timeout
+    _CONFIG = frozenset({1044, 1045, 1049, 1142, 1698})  # access denied, unknown database, no privilege
+    _DEAD = frozenset({2003, 2006, 2013, 2014, 2055})  # cannot connect, gone away, lost, out of sync
 
-    def engine_kwargs(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
+        super().__init__(url, timeout, options)
+        _, self.params = sa.create_engine(self.url, poolclass=sa.pool.NullPool).dialect.create_connect_args(
+            self.url)
+
+    def connect(self, remaining: float) -> DBAPIConnection:
+        import pymysql  # type: ignore[import-untyped]
+        from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+
         lock_wait = max(1, math.ceil(self.timeout))
-        return {**super().engine_kwargs(pool_size, max_overflow), "connect_args": {
-            "connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout,
-            "charset": "utf8mb4", "init_command": f"SET SESSION innodb_lock_wait_timeout = {lock_wait}",
-        }}
+        params = {k: v for k, v in self.params.items() if k != "client_flag"}
+        conn = pymysql.connect(
+            **params, autocommit=True, client_flag=CLIENT.FOUND_ROWS,
+            connect_timeout=max(0.001, remaining), read_timeout=self.timeout, write_timeout=self.timeout,
+            charset="utf8mb4", init_command=f"SET SESSION innodb_lock_wait_timeout = {lock_wait}")
+        conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return conn
 
-    def insert(self, table: sa.Table) -> Any:
-        return mysql.insert(table)
+    def classify(self, exc: BaseException) -> str | None:
+        args = getattr(exc, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        if code in self._RETRY:
+            return RETRY
+        if code in self._CONFIG:
+            return CONFIG
+        import pymysql
 
-    def claim(self, conn: Connection, table: sa.Table, rows: Sequence[Row], *, kind: int, slot: int,
-              holder: str | None, ttl_us: int = 0, fence: int | None = None) -> dict[str, int]:
-        c = table.c
-        hashes = sorted(h for h, _ in rows)
-        target = sa.and_(c.name_hash.in_(hashes), c.kind == kind, c.slot == slot)
-        free = sa.and_(target, c.expires_us <= self.now()) if holder is not None else target
-        take = sa.update(table).where(free).values(self._claim_values(table, holder, ttl_us, fence))
-        if conn.execute(take).rowcount < len(hashes):
-            # Some rows may not exist yet: create them free, then try those again. (A counter row is
-            # a single row, so it is only bumped here if the first UPDATE found nothing.)
-            self.upsert(conn, table, [
-                {"name_hash": h, "kind": kind, "slot": slot, "name": n, "holder": None, "expires_us": 0,
-                 "fence": 0} for h, n in rows
-            ], {"kind": c.kind})
-            conn.execute(take)
-        # Our holder id is unique to this attempt's lease, so the rows carrying it are exactly the ones this
-        # transaction claimed, even if a tiny ttl has already run out by the next statement's clock.
-        held = sa.and_(target, c.holder == holder) if holder is not None else target
-        return {h: f for h, f in conn.execute(sa.select(c.name_hash, c.fence).where(held))}
+        if code in self._DEAD or isinstance(exc, pymysql.err.InterfaceError):
+            return DEAD
+        return None
 
-    def upsert(self, conn: Connection, table: sa.Table, values: Sequence[Mapping[str, Any]],
-               update: Mapping[str, Any]) -> None:
-        conn.execute(self.insert(table).values(list(values)).on_duplicate_key_update(dict(update)))
+    def is_driver_error(self, exc: BaseException) -> bool:
+        import pymysql
+
+        return isinstance(exc, pymysql.err.Error)
+
+    def next_fence(self, table: str) -> str:
+        return f"LAST_INSERT_ID({super().next_fence(table)})"
+
+    def upsert(self, table: str, columns: str, rows: str, keys: str) -> str:
+        return f"INSERT INTO {table} ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE "
+
+    def new(self, column: str) -> str:
+        return f"VALUES({column})"
+
+    def insert_missing(self, table: str, columns: str, rows: str) -> str:
+        return f"INSERT IGNORE INTO {table} ({columns}) VALUES {rows}"
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        cursor = conn.cursor()
+        cursor.execute(statement, params)
+        return cursor
+
+    def command(self, conn: DBAPIConnection, statement: str) -> None:
+        conn.cursor().execute(statement)
+
+    def fileno(self, conn: DBAPIConnection) -> int:
+        return int(conn._sock.fileno())
+
+    def ddl_connect_args(self) -> dict[str, Any]:
+        return {"connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout}
 
 
-class MariaDBDialect(MySQLDialect):
+class MariaDB(MySQL):
     scheme = "mariadb"
 
 
-DIALECTS: dict[str, type[SQLDialect]] = {
-    d.scheme: d for d in (PostgresDialect, SQLiteDialect, MySQLDialect, MariaDBDialect)
-}
-
-
-def _error_code(orig: BaseException | None) -> str | int | None:
-    """The driver's error code: psycopg's SQLSTATE, PyMySQL's errno."""
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate:
-        return str(sqlstate)
-    args = getattr(orig, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
+DIALECTS: dict[str, type[Dialect]] = {}
+for _dialect in (SQLite, PostgreSQL, MySQL, MariaDB):
+    for _scheme in (_dialect.scheme, *_dialect.aliases):
+        DIALECTS[_scheme] = _dialect

@@ -46,14 +46,13 @@ class Listener:
         """Call ``wake`` on every notification of ``payload`` while open; one addressed to a fair waiter
         (``payload|holder``) wakes only that waiter and the watchers without ``holder``.
 
-        On entry, waits (up to the backend timeout) until LISTEN is in effect; if the listening
-        connection cannot be made, the thread's polling fallback calls ``wake`` periodically instead.
+        Returns at once: while LISTEN is not in effect yet (the first watch, a reconnect), the thread's
+        polling fallback calls ``wake`` periodically, and once LISTEN is in effect it wakes every watcher
+        (a release in between is never missed), so a wait never outlasts its ``wait`` for a listener.
         """
         with self._watchers.register(payload, wake, holder):
             with self._lock:
-                running = self._start()
-            if running:
-                self._listening.wait(self._timeout)
+                self._start()
             yield
 
     @property
@@ -68,12 +67,11 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._poll_interval + self._timeout + 1)
 
-    def _start(self) -> bool:
-        """Start the thread if it is not running (also in a forked child, whose parent's thread is gone).
-
-        False once closed."""
+    def _start(self) -> None:
+        """Start the thread if it is not running (also in a forked child, whose parent's thread is gone);
+        not once closed."""
         if self._stopping.is_set():
-            return False
+            return
         if self._pid != os.getpid():  # forked: the parent's connection is not ours to use or close
             self._pid = os.getpid()
             self._listening.clear()
@@ -81,7 +79,6 @@ class Listener:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="lockapi-sql-listen", daemon=True)
             self._thread.start()
-        return True
 
     def _run(self) -> None:
         backoff = self._poll_interval

@@ -71,6 +71,7 @@ class AsyncBackend(abc.ABC):
     capabilities: frozenset[Capability] = frozenset()
     description: str = ""
     pause_points: frozenset[str] = frozenset()
+    contended_pause_points: frozenset[str] = frozenset()
     max_permits: int = 2**31 - 1
 
     def __init__(self, config: BackendConfig) -> None:
@@ -213,6 +214,7 @@ class SyncBackendAdapter(AsyncBackend):
         self.capabilities = self._sync.capabilities
         self.description = self._sync.description
         self.pause_points = self._sync.pause_points
+        self.contended_pause_points = self._sync.contended_pause_points
         self.max_permits = self._sync.max_permits
         self._pool = None if self.inline else ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix=f"lockapi-{config.scheme}")

@@ -56,7 +56,7 @@ class InterleavingConformance:
     margin: float
 
     def _points(self, manager: LockManager, *operations: str) -> list[str]:
-        points = manager.backend.pause_points | CORE_PAUSE_POINTS
+        points = (manager.backend.pause_points - manager.backend.contended_pause_points) | CORE_PAUSE_POINTS
         return sorted(p for p in points if operation_of(p) in operations)
 
     def _expiry_wait(self) -> float:
@@ -185,6 +185,31 @@ class InterleavingConformance:
             pytest.skip("backend has no fair mode")
         for point in self._points(manager, "acquire_fair"):
             self._acquire_past_ttl(manager, other, f"{name}:{point}", point, fair=True)
+
+    def test_pause_in_contended_acquire(self, manager: LockManager, other: LockManager, name: str) -> None:
+        """A stopped on the path an acquire takes when the name is held (a fair waiter about to join the
+        queue); the holder releases and B is granted meanwhile. A is then denied, B keeps the lock, and
+        A leaves nothing behind: the next fair waiter is granted at once when B releases."""
+        for point in sorted(manager.backend.contended_pause_points):
+            key = f"{name}:{point}"
+            fair = operation_of(point) == "acquire_fair"
+            holder = other.acquire(key, ttl=30)
+            attempt = functools.partial(manager.try_acquire, key, ttl=30, fair=fair)
+            with self._paused(point, attempt) as (run, _):
+                assert holder.release(), point
+                b = other.acquire(key, ttl=30, wait=10, fair=fair)
+            a: Lease | None = run.outcome(self._resume_timeout(manager))
+            assert a is None, f"{point}: A was granted a lock B holds"
+            assert b.token > holder.token and b.is_held() and not b.lost, point
+            info = other.inspect(key)
+            assert info is not None and (info.holder, info.token) == (b.holder, b.token), point
+            waiter = _Run(functools.partial(other.acquire, key, ttl=30, wait=30, fair=fair))
+            waiter.start()
+            assert b.release(), point
+            started = time.monotonic()
+            c: Lease = waiter.outcome(30 + self.margin)
+            assert time.monotonic() - started < 2 + self.margin, f"{point}: a dead queue entry delayed C"
+            assert c.token > b.token and c.release(), point
 
     def test_pause_in_cancel_wait_leaves_no_queue_entry(
         self, manager: LockManager, other: LockManager, name: str

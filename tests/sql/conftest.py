@@ -41,6 +41,12 @@ def backend_for(url: str, timeout: float = 10.0, **options: Any) -> SQLBackend:
     return SQLBackend(BackendConfig(url=base, scheme=scheme, options=Options(merged), timeout=timeout))
 
 
+def seeded(backend: SQLBackend) -> bool:
+    """SQLite seeds fencing tokens from the database clock (so that a power loss never makes one repeat):
+    its tokens go up but not one by one."""
+    return backend.dialect.scheme == "sqlite"
+
+
 @pytest.fixture
 def make_backend() -> Iterator[Factory]:
     """Build backends with :func:`backend_for`; all are closed at teardown."""

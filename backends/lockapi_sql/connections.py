@@ -1,0 +1,196 @@
+"""The SQL backend's connections: a small pool of autocommit DBAPI connections, one deadline per call,
+and the one place where driver errors become lockapi errors.
+
+A call (:meth:`Connections.call`) gets a connection (pooled, or a new one connected within the time
+left), runs its work under the backend's ``timeout`` as one deadline (a watchdog cuts a connection whose
+server stopped answering), and gives the connection back. It is retried while time is left after a
+deadlock, a lock wait or a busy database, and once on a fresh connection when a pooled one turns out
+dead (the server restarted): every request the backend sends is idempotent, so a retry after a reply
+that was lost never doubles an effect. Driver errors leave as :class:`BackendUnavailable` (or
+:class:`ConfigError` for wrong credentials or a missing database), one line, the cause chained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from lockapi.errors import BackendUnavailable, ConfigError
+from lockapi_sql.dialects import CONFIG, DEAD, RETRY, DBAPIConnection, Dialect
+from lockapi_sql.watchdog import Watchdog
+
+T = TypeVar("T")
+_ABANDONED: list[DBAPIConnection] = []
+"""Connections inherited from a parent process: never used, never closed (closing would end the
+parent's session), kept referenced so the garbage collector does not close them either."""
+
+
+class Session:
+    """One connection for the duration of one call."""
+
+    def __init__(self, dialect: Dialect, conn: DBAPIConnection) -> None:
+        self._dialect = dialect
+        self._conn = conn
+
+    def execute(self, statement: str, params: dict[str, Any]) -> Any:
+        """Run ``statement``; the driver's cursor (``rowcount``, ``fetchone()``, ``lastrowid``)."""
+        return self._dialect.execute(self._conn, statement, params)
+
+    def one(self, statement: str, params: dict[str, Any]) -> Any:
+        """The first row, or None."""
+        return self.execute(statement, params).fetchone()
+
+    def all(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        return list(self.execute(statement, params).fetchall())
+
+    def count(self, statement: str, params: dict[str, Any]) -> int:
+        """The number of rows the statement matched."""
+        return int(self.execute(statement, params).rowcount)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Run the block in one transaction: committed if it ends normally (unless it called
+        :meth:`Transaction.roll_back`), rolled back if it raises."""
+        d = self._dialect
+        d.command(self._conn, d.begin)
+        txn = Transaction()
+        try:
+            yield txn
+        except BaseException:
+            d.command(self._conn, "ROLLBACK")
+            raise
+        d.command(self._conn, "ROLLBACK" if txn.rolled_back else "COMMIT")
+
+
+class Transaction:
+    """Handed to the block of :meth:`Session.transaction`."""
+
+    rolled_back = False
+
+    def roll_back(self) -> None:
+        """End the transaction with ROLLBACK instead of COMMIT (nothing it wrote stays)."""
+        self.rolled_back = True
+
+
+class Connections:
+    """Up to ``size + overflow`` connections, ``size`` of them kept idle; thread-safe and fork-safe."""
+
+    def __init__(self, dialect: Dialect, *, size: int, overflow: int, timeout: float, where: str) -> None:
+        self._dialect = dialect
+        self._size = size
+        self._limit = size + overflow
+        self._timeout = timeout
+        self._where = where
+        self._idle: list[DBAPIConnection] = []
+        self._open = 0
+        self._cond = threading.Condition()
+        self._pid = os.getpid()
+        self._closed = False
+        self._watchdog = Watchdog() if dialect.needs_watchdog else None
+
+    def call(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` on a connection within one ``timeout``; see the module docstring."""
+        deadline = time.monotonic() + self._timeout
+        delay = 0.005
+        fresh_retry = True
+        while True:
+            conn, reused = self._checkout(deadline)
+            try:
+                with self._guard(conn, deadline):
+                    result = work(Session(self._dialect, conn))
+            except BaseException as exc:
+                if not self._dialect.is_driver_error(exc):
+                    self._checkin(conn)  # a lockapi error raised by the work itself: the connection is fine
+                    raise
+                kind = self._dialect.classify(exc)
+                cut = time.monotonic() >= deadline
+                if kind == RETRY and not cut:
+                    self._checkin(conn)
+                    if time.monotonic() + delay < deadline:
+                        time.sleep(delay * (1 + random.random()))
+                        delay = min(delay * 2, 0.2)
+                        continue
+                else:
+                    self._discard(conn)
+                if kind == DEAD and reused and fresh_retry and not cut:
+                    fresh_retry = False
+                    self._drain()  # its idle siblings are probably dead too (a server restart)
+                    continue
+                raise self.translate(exc, kind) from exc
+            self._checkin(conn)
+            return result
+
+    def translate(self, exc: BaseException, kind: str | None = None) -> Exception:
+        """The lockapi error for driver error ``exc``: one line, where and what to do."""
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        detail = f"{type(exc).__name__}: {lines[0]}"
+        if kind == CONFIG:
+            return ConfigError(f"{self._where}: {detail} (check the URL's user, password and database)")
+        return BackendUnavailable(f"{self._where}: {detail}")
+
+    def close(self) -> None:
+        """Close the idle connections and stop the watchdog; later calls open new ones. Idempotent."""
+        self._drain()
+        if self._watchdog is not None:
+            self._watchdog.close()
+
+    # -- the pool ---------------------------------------------------------------------------------------
+    def _checkout(self, deadline: float) -> tuple[DBAPIConnection, bool]:
+        with self._cond:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours
+                _ABANDONED.extend(self._idle)
+                self._idle, self._open, self._pid = [], 0, os.getpid()
+            while not self._idle and self._open >= self._limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendUnavailable(f"{self._where}: all {self._limit} connections busy for the whole "
+                                             f"timeout (raise the pool_size or max_overflow option)")
+                self._cond.wait(left)
+            if self._idle:
+                return self._idle.pop(), True
+            self._open += 1
+        try:
+            return self._dialect.connect(max(0.001, deadline - time.monotonic())), False
+        except BaseException as exc:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            if self._dialect.is_driver_error(exc):
+                raise self.translate(exc, self._dialect.classify(exc)) from exc
+            raise
+
+    def _checkin(self, conn: DBAPIConnection) -> None:
+        with self._cond:
+            if self._pid == os.getpid() and len(self._idle) < self._size:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+        self._discard(conn)
+
+    def _discard(self, conn: DBAPIConnection) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                return
+            self._open -= 1
+            self._cond.notify()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def _drain(self) -> None:
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _guard(self, conn: DBAPIConnection, deadline: float) -> contextlib.AbstractContextManager[None]:
+        if self._watchdog is None:
+            return contextlib.nullcontext()
+        return self._watchdog.guard(self._dialect.fileno(conn), deadline)

@@ -1,0 +1,159 @@
+"""Every statement of the SQL backend, written once and filled in with a dialect's syntax.
+
+The statements are built when the backend is created and bound per call (no SQL is composed on the hot
+path); the batch statements are built once per batch size. Parameters: ``h`` a row's name hash, ``name``,
+``holder``, ``token``, ``kind``/``slot`` (see :mod:`lockapi_sql.schema`), ``ttl`` in microseconds.
+
+What each statement promises:
+
+* a claim takes a row only if its lease ended (or is the caller's own, so that a retry after a lost
+  reply is granted again instead of orphaning the first grant) and gives it the next fencing token;
+* a release ends the lease by setting its expiry to 0 and keeps the holder, so that a retry after a
+  lost reply still finds the lease it ended and reports success; an expired lease is not released;
+* with push wake-ups (PostgreSQL), releasing statements announce the name in the same statement,
+  addressed to the head of the name's fair queue, if any.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lockapi_sql.dialects import Dialect
+from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables
+
+LEASE_COLUMNS = "name_hash, kind, slot, name, holder, expires_us, fence, fence_floor"
+LEASE_KEY = "name_hash, kind, slot"
+
+
+def _in(prefix: str, count: int) -> str:
+    return "(" + ", ".join(f":{prefix}{i}" for i in range(count)) + ")"
+
+
+class Statements:
+    """The statements for one dialect and table prefix, in the driver's parameter style."""
+
+    def __init__(self, dialect: Dialect, tables: Tables, *, notify: bool) -> None:
+        self.dialect = dialect
+        self.notify = notify and dialect.notifies
+        d, now = dialect, dialect.now
+        L, W, D = tables.leases.name, tables.waiters.name, tables.done.name
+        self._L, self._W, self._D = L, W, D
+        c = d.compile
+        take = (f"holder = :holder, expires_us = {now} + :ttl" if not d.returning else
+                f"holder = {d.new('holder')}, expires_us = {d.new('expires_us')}")
+        claimable = f"({L}.expires_us <= {now} OR {L}.holder = :holder)"
+        no_waiters = f"NOT EXISTS (SELECT 1 FROM {W} WHERE name_hash = :h AND expires_us > {now})"
+        self._take, self._claimable = take, claimable
+        if d.returning:
+            claim = (d.upsert(L, LEASE_COLUMNS, f"(:h, :kind, :slot, :name, :holder, {now} + :ttl, "
+                                                f"{d.first_fence()}, 0)", LEASE_KEY)
+                     + f"{take}, fence = {d.next_fence(L)} WHERE {claimable}")
+            self.claim = c(claim + " RETURNING fence")
+            self.claim_fair = c(f"{claim} AND {no_waiters} RETURNING fence")
+        else:
+            claim = (f"UPDATE {L} SET fence = {d.next_fence(L)}, {take} "
+                     f"WHERE name_hash = :h AND kind = :kind AND slot = :slot AND {claimable}")
+            self.claim = c(claim)
+            self.claim_fair = c(f"{claim} AND {no_waiters}")
+        self.create = c(d.insert_missing(L, LEASE_COLUMNS, "(:h, :kind, :slot, :name, NULL, 0, 0, 0)"))
+        self.remaining = c(f"SELECT expires_us - {now} FROM {L} WHERE name_hash = :h AND kind = :kind "
+                           f"AND slot = :slot")
+
+        mine = "name_hash = :h AND kind = :kind AND slot >= 0 AND holder = :holder AND fence = :token"
+        head = (f"(SELECT q.holder FROM {W} q WHERE q.name_hash = :h AND q.expires_us > {now} "
+                f"AND q.holder <> :leaving ORDER BY q.seq LIMIT 1)")
+        announce_head = f" RETURNING pg_notify(:channel, CAST(:payload AS text) || COALESCE(:sep || {head}, ''))"
+        announce = " RETURNING pg_notify(:channel, CAST(:payload AS text))"
+        release = f"UPDATE {L} SET expires_us = 0 WHERE {mine} AND (expires_us > {now} OR expires_us = 0)"
+        self.release_lock = c(release + (announce_head if self.notify else ""))
+        self.release_permit = c(release + (announce if self.notify else ""))
+        self.extend = c(f"UPDATE {L} SET expires_us = {now} + :ttl WHERE {mine} AND expires_us > {now}")
+        self.holds = c(f"SELECT 1 FROM {L} WHERE {mine} AND expires_us > {now}")
+        self.inspect = c(f"SELECT holder, fence, expires_us - {now} FROM {L} WHERE name_hash = :h "
+                         f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}")
+        self.force_release = c(f"UPDATE {L} SET expires_us = 0, holder = NULL WHERE name_hash = :h "
+                               f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}"
+                               + (announce_head if self.notify else ""))
+
+        # -- the fair queue (one transaction that row-locks the name's lease row first) -------------------
+        self.lock_name = c(f"SELECT fence FROM {L} WHERE name_hash = :h AND kind = {LOCK} AND slot = 0"
+                           f"{d.for_update}")
+        self.drop_expired_waiters = c(f"DELETE FROM {W} WHERE name_hash = :h AND expires_us <= {now}")
+        self.join_queue = c(d.upsert(W, "name_hash, name, holder, expires_us",
+                                     f"(:h, :name, :holder, {now} + :queue)", "name_hash, holder")
+                            + f"expires_us = {d.new('expires_us')}")
+        self.queue_head = c(f"SELECT holder FROM {W} WHERE name_hash = :h ORDER BY seq LIMIT 1")
+        self.leave_queue = c(f"DELETE FROM {W} WHERE name_hash = :h AND holder = :holder")
+        self.cancel_wait = c(f"DELETE FROM {W} WHERE name_hash = :h AND holder = :holder"
+                             + (announce_head if self.notify else ""))
+
+        # -- semaphores (one transaction serialised by the counter row) -----------------------------------
+        if d.returning:
+            self.bump_counter = c(d.upsert(L, LEASE_COLUMNS, f"(:h, {SEMAPHORE}, {COUNTER_SLOT}, :name, NULL, 0, "
+                                                             f"{d.first_fence()}, 0)", LEASE_KEY)
+                                  + f"fence = {d.next_fence(L)} RETURNING fence")
+        else:
+            self.bump_counter = c(f"UPDATE {L} SET fence = {d.next_fence(L)} WHERE name_hash = :h "
+                                  f"AND kind = {SEMAPHORE} AND slot = {COUNTER_SLOT}")
+        self.live_slots = c(f"SELECT slot, holder, fence, expires_us - {now} FROM {L} WHERE name_hash = :h "
+                            f"AND kind = {SEMAPHORE} AND slot >= 0 AND expires_us > {now}")
+        self.take_slot = c(d.upsert(L, LEASE_COLUMNS, f"(:h, {SEMAPHORE}, :slot, :name, :holder, {now} + :ttl, "
+                                                      f":token, 0)", LEASE_KEY)
+                           + f"holder = {d.new('holder')}, expires_us = {d.new('expires_us')}, "
+                             f"fence = {d.new('fence')}")
+
+        # -- done markers and administration ----------------------------------------------------------------
+        self.mark_done = c(d.upsert(D, "name_hash, name, expires_us", f"(:h, :name, {now} + :ttl)", "name_hash")
+                           + f"expires_us = {d.new('expires_us')}")
+        self.done_page = c(f"SELECT name_hash, name, expires_us - {now} FROM {D} WHERE name_hash > :after "
+                           f"AND expires_us > {now} ORDER BY name_hash LIMIT :limit")
+        self.set_fence_floor = c(d.upsert(L, LEASE_COLUMNS, "(:h, :kind, :slot, :name, NULL, 0, 0, :token)",
+                                          LEASE_KEY)
+                                 + f"fence_floor = CASE WHEN {L}.fence_floor < :token THEN :token "
+                                   f"ELSE {L}.fence_floor END")
+
+    # -- batches: one statement per size, built on first use -----------------------------------------------
+    @lru_cache(maxsize=64)  # noqa: B019 - one Statements per backend, a few sizes each
+    def claim_many(self, count: int) -> str:
+        """RETURNING dialects: claim ``count`` lock rows (``h<i>``, ``name<i>``), creating missing ones;
+        returns (name_hash, fence) of those taken. Others: the UPDATE of :meth:`create_many`'s rows."""
+        d, now, L = self.dialect, self.dialect.now, self._L
+        if d.returning:
+            rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, :holder, {now} + :ttl, {d.first_fence()}, 0)"
+                             for i in range(count))
+            return d.compile(d.upsert(L, LEASE_COLUMNS, rows, LEASE_KEY)
+                             + f"{self._take}, fence = {d.next_fence(L)} WHERE {self._claimable} "
+                               f"RETURNING name_hash, fence")
+        return d.compile(f"UPDATE {L} SET fence = {d.next_fence(L)}, {self._take} WHERE name_hash IN "
+                         f"{_in('h', count)} AND kind = {LOCK} AND slot = 0 AND {self._claimable}")
+
+    @lru_cache(maxsize=64)  # noqa: B019
+    def create_many(self, count: int) -> str:
+        rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, NULL, 0, 0, 0)" for i in range(count))
+        return self.dialect.compile(self.dialect.insert_missing(self._L, LEASE_COLUMNS, rows))
+
+    @lru_cache(maxsize=64)  # noqa: B019
+    def claimed_many(self, count: int) -> str:
+        """(name_hash, fence) of the rows among ``h<i>`` that ``holder`` holds (after :meth:`claim_many`)."""
+        return self.dialect.compile(f"SELECT name_hash, fence FROM {self._L} WHERE name_hash IN "
+                                    f"{_in('h', count)} AND kind = {LOCK} AND slot = 0 AND holder = :holder")
+
+    @lru_cache(maxsize=64)  # noqa: B019
+    def free_many(self, count: int) -> str:
+        """End ``holder``'s leases on ``h<i>`` (announcing each, with push wake-ups)."""
+        announce = " RETURNING pg_notify(:channel, CAST(:lock_prefix AS text) || name_hash)" if self.notify else ""
+        return self.dialect.compile(f"UPDATE {self._L} SET expires_us = 0 WHERE name_hash IN {_in('h', count)} "
+                                    f"AND kind = {LOCK} AND slot = 0 AND holder = :holder{announce}")
+
+    @lru_cache(maxsize=64)  # noqa: B019
+    def done_among(self, count: int) -> str:
+        return self.dialect.compile(f"SELECT name_hash FROM {self._D} WHERE name_hash IN {_in('h', count)} "
+                                    f"AND expires_us > {self.dialect.now}")
+
+
+def payload(kind: int, digest: str) -> str:
+    """The NOTIFY payload announcing that a lock (``l:``) or semaphore (``s:``) may have become free."""
+    return f"{'s' if kind == SEMAPHORE else 'l'}:{digest}"
+
+
+__all__ = ["HEAD_SEPARATOR", "Statements", "payload"]
