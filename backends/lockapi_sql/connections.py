@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -89,9 +90,9 @@ class Connections:
         self._idle: list[DBAPIConnection] = []
         self._open = 0
         self._cond = threading.Condition()
-        self._pid = os.getpid()
-        self._closed = False
+        self._waiting = 0
         self._watchdog = Watchdog() if dialect.needs_watchdog else None
+        _POOLS.add(self)
 
     def call(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` on a connection within one ``timeout``; see the module docstring."""
@@ -99,10 +100,16 @@ class Connections:
         delay = 0.005
         fresh_retry = True
         while True:
-            conn, reused = self._checkout(deadline)
             try:
-                with self._guard(conn, deadline):
+                conn, reused = self._idle.pop(), True  # the fast path: list.pop is atomic
+            except IndexError:
+                conn, reused = self._checkout(deadline)
+            try:
+                if self._watchdog is None:
                     result = work(Session(self._dialect, conn))
+                else:
+                    with self._watchdog.guard(self._dialect.fileno(conn), deadline):
+                        result = work(Session(self._dialect, conn))
             except BaseException as exc:
                 if not self._dialect.is_driver_error(exc):
                     self._checkin(conn)  # a lockapi error raised by the work itself: the connection is fine
@@ -122,7 +129,10 @@ class Connections:
                     self._drain()  # its idle siblings are probably dead too (a server restart)
                     continue
                 raise self.translate(exc, kind) from exc
-            self._checkin(conn)
+            if len(self._idle) < self._size and not self._waiting:
+                self._idle.append(conn)  # the fast path back
+            else:
+                self._checkin(conn)
             return result
 
     def translate(self, exc: BaseException, kind: str | None = None) -> Exception:
@@ -140,17 +150,24 @@ class Connections:
             self._watchdog.close()
 
     # -- the pool ---------------------------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's connections are not ours."""
+        _ABANDONED.extend(self._idle)
+        self._idle, self._open, self._waiting = [], 0, 0
+        self._cond = threading.Condition()
+
     def _checkout(self, deadline: float) -> tuple[DBAPIConnection, bool]:
         with self._cond:
-            if self._pid != os.getpid():  # forked: the parent's connections are not ours
-                _ABANDONED.extend(self._idle)
-                self._idle, self._open, self._pid = [], 0, os.getpid()
             while not self._idle and self._open >= self._limit:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise BackendUnavailable(f"{self._where}: all {self._limit} connections busy for the whole "
                                              f"timeout (raise the pool_size or max_overflow option)")
-                self._cond.wait(left)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
             if self._idle:
                 return self._idle.pop(), True
             self._open += 1
@@ -166,7 +183,7 @@ class Connections:
 
     def _checkin(self, conn: DBAPIConnection) -> None:
         with self._cond:
-            if self._pid == os.getpid() and len(self._idle) < self._size:
+            if len(self._idle) < self._size:
                 self._idle.append(conn)
                 self._cond.notify()
                 return
@@ -174,8 +191,6 @@ class Connections:
 
     def _discard(self, conn: DBAPIConnection) -> None:
         with self._cond:
-            if self._pid != os.getpid():
-                return
             self._open -= 1
             self._cond.notify()
         with contextlib.suppress(Exception):
@@ -190,7 +205,14 @@ class Connections:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _guard(self, conn: DBAPIConnection, deadline: float) -> contextlib.AbstractContextManager[None]:
-        if self._watchdog is None:
-            return contextlib.nullcontext()
-        return self._watchdog.guard(self._dialect.fileno(conn), deadline)
+
+
+_POOLS: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _reset_pools_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_pools_in_child)

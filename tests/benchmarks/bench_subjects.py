@@ -41,10 +41,10 @@ class Locker:
 
 # -- lockapi -------------------------------------------------------------------------------------------
 class LockapiLocker(Locker):
-    def __init__(self, url: str, *, fair: bool = False, manager: Any = None) -> None:
+    def __init__(self, url: str, *, fair: bool = False, manager: Any = None, **options: Any) -> None:
         import lockapi
 
-        self.mgr = manager if manager is not None else lockapi.connect(url)
+        self.mgr = manager if manager is not None else lockapi.connect(url, **options)
         self.fair = fair
 
     def try_acquire(self, name: str) -> Any:
@@ -222,6 +222,45 @@ class RawPostgres(Locker):
 
     def close(self) -> None:
         self.conn.close()
+
+
+class RawSQLite(Locker):
+    """The stdlib sqlite3 alone, autocommit, WAL: one conditional UPDATE taking a pre-created row with the
+    database clock and returning ``fence + 1``, one giving it back; ``synchronous`` as given."""
+
+    def __init__(self, env: Env, synchronous: str = "FULL") -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(env["sqlite_url"].removeprefix("sqlite:///") + f".raw-{synchronous}",
+                                    isolation_level=None, check_same_thread=False, timeout=10)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (name TEXT PRIMARY KEY, holder TEXT, "
+                          "expires INTEGER NOT NULL DEFAULT 0, fence INTEGER NOT NULL DEFAULT 0)")
+        self.known: set[str] = set()
+
+    def try_acquire(self, name: str) -> Any:
+        if name not in self.known:
+            self.conn.execute("INSERT OR IGNORE INTO bench_raw (name) VALUES (?)", (name,))
+            self.known.add(name)
+        token = secrets.token_hex(8)
+        row = self.conn.execute(
+            "UPDATE bench_raw SET holder = ?, fence = fence + 1, "
+            "expires = CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) + 10000000 "
+            "WHERE name = ? AND expires <= CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) "
+            "RETURNING fence", (token, name)).fetchone()
+        return (name, token) if row is not None else None
+
+    def release(self, handle: Any) -> None:
+        self.conn.execute("UPDATE bench_raw SET expires = 0 WHERE name = ? AND holder = ?", handle)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RawSQLiteNormal(RawSQLite):
+    def __init__(self, env: Env) -> None:
+        super().__init__(env, "NORMAL")
 
 
 class RawMariaDB(Locker):
@@ -494,6 +533,12 @@ SUBJECTS: list[Subject] = [
     Subject("sqlite", "lockapi sqlite", "sqlite", "lockapi", _lockapi("sqlite_url"), poll=0.05),
     Subject("sqlite_fair", "lockapi sqlite fair=True", "sqlite", "lockapi", _lockapi("sqlite_url", fair=True),
             poll=0.05),
+    Subject("raw_sqlite", "raw sqlite3 UPDATE pair (synchronous NORMAL)", "sqlite", "raw", RawSQLiteNormal,
+            blocking=False),
+    Subject("sqlite_full", "lockapi sqlite synchronous=full", "sqlite", "lockapi",
+            _lockapi("sqlite_url", synchronous="full"), poll=0.05, raw="raw_sqlite_full"),
+    Subject("raw_sqlite_full", "raw sqlite3 UPDATE pair (synchronous FULL)", "sqlite", "raw", RawSQLite,
+            blocking=False, raw="raw_sqlite_full"),
     Subject("redis", "lockapi redis", "redis", "lockapi", _lockapi("redis_url")),
     Subject("redis_fair", "lockapi redis fair=True", "redis", "lockapi", _lockapi("redis_url", fair=True)),
     Subject("raw_redis", "raw redis-py SET NX + Lua CAD", "redis", "raw", RawRedis, blocking=False),
@@ -529,7 +574,7 @@ URL_KEY = {"memory": "memory_url", "sqlite": "sqlite_url", "redis": "redis_url",
            "mariadb": "maria_url", "hazelcast": "hz_url"}
 """The env key of each group's lockapi URL."""
 
-RAW_OF = {"redis": "raw_redis", "postgresql": "raw_postgresql", "mariadb": "raw_mariadb",
+RAW_OF = {"sqlite": "raw_sqlite", "redis": "raw_redis", "postgresql": "raw_postgresql", "mariadb": "raw_mariadb",
           "hazelcast": "raw_hazelcast"}
 """The raw-client reference of each server group."""
 
