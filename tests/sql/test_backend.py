@@ -54,7 +54,7 @@ def test_semaphore_counts_live_slots_whatever_permits_the_caller_passes(sql_url:
     assert denied.token is None and denied.retry_after is not None and 55 < denied.retry_after <= 60
     assert backend.release_permit(name, "p1", tokens[1])
     fourth = backend.try_acquire_permit(name, 3, "p4", 60).token
-    assert fourth == 4 or seeded(backend) and fourth is not None and fourth > tokens[2], \
+    assert fourth == 4 or (seeded(backend) and fourth is not None and fourth > tokens[2]), \
         "a denied attempt burns no token"
     assert backend.holds_permit(name, "p4", fourth) and not backend.holds_permit(name, "p1", tokens[1])
     assert backend.extend_permit(name, "p0", tokens[0], 120)
@@ -116,11 +116,11 @@ def test_fence_floor_moves_tokens_up_never_down(sql_url: str, make_backend: Fact
 
     backend.set_fence_floor(name, 1000, semaphore=semaphore)  # before the name was ever used
     first = take("a")
-    assert first is not None and (first == 1001 or seeded(backend) and first > 1000)
+    assert first is not None and (first == 1001 or (seeded(backend) and first > 1000))
     assert free("a", first)
     backend.set_fence_floor(name, 10, semaphore=semaphore)  # lower: no effect
     second = take("b")
-    assert second is not None and (second == 1002 or seeded(backend) and second > first)
+    assert second is not None and (second == 1002 or (seeded(backend) and second > first))
 
 
 def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import lockapi
-
 from tests.sql.conftest import Factory
 
 ROOT = Path(__file__).resolve().parents[2]
