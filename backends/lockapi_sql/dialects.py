@@ -169,8 +169,9 @@ class SQLite(_OnConflict):
         return super().engine_url(url)
 
     def connect(self, remaining: float) -> DBAPIConnection:
-        conn = sqlite3.connect(self.path, timeout=max(0.001, remaining), isolation_level=None,
-                               check_same_thread=False)
+        # through sqlite3.dbapi2, the module DB-API instrumentation (OpenTelemetry) wraps
+        conn = sqlite3.dbapi2.connect(self.path, timeout=max(0.001, remaining), isolation_level=None,
+                                      check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {max(1, math.ceil(self.timeout * 1000))}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
@@ -178,6 +179,11 @@ class SQLite(_OnConflict):
 
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        cursor = conn.cursor()  # a cursor, not Connection.execute: instrumentation wraps cursors
+        cursor.execute(statement, params)
+        return cursor
 
     def next_fence(self, table: str) -> str:
         return f"MAX({super().next_fence(table)}, {self.now})"

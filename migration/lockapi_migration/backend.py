@@ -104,6 +104,7 @@ class MigrationBackend(Backend):
             raise
         self.capabilities = self._impl.capabilities
         self.pause_points = self._impl.pause_points
+        self.contended_pause_points = self._impl.contended_pause_points
 
     def _strategy(self, workers: int, capacity: int, max_lag: float, replay: str, record: str | None) -> Backend:
         phase, backends = self.phase, self._backends

@@ -32,8 +32,9 @@ def test_quick_run_writes_a_report(tmp_path: Path) -> None:
     sqlite = first_numbers("| sqlite | lockapi sqlite |")
     assert len(memory) == 1 and memory[0] > 0  # cycles/s (in-process only: no hand-off or contention)
     assert len(sqlite) == 3 and all(v > 0 for v in sqlite)  # cycles/s, hand-off p50, contention grants/s
+    # memory, sqlite and sqlite synchronous=full
     batch = [line for line in text.splitlines() if line.startswith("| lockapi") and "`acquire_many`" in line]
-    assert len(batch) == 2 and all(float(b.split("|")[2].split()[0].replace(",", "")) > 0 for b in batch)
+    assert len(batch) == 3 and all(float(b.split("|")[2].split()[0].replace(",", "")) > 0 for b in batch)
     svgs = sorted(p.name for p in (tmp_path / "img").glob("*.svg"))
     assert "bench_cycles_lockapi.svg" in svgs and "bench_batch.svg" in svgs
     for svg in svgs:

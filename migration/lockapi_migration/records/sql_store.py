@@ -1,7 +1,8 @@
 """The record store on a SQL database (SQLAlchemy Core; names and values are always bound parameters).
 
-The engine is the one lockapi's SQL backend builds for the URL (its timeouts, pool, SQLite WAL and busy
-timeout, MySQL isolation level); the store only adds its own four tables.
+The engine is the one lockapi's SQL backend builds for the URL for its DDL (the URL's driver, its
+connect and busy timeouts; no pool, so it is safe in forked workers); the store only adds its own four
+tables.
 """
 
 from __future__ import annotations

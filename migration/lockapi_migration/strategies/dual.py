@@ -66,7 +66,11 @@ class DualStrategy(Backend):
         self._floor_h = Capability.ADMIN in h.capabilities
         self._h_tokens = TokenMap()
         own = POINTS if self._floor_h else frozenset(p for p in POINTS if not p.endswith(":r-granted"))
-        self.pause_points = own | h.pause_points | r.pause_points
+        sides = h.pause_points | r.pause_points
+        if Capability.FAIR not in self.capabilities:  # dual offers no fair mode: its sides' fair paths never run
+            sides = frozenset(p for p in sides if p.split(":", 1)[0] not in ("acquire_fair", "cancel_wait"))
+        self.pause_points = own | sides
+        self.contended_pause_points = (h.contended_pause_points | r.contended_pause_points) & sides
 
     def _record(self, op: str, name: str, holder: str, ttl: float | None, h: Side, r: Side, ts: float,
                 detail: str = "") -> None:

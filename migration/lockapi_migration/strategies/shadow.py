@@ -47,6 +47,7 @@ class ShadowStrategy(Backend):
         self.capabilities = primary.capabilities - ({Capability.ATOMIC_BATCH} if union_done else set())
         self.pause_points = (frozenset({"done:batch-granted", "done:primary-read"}) if union_done
                              else frozenset()) | primary.pause_points
+        self.contended_pause_points = primary.contended_pause_points
         self._p = primary
         self._s = shadow
         self._replayer = replayer
