@@ -71,7 +71,8 @@ def sql_footprint(url: str) -> tuple[Callable[[], Counts], Callable[[], int | No
             if "lockapi_leases" not in tables:
                 return {"live": 0, "total": 0}
             total = conn.execute(sa.text("SELECT COUNT(*) FROM lockapi_leases")).scalar_one()
-            live = conn.execute(sa.text("SELECT COUNT(*) FROM lockapi_leases WHERE holder IS NOT NULL")).scalar_one()
+            # a released lease has expiry 0 (its holder is kept, so that a retried release is idempotent)
+            live = conn.execute(sa.text("SELECT COUNT(*) FROM lockapi_leases WHERE expires_us <> 0")).scalar_one()
             waiters = conn.execute(sa.text("SELECT COUNT(*) FROM lockapi_waiters")).scalar_one()
             done = conn.execute(sa.text("SELECT COUNT(*) FROM lockapi_done")).scalar_one()
         return {"live": int(live) + int(waiters), "total": int(total) + int(waiters) + int(done)}
