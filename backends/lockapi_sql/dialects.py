@@ -106,12 +106,14 @@ class Dialect:
         return "1"
 
     def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
-        """Run one statement; return the driver's cursor."""
-        return conn.execute(statement, params)
+        """Run one statement; return the driver's cursor (a cursor, as DB-API instrumentation wraps them)."""
+        cursor = conn.cursor()
+        cursor.execute(statement, params)
+        return cursor
 
     def command(self, conn: DBAPIConnection, statement: str) -> None:
         """Run a statement without parameters (``BEGIN``, ``COMMIT``)."""
-        conn.execute(statement)
+        conn.cursor().execute(statement)
 
     def compile(self, statement: str) -> str:
         """``statement`` (``:name`` parameters) in the driver's parameter style."""
@@ -121,6 +123,12 @@ class Dialect:
 
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _driver_params(url: URL) -> dict[str, Any]:
+    """The driver's connect arguments for ``url``, as SQLAlchemy's dialect derives them."""
+    _, params = sa.create_engine(url, poolclass=sa.pool.NullPool).dialect.create_connect_args(url)
+    return dict(params)
 
 
 class _OnConflict(Dialect):
@@ -180,11 +188,6 @@ class SQLite(_OnConflict):
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
 
-    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
-        cursor = conn.cursor()  # a cursor, not Connection.execute: instrumentation wraps cursors
-        cursor.execute(statement, params)
-        return cursor
-
     def next_fence(self, table: str) -> str:
         return f"MAX({super().next_fence(table)}, {self.now})"
 
@@ -218,8 +221,7 @@ class PostgreSQL(_OnConflict):
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         super().__init__(url, timeout, options)
-        _, self.params = sa.create_engine(self.url, poolclass=sa.pool.NullPool).dialect.create_connect_args(
-            self.url)
+        self.params = _driver_params(self.url)
 
     def connect_params(self, remaining: float) -> dict[str, Any]:
         """libpq parameters: the connect timeout, and TCP keepalives plus ``tcp_user_timeout`` so a dead
@@ -239,6 +241,12 @@ class PostgreSQL(_OnConflict):
 
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": max(1, math.ceil(self.timeout))}
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        return conn.execute(statement, params)
+
+    def command(self, conn: DBAPIConnection, statement: str) -> None:
+        conn.execute(statement)
 
     def fileno(self, conn: DBAPIConnection) -> int:
         return int(conn.fileno())
@@ -276,8 +284,7 @@ class MySQL(Dialect):
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         super().__init__(url, timeout, options)
-        _, self.params = sa.create_engine(self.url, poolclass=sa.pool.NullPool).dialect.create_connect_args(
-            self.url)
+        self.params = _driver_params(self.url)
 
     def connect(self, remaining: float) -> DBAPIConnection:
         import pymysql  # type: ignore[import-untyped]
@@ -321,14 +328,6 @@ class MySQL(Dialect):
 
     def insert_missing(self, table: str, columns: str, rows: str) -> str:
         return f"INSERT IGNORE INTO {table} ({columns}) VALUES {rows}"
-
-    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
-        cursor = conn.cursor()
-        cursor.execute(statement, params)
-        return cursor
-
-    def command(self, conn: DBAPIConnection, statement: str) -> None:
-        conn.cursor().execute(statement)
 
     def fileno(self, conn: DBAPIConnection) -> int:
         return int(conn._sock.fileno())
