@@ -9,6 +9,7 @@ verdict is computed from that log alone.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -45,6 +46,8 @@ class Verdict:
     elements: int
     concurrency: int
     failed_workers: int = 0
+    startup: float = 0.0
+    """Seconds the workers took to start and connect (not part of ``seconds``)."""
 
     @property
     def ok(self) -> bool:
@@ -59,7 +62,8 @@ class Verdict:
         rate = self.elements / self.seconds if self.seconds > 0 else 0.0
         if self.failed_workers:
             lines.append(f"workers that failed:     {self.failed_workers}  (must be 0)")
-        lines.append(f"throughput:              {rate:.0f} elements/s ({self.elements} in {self.seconds:.2f} s)")
+        lines.append(f"throughput:              {rate:.0f} elements/s ({self.elements} in {self.seconds:.2f} s, "
+                     f"timed once every worker had connected; start-up took {self.startup:.2f} s)")
         lines.append("OK: every invariant held" if self.ok else "FAILED: an invariant broke")
         return "\n".join(lines)
 
@@ -72,13 +76,19 @@ def _call_service(log: Path, element: int, worker: int, call_ms: float) -> None:
         f.write(f"{element} {worker} {start} {end}\n")
 
 
-def run_worker(settings: DemoSettings, job_name: str, worker: int, log: str) -> None:
-    """One worker: claim batches, call the service under the job semaphore, mark elements done."""
+def run_worker(settings: DemoSettings, job_name: str, worker: int, log: str, start: Any = None) -> None:
+    """One worker: claim batches, call the service under the job semaphore, mark elements done.
+
+    ``start`` (a barrier shared by the workers and the caller), if given, is passed once connected, so the
+    run is timed without the workers' start-up."""
     job = Job(job_name, ttl=60.0, done_ttl=3600.0, max_concurrency=settings.concurrency)
     pending = list(range(settings.elements))
     random.Random(worker).shuffle(pending)
     with lockapi.connect(settings.url) as mgr:
         jobs, slots = mgr.jobs(), mgr.job_semaphore()
+        mgr.ping()
+        if start is not None:
+            start.wait()
         while pending:
             batch, pending = pending[: settings.batch], pending[settings.batch :]
             got = jobs.lock_many(job, batch)
@@ -134,6 +144,18 @@ def _progress(log: Path, total: int, stop: threading.Event, out: TextIO) -> None
             return
 
 
+START_TIMEOUT = 120.0
+"""Seconds the workers get to start and connect; a worker that fails to start breaks the barrier."""
+
+
+def _all_ready(start: Any) -> float:
+    """Wait until every worker has connected; the moment the run is timed from."""
+    # a worker that died or never connected breaks the barrier: the others fail on it, the verdict says so
+    with contextlib.suppress(threading.BrokenBarrierError):
+        start.wait(START_TIMEOUT)
+    return time.monotonic()
+
+
 def run(settings: DemoSettings, out: TextIO = sys.stdout, workdir: Path | None = None) -> Verdict:
     """Play the demo; return the verdict (also printed to ``out``)."""
     with lockapi.connect(settings.url) as mgr:
@@ -148,30 +170,34 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout, workdir: Path | None =
     log.touch()
     stop = threading.Event()
     bar = threading.Thread(target=_progress, args=(log, settings.elements, stop, out), daemon=True)
-    started = time.monotonic()
+    launched = time.monotonic()
     bar.start()
     try:
-        args: list[tuple[Any, ...]] = [(settings, job_name, w, str(log)) for w in range(settings.workers)]
         if processes:
             ctx = multiprocessing.get_context("spawn")
+            start: Any = ctx.Barrier(settings.workers + 1)
+            args = [(settings, job_name, w, str(log), start) for w in range(settings.workers)]
             procs = [ctx.Process(target=run_worker, args=a) for a in args]
             for p in procs:
                 p.start()
+            started = _all_ready(start)
             for p in procs:
                 p.join()
             failed = [p.exitcode for p in procs if p.exitcode != 0]
         else:
             errors: list[BaseException] = []
+            start = threading.Barrier(settings.workers + 1)
 
-            def thread_main(a: tuple[Any, ...]) -> None:
+            def thread_main(w: int) -> None:
                 try:
-                    run_worker(*a)
+                    run_worker(settings, job_name, w, str(log), start)
                 except BaseException as exc:
                     errors.append(exc)
 
-            threads = [threading.Thread(target=thread_main, args=(a,)) for a in args]
+            threads = [threading.Thread(target=thread_main, args=(w,)) for w in range(settings.workers)]
             for t in threads:
                 t.start()
+            started = _all_ready(start)
             for t in threads:
                 t.join()
             failed = [1 for _ in errors]
@@ -180,6 +206,7 @@ def run(settings: DemoSettings, out: TextIO = sys.stdout, workdir: Path | None =
         bar.join()
         verdict = judge(log, settings, seconds)
         verdict.failed_workers = len(failed)
+        verdict.startup = started - launched
     finally:
         stop.set()
         log.unlink(missing_ok=True)
