@@ -30,7 +30,7 @@ from .settings import Settings
 
 __all__ = ["AsyncClientHolder", "AsyncSession"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.aio_client")
 
 T = TypeVar("T")
 

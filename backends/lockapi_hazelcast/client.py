@@ -29,7 +29,7 @@ from .settings import Settings
 
 __all__ = ["ClientHolder", "Session"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.client")
 
 T = TypeVar("T")
 

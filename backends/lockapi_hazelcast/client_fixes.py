@@ -22,7 +22,7 @@ import threading
 
 __all__ = ["apply", "drain_then_clear"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.client_fixes")
 
 _lock = threading.Lock()
 _applied: bool | None = None

@@ -59,7 +59,7 @@ from .protocol import DONE
 
 __all__ = ["CPBackend"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.cp_backend")
 
 T = TypeVar("T")
 

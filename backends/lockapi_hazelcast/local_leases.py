@@ -26,7 +26,7 @@ from lockapi.spi import LockError
 
 __all__ = ["RETRY_GIVE_BACK", "Lease", "LeaseKey", "LeaseTable"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.local_leases")
 
 LeaseKey = tuple[str, str, str, int]
 """(kind ``lock``/``permit``, name, holder id, token)."""

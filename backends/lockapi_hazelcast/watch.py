@@ -23,7 +23,7 @@ from .protocol import LOCKS, PERMITS
 
 __all__ = ["WatchRegistry", "registries"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.hazelcast.watch")
 
 
 class WatchRegistry:

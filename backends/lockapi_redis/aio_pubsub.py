@@ -30,7 +30,7 @@ from lockapi.spi import BackendUnavailable, Wake
 from .aio_pool import close_now
 from .subscriptions import RECONNECT_BACKOFF, Channel, Entry, Routing, Subscriptions, call
 
-log = logging.getLogger("lockapi_redis.pubsub")
+log = logging.getLogger("lockapi.redis.pubsub")
 
 ConnectionFactory = Callable[[], AbstractConnection]
 NodeFor = Callable[[str], Awaitable[tuple[str, ConnectionFactory]]]

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.redis.idle")
 
 Sweep = Callable[[float], object]
 """Close what has been unused for the given number of seconds."""

@@ -35,7 +35,7 @@ from lockapi.spi import BackendUnavailable, Wake
 
 from .subscriptions import RECONNECT_BACKOFF, Channel, Entry, Routing, Subscriptions, call
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lockapi.redis.pubsub")
 
 ConnectionFactory = Callable[[], AbstractConnection]
 

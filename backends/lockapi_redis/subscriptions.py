@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from lockapi.spi import Wake
 
-log = logging.getLogger("lockapi_redis.pubsub")
+log = logging.getLogger("lockapi.redis.pubsub")
 
 Entry = tuple[Wake, bytes | None]
 """A watcher: its callback and, for a fair waiter, its holder id."""
