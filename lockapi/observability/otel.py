@@ -11,6 +11,7 @@ client that instruments itself (psycopg, SQLAlchemy, redis-py's pipelines...) pa
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -26,7 +27,7 @@ from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
 from lockapi.observability.deferred import Deferred, apply_update
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
-from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver
+from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver, Update, adder
 from lockapi.observers import Observer, Operation
 
 SCOPE = "lockapi"
@@ -70,11 +71,16 @@ class OtelSink:
         return callback
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
-        values = self._values[metric]
-        values[labels] = values.get(labels, 0) + amount
+        self.counter(metric, labels)(amount)
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         self._histograms[metric].record(value, self._attrs(metric, labels))
+
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        return adder(self._values[metric], labels)
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        return functools.partial(self._histograms[metric].record, attributes=self._attrs(metric, labels))
 
 
 class TracingObserver(Observer):

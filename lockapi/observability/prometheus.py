@@ -31,7 +31,7 @@ from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
 from lockapi.observability.deferred import Deferred, apply_update
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
-from lockapi.observability.metrics import Labels, MetricsObserver
+from lockapi.observability.metrics import Labels, MetricsObserver, Update
 
 
 def _doc(metric: Metric) -> str:
@@ -103,6 +103,12 @@ class PrometheusSink:
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         self._child(metric, labels).observe(value)
+
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        return self._child(metric, labels).inc  # type: ignore[no-any-return]
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        return self._child(metric, labels).observe  # type: ignore[no-any-return]
 
 
 class _DrainFirst(Collector):
