@@ -58,8 +58,7 @@ class _HolderIds:
         self._random: list[str] = []
 
     def _refill(self) -> list[str]:
-        hexed = os.urandom(8 * self.BATCH).hex()
-        self._random = batch = [hexed[i:i + 16] for i in range(0, len(hexed), 16)]
+        self._random = batch = os.urandom(8 * self.BATCH).hex(":", 8).split(":")  # 16 hex digits each
         return batch
 
     def __call__(self) -> str:
