@@ -12,7 +12,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from lockapi.observability.catalogue import HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.metrics import adder
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class Aggregate:
     queue's drainer; read (after a drain) by snapshots that copy in one step."""
 
     def __init__(self) -> None:
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         self._values: dict[Metric, dict[Labels, float]] = {m: {} for m in METRICS if m.instrument != HISTOGRAM}
         self._histograms: dict[Metric, dict[Labels, Histogram]] = {m: {} for m in METRICS
                                                                    if m.instrument == HISTOGRAM}

@@ -55,7 +55,7 @@ def adder(values: dict[Labels, float], labels: Labels) -> Update:
 
 class Sink(Protocol):
     deferred: Deferred
-    """The sink's queue of updates: items are ``(update, fact)``; applied by ``update(fact)``."""
+    """The sink's queue of updates: items are ``(update, fact)``, applied as ``update(fact)``."""
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
         """Add to a counter or up-down counter."""

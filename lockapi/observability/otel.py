@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 
 import lockapi
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
 from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver, Update, adder
@@ -38,7 +38,7 @@ class OtelSink:
     """The catalogue's metrics on one meter. One per meter provider (instruments cannot be re-created)."""
 
     def __init__(self, meter: Meter) -> None:
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         self._values: dict[Metric, dict[Labels, float]] = {}
         self._histograms: dict[Metric, Any] = {}
         self._attributes: dict[tuple[Metric, Labels], dict[str, str]] = {}

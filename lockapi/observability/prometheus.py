@@ -28,7 +28,7 @@ import lockapi
 from lockapi.errors import ConfigError
 from lockapi.observability.aggregate import Aggregate
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
 from lockapi.observability.metrics import Labels, MetricsObserver, Update
@@ -79,7 +79,7 @@ class PrometheusSink:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._metrics: dict[Metric, Any] = {}
         self._children: dict[tuple[Metric, Labels], Any] = {}
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         registry.register(_DrainFirst(self.deferred))  # before the metrics: a registry collects in order
         for metric in METRICS:
             kwargs: dict[str, Any] = {"labelnames": metric.labels, "registry": registry}
