@@ -56,6 +56,26 @@ class LeaseCore:
     Subclasses do the backend calls and call the ``_record_*`` methods with what happened.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_auto_renew",
+        "_cap",
+        "_deadline",
+        "_flags",
+        "_granted_at",
+        "_lost",
+        "_observer",
+        "_on_lost",
+        "_released",
+        "_renew_ttl",
+        "_reporter",
+        "holder",
+        "lost_reason",
+        "name",
+        "token",
+        "ttl",
+    )
+
     _semaphore = False
 
     def __init__(self, reporter: Reporter, name: str, holder: str, token: int, ttl: float, requested_at: float,
@@ -125,12 +145,15 @@ class LeaseCore:
         bus should wake this name's waiters."""
         with self._flags:
             self._released = True
-            was_lost, self._lost = self._lost, self._lost or not ok
-            if not ok and not was_lost:
-                self.lost_reason = CAUSES[CAUSE_EXPIRED]
+            was_lost = self._lost
+            if not ok:
+                self._lost = True
+                if not was_lost:
+                    self.lost_reason = CAUSES[CAUSE_EXPIRED]
         self._reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
         if ok:
-            self._ended(END_RELEASED)
+            if self._observer is not None:
+                self._ended(END_RELEASED)
         elif not was_lost:
             self._lost_now(CAUSE_EXPIRED)
         return ok and not kept
@@ -162,6 +185,8 @@ class LeaseCore:
         self._ended(END_LOST, cause)
 
     def _ended(self, end: str, cause: str | None = None) -> None:
+        if self._observer is None:  # nobody to tell (it only ever goes from set to None)
+            return
         with self._flags:  # told once, whichever of release and loss comes first
             observer, self._observer = self._observer, None
         if observer is None:
@@ -205,6 +230,8 @@ class Lease(LeaseCore):
     and raises :class:`LeaseLost` if the lease had been lost before the block ended (unless the block
     raised: that exception propagates instead).
     """
+
+    __slots__ = ("_backend", "_bus", "_state")
 
     def __init__(self, backend: Backend, bus: LocalBus, reporter: Reporter, name: str, holder: str, token: int,
                  ttl: float, requested_at: float, *, auto_renew: bool = False, on_lost: OnLost | None = None,
@@ -347,6 +374,8 @@ class Lease(LeaseCore):
 
 class Permit(Lease):
     """One permit of a semaphore; behaves like a :class:`Lease`."""
+
+    __slots__ = ()
 
     _semaphore = True
 

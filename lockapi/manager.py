@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lockapi.errors import InvalidArgument, LockError, LockTimeout, UnsupportedFeature
 from lockapi.events import Listener
@@ -41,26 +39,41 @@ _NODE = "".join(c for c in socket.gethostname() if c.isascii() and c.isprintable
 
 
 class _HolderIds:
-    """Holder ids unique to one lease: host, pid, 64 random bits drawn once per process (again after a
-    fork), and a counter. Thread ids are reused, so they are never part of it."""
+    """Holder ids unique to one lease: host, pid, 64 random bits drawn for each lease, and a counter.
+    Thread ids are reused, so they are never part of it.
+
+    The random parts come from ``os.urandom`` in batches of :attr:`BATCH` (one system call per batch,
+    not per lease); a batch is never shared with a forked child.
+    """
+
+    BATCH = 256
 
     def __init__(self) -> None:
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._prefix = f"{_NODE}:{os.getpid()}:{secrets.token_hex(8)}:"
+        self._prefix = f"{_NODE}:{os.getpid()}:"
         self._counter = itertools.count(1)
+        self._random: list[str] = []
+
+    def _refill(self) -> list[str]:
+        self._random = batch = os.urandom(8 * self.BATCH).hex(":", 8).split(":")  # 16 hex digits each
+        return batch
 
     def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
+        # list.pop is atomic: two threads never get the same random part, even while one refills.
+        try:
+            random = self._random.pop()
+        except IndexError:
+            random = self._refill().pop()
+        return f"{self._prefix}{random}:{next(self._counter):x}"
 
 
 new_holder_id = _HolderIds()
 
 
-@dataclass(frozen=True, slots=True)
-class LockRequest:
+class LockRequest(NamedTuple):
     """The checked arguments of one acquire (sync or async API): every check runs before any I/O."""
 
     name: str
@@ -72,9 +85,12 @@ class LockRequest:
 def check_lock_request(backend: Backend | AsyncBackend, name: object, ttl: object, fair: bool, auto_renew: bool,
                        at_most: float | None) -> LockRequest:
     checked_ttl = check_ttl(ttl)
-    request = LockRequest(check_name(name), checked_ttl, check_at_most(at_most, checked_ttl, auto_renew),
-                          QUEUE_TTL if fair else None)
-    if fair and Capability.FAIR not in backend.capabilities:
+    checked_name = check_name(name)
+    if not fair:
+        return LockRequest(checked_name, checked_ttl,
+                           None if at_most is None else check_at_most(at_most, checked_ttl, auto_renew), None)
+    request = LockRequest(checked_name, checked_ttl, check_at_most(at_most, checked_ttl, auto_renew), QUEUE_TTL)
+    if Capability.FAIR not in backend.capabilities:
         raise UnsupportedFeature(f"{type(backend).__name__} has no fair locks (fair=True)")
     return request
 
@@ -180,11 +196,10 @@ class LockManager:
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
         on_lost: OnLost | None, at_most: float | None = None,
     ) -> Lease:
-        request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
-        callback = check_callback(on_lost)
-        name, ttl, queue_ttl = request.name, request.ttl, request.queue_ttl
-        holder = new_holder_id()
         backend = self._backend
+        name, ttl, at_most, queue_ttl = check_lock_request(backend, name, ttl, fair, auto_renew, at_most)
+        callback = None if on_lost is None else check_callback(on_lost)
+        holder = new_holder_id()
         started = time.monotonic()
 
         def attempt() -> Attempt:
@@ -192,7 +207,7 @@ class LockManager:
 
         token, sent = self._wait(op, (False, name), attempt, wait, started, fair=fair, holder=holder)
         return Lease(backend, self._bus, self._reporter, name, holder, token, ttl, sent,
-                     auto_renew=bool(auto_renew), on_lost=callback, at_most=request.at_most)
+                     auto_renew=bool(auto_renew), on_lost=callback, at_most=at_most)
 
     def _wait(self, op: str, key: tuple[bool, str], attempt: _AttemptFn, wait: float | None,
               started: float, *, fair: bool = False, holder: str = "") -> tuple[int, float]:

@@ -19,6 +19,9 @@ MAX_PERMITS = 2**31 - 1
 
 def check_name(name: object, what: str = "lock name") -> str:
     """Return ``name`` if it is a usable name, else raise :class:`InvalidName`."""
+    # The common case in three cheap tests: an ASCII str is valid UTF-8 of len() bytes.
+    if type(name) is str and name.isascii() and 0 < len(name) <= MAX_NAME_BYTES and "\x00" not in name:
+        return name
     if not isinstance(name, str):
         raise InvalidNameType(f"{what} must be a str, got {type(name).__name__}")
     if not name:
@@ -49,6 +52,12 @@ def _number(value: object, what: str) -> float:
 
 def check_ttl(ttl: object, what: str = "ttl") -> float:
     """Return ``ttl`` as float seconds if 0 < ttl <= MAX_TTL, else raise (``what`` names it)."""
+    # The common case first (exact types: bool is not a number here; NaN and inf fail the comparison).
+    if type(ttl) is float:
+        if 0.0 < ttl <= MAX_TTL:
+            return ttl
+    elif type(ttl) is int and 0 < ttl <= MAX_TTL:
+        return float(ttl)
     value = _number(ttl, what)
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgument(f"{what} must be a finite number of seconds > 0, got {ttl!r}")
@@ -61,6 +70,8 @@ def check_wait(wait: object) -> float | None:
     """Return ``wait`` as float seconds, or None for "forever" (``None`` or ``math.inf``)."""
     if wait is None:
         return None
+    if type(wait) is float and 0.0 <= wait < math.inf:  # the common case (NaN fails the comparison)
+        return wait
     value = _number(wait, "wait")
     if math.isnan(value) or value < 0:
         raise InvalidArgument(f"wait must be None (forever) or a number of seconds >= 0, got {wait!r}")

@@ -33,6 +33,8 @@ AsyncOnLost = Callable[["AsyncLease"], Awaitable[object] | None]
 class AsyncLease(LeaseCore):
     """A granted lock (the contract of :class:`lockapi.Lease`). Use it from its manager's loop."""
 
+    __slots__ = ("_backend", "_manager", "_state", "_timer")
+
     def __init__(self, manager: AsyncLockManager, name: str, holder: str, token: int, ttl: float,
                  requested_at: float, *, auto_renew: bool = False, on_lost: AsyncOnLost | None = None,
                  at_most: float | None = None) -> None:
@@ -184,6 +186,8 @@ async def _logged(awaitable: Awaitable[object], lease: AsyncLease) -> None:
 
 class AsyncPermit(AsyncLease):
     """One permit of an :class:`lockapi.aio.AsyncSemaphore`; behaves like an :class:`AsyncLease`."""
+
+    __slots__ = ()
 
     _semaphore = True
 

@@ -8,14 +8,15 @@ start, like a Prometheus client's.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from lockapi.observability.catalogue import HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
+from lockapi.observability.metrics import adder
 
 if TYPE_CHECKING:
-    from lockapi.observability.metrics import Labels
+    from lockapi.observability.metrics import Labels, Update
 
 Histogram = list[float]
 """[count per bucket (one per bound, then +Inf)..., sum, count]."""
@@ -26,24 +27,33 @@ class Aggregate:
     queue's drainer; read (after a drain) by snapshots that copy in one step."""
 
     def __init__(self) -> None:
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         self._values: dict[Metric, dict[Labels, float]] = {m: {} for m in METRICS if m.instrument != HISTOGRAM}
         self._histograms: dict[Metric, dict[Labels, Histogram]] = {m: {} for m in METRICS
                                                                    if m.instrument == HISTOGRAM}
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
-        values = self._values[metric]
-        values[labels] = values.get(labels, 0) + amount
+        self.counter(metric, labels)(amount)
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
-        index = bisect.bisect_left(metric.buckets, value)  # the first bound >= value ("le"), else +Inf
-        histograms = self._histograms[metric]
-        histogram = histograms.get(labels)
-        if histogram is None:
-            histogram = histograms[labels] = [0.0] * (len(metric.buckets) + 3)
-        histogram[index] += 1
-        histogram[-2] += value
-        histogram[-1] += 1
+        self.histogram(metric, labels)(value)
+
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        return adder(self._values[metric], labels)
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        histograms, buckets = self._histograms[metric], metric.buckets
+        size = len(buckets) + 3
+
+        def record(value: float) -> None:
+            histogram = histograms.get(labels)
+            if histogram is None:
+                histogram = histograms[labels] = [0.0] * size
+            histogram[bisect_left(buckets, value)] += 1  # the first bound >= value ("le"), else +Inf
+            histogram[-2] += value
+            histogram[-1] += 1
+
+        return record
 
     def drain(self) -> None:
         """Apply every queued update."""

@@ -32,12 +32,11 @@ _live: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 class Deferred:
-    """A queue of items applied by ``apply(item)`` off the caller's thread. Thread-safe; one drain
-    runs at a time, so ``apply`` never runs concurrently with itself."""
+    """A queue of calls, ``(function, argument)`` pairs, made off the caller's thread. Thread-safe; one
+    drain runs at a time, so no two queued calls ever run concurrently."""
 
-    def __init__(self, apply: Callable[[Any], None]) -> None:
-        self._apply = apply
-        self._queue: deque[Any] = deque()
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()
         self._thread_pid = 0
         self._lock = threading.Lock()
         self.draining = threading.Lock()
@@ -46,7 +45,7 @@ class Deferred:
         self.closed = False
         _live.add(self)
 
-    def put(self, item: Any) -> None:
+    def put(self, item: tuple[Callable[[Any], None], Any]) -> None:
         queue = self._queue
         queue.append(item)
         if self._thread_pid != _pid:
@@ -56,15 +55,15 @@ class Deferred:
 
     def drain(self) -> None:
         """Apply every queued item now, on this thread."""
-        queue, apply = self._queue, self._apply
+        queue = self._queue
         with self.draining:
             while True:
                 try:
-                    item = queue.popleft()
+                    function, argument = queue.popleft()
                 except IndexError:
                     return
                 try:
-                    apply(item)
+                    function(argument)
                 except Exception:
                     log.exception("lockapi: a deferred metric update failed",
                                   extra={"lockapi_event": "metric_failed"})
@@ -84,12 +83,6 @@ class Deferred:
                 wait(INTERVAL)
 
         threading.Thread(target=run, name="lockapi-metrics", daemon=True).start()
-
-
-def apply_update(item: tuple[Callable[[Any], None], Any]) -> None:
-    """The ``apply`` of metric sinks: items are ``(update, fact)``."""
-    update, fact = item
-    update(fact)
 
 
 def _forked() -> None:

@@ -10,6 +10,7 @@ and every reader drains the queue before it reads.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lockapi.observability.catalogue import (
@@ -39,11 +40,22 @@ MISMATCH_SIGNAL = "migration_mismatch"
 """The signal a migration backend sends per disagreeing record (attributes: op, phase, verdict)."""
 
 Labels = tuple[str, ...]
+Update = Callable[[float], None]
+"""One metric's update for one label set, bound once: ``update(amount)`` adds or records."""
+
+
+def adder(values: dict[Labels, float], labels: Labels) -> Update:
+    """The bound add of a sink that keeps a counter's ``values`` itself (only its drainer writes them)."""
+
+    def add(amount: float) -> None:
+        values[labels] = values.get(labels, 0) + amount
+
+    return add
 
 
 class Sink(Protocol):
     deferred: Deferred
-    """The sink's queue of updates: items are ``(update, fact)``; applied by ``update(fact)``."""
+    """The sink's queue of updates: items are ``(update, fact)``, applied as ``update(fact)``."""
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
         """Add to a counter or up-down counter."""
@@ -51,16 +63,39 @@ class Sink(Protocol):
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         """Record one histogram value."""
 
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        """:meth:`add` bound to ``metric`` and ``labels`` (the series appears at its first call)."""
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        """:meth:`record` bound to ``metric`` and ``labels`` (the series appears at its first call)."""
+
+
+_Finish = tuple[Update, "Update | None", "Update | None"]
+"""What one finished operation updates, by (op, backend, family, outcome): its counter, then for an
+acquire its wait histogram and, granted, the held gauge."""
+_End = tuple[Update, Update, "Update | None"]
+"""What one lease end updates, by (backend, kind, family, end, cause): held, hold time, lost (if lost)."""
+
 
 class MetricsObserver(Observer):
-    """Counts what core reports. Plugin steps (``op`` not a core operation) are left to tracing."""
+    """Counts what core reports. Plugin steps (``op`` not a core operation) are left to tracing.
+
+    Each label set's updates are bound once, on first use (``_finishes``, ``_ends``: at most one entry
+    per operation, backend, family and outcome, so bounded like the families): applying an operation is
+    then a dict lookup and a few calls, without building labels or looking up instruments again.
+    """
 
     def __init__(self, sink: Sink, families: Families) -> None:
         self.sink = sink
         self.family = families
+        self._finishes: dict[tuple[str, str, str, str], _Finish] = {}
+        self._ends: dict[tuple[str, str, str, str, str | None], _End] = {}
         self._deferred = sink.deferred
         self.drain = self._deferred.drain
         """Apply every queued update of the sink now (readers call it before they read)."""
+        self._put = self._deferred.put  # the hooks' bound methods, made once (not on every operation)
+        self._apply_finish = self._finish
+        self._apply_end = self._lease_ended
 
     def __repr__(self) -> str:
         return f"<MetricsObserver {type(self.sink).__name__}>"
@@ -71,10 +106,10 @@ class MetricsObserver(Observer):
 
     def finish(self, op: Operation, state: Any) -> None:
         if op.op in COUNTED:
-            self._deferred.put((self._finish, op))
+            self._put((self._apply_finish, op))
 
     def lease_ended(self, end: LeaseEnd) -> None:
-        self._deferred.put((self._lease_ended, end))
+        self._put((self._apply_end, end))
 
     def signal(self, signal: Signal) -> None:
         if signal.kind == MISMATCH_SIGNAL:
@@ -85,26 +120,35 @@ class MetricsObserver(Observer):
         self.sink.add(WAITING, (op.backend, op.op, self.family(op.name)), 1)
 
     def _finish(self, op: Operation) -> None:
-        kind = ACQUIRES.get(op.op)
-        sink, backend = self.sink, op.backend
         if op.names:
             self._batch(op)
             return
         family = self.family(op.name)
-        if kind is not None:
-            labels = (backend, op.op, family, op.outcome)
-            sink.add(ATTEMPTS, labels, 1)
-            sink.record(WAIT, labels, op.seconds)
+        key = (op.op, op.backend, family, op.outcome)
+        updates = self._finishes.get(key)
+        if updates is None:  # only the drainer runs this: no lock needed
+            updates = self._finishes[key] = self._bind_finish(*key)
+        count, wait, held = updates
+        count(1)
+        if wait is not None:
+            wait(op.seconds)
             if op.waited is not None:
-                sink.add(WAITING, (backend, op.op, family), -1)
-            if op.outcome == GRANTED:
-                sink.add(HELD, (backend, kind, family), 1)
-        elif op.op == "renew":
-            sink.add(RENEWALS, (backend, family, op.outcome), 1)
-        else:
-            sink.add(OPERATIONS, (backend, op.op, family, op.outcome), 1)
+                self.sink.add(WAITING, (op.backend, op.op, family), -1)
+            if held is not None:
+                held(1)
         if op.error is not None:
-            sink.add(ERRORS, (backend, op.op, family, type(op.error).__name__), 1)
+            self.sink.add(ERRORS, (op.backend, op.op, family, type(op.error).__name__), 1)
+
+    def _bind_finish(self, op: str, backend: str, family: str, outcome: str) -> _Finish:
+        sink = self.sink
+        kind = ACQUIRES.get(op)
+        if kind is not None:
+            labels = (backend, op, family, outcome)
+            return (sink.counter(ATTEMPTS, labels), sink.histogram(WAIT, labels),
+                    sink.counter(HELD, (backend, kind, family)) if outcome == GRANTED else None)
+        if op == "renew":
+            return sink.counter(RENEWALS, (backend, family, outcome)), None, None
+        return sink.counter(OPERATIONS, (backend, op, family, outcome)), None, None
 
     def _batch(self, op: Operation) -> None:
         """acquire_many: every name is an attempt; the call's duration is one wait per family."""
@@ -124,11 +168,20 @@ class MetricsObserver(Observer):
                 sink.add(ERRORS, (backend, op.op, fam, type(op.error).__name__), count)
 
     def _lease_ended(self, end: LeaseEnd) -> None:
-        family = self.family(end.name)
-        self.sink.add(HELD, (end.backend, end.kind, family), -1)
-        self.sink.record(HOLD, (end.backend, end.kind, family, end.end), end.held)
-        if end.end == END_LOST:
-            self.sink.add(LOST, (end.backend, end.kind, family, end.cause or ""), 1)
+        key = (end.backend, end.kind, self.family(end.name), end.end, end.cause)
+        updates = self._ends.get(key)
+        if updates is None:
+            updates = self._ends[key] = self._bind_end(*key)
+        held, hold, lost = updates
+        held(-1)
+        hold(end.held)
+        if lost is not None:
+            lost(1)
+
+    def _bind_end(self, backend: str, kind: str, family: str, end: str, cause: str | None) -> _End:
+        sink = self.sink
+        return (sink.counter(HELD, (backend, kind, family)), sink.histogram(HOLD, (backend, kind, family, end)),
+                sink.counter(LOST, (backend, kind, family, cause or "")) if end == END_LOST else None)
 
     def _mismatch(self, signal: Signal) -> None:
         a = signal.attributes

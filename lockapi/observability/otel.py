@@ -11,6 +11,7 @@ client that instruments itself (psycopg, SQLAlchemy, redis-py's pipelines...) pa
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -23,10 +24,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 
 import lockapi
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
-from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver
+from lockapi.observability.metrics import ACQUIRES, Labels, MetricsObserver, Update, adder
 from lockapi.observers import Observer, Operation
 
 SCOPE = "lockapi"
@@ -37,7 +38,7 @@ class OtelSink:
     """The catalogue's metrics on one meter. One per meter provider (instruments cannot be re-created)."""
 
     def __init__(self, meter: Meter) -> None:
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         self._values: dict[Metric, dict[Labels, float]] = {}
         self._histograms: dict[Metric, Any] = {}
         self._attributes: dict[tuple[Metric, Labels], dict[str, str]] = {}
@@ -70,24 +71,42 @@ class OtelSink:
         return callback
 
     def add(self, metric: Metric, labels: Labels, amount: float) -> None:
-        values = self._values[metric]
-        values[labels] = values.get(labels, 0) + amount
+        self.counter(metric, labels)(amount)
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         self._histograms[metric].record(value, self._attrs(metric, labels))
 
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        return adder(self._values[metric], labels)
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        return functools.partial(self._histograms[metric].record, attributes=self._attrs(metric, labels))
+
 
 class TracingObserver(Observer):
-    """One span per operation, current (attached to the context) from start to finish."""
+    """One span per operation, current (attached to the context) from start to finish.
+
+    Without a tracer provider (the API's no-op tracer, or the global proxy while no provider is set)
+    an operation costs a type test: no span, no attributes, no context change.
+    """
 
     def __init__(self, tracer: Tracer, families: Families) -> None:
         self.tracer = tracer
         self.family = families
+        self._proxy = isinstance(tracer, trace.ProxyTracer)
+        """The global provider's tracer: spans are no-ops until a provider is set (checked per operation)."""
+        self._noop = isinstance(tracer, trace.NoOpTracer)
 
     def __repr__(self) -> str:
         return "<TracingObserver>"
 
     def start(self, op: Operation) -> Any:
+        if self._noop:
+            return None
+        if self._proxy:
+            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+                return None  # no provider set yet: every span would be a no-op
+            self._proxy = False
         attributes: dict[str, Any] = {"lockapi.op": op.op, "lockapi.backend": op.backend}
         if op.names:
             attributes["lockapi.names.count"] = len(op.names)

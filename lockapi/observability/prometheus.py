@@ -28,10 +28,10 @@ import lockapi
 from lockapi.errors import ConfigError
 from lockapi.observability.aggregate import Aggregate
 from lockapi.observability.catalogue import COUNTER, HISTOGRAM, METRICS, Metric
-from lockapi.observability.deferred import Deferred, apply_update
+from lockapi.observability.deferred import Deferred
 from lockapi.observability.families import DEFAULT_LIMIT, Families, FamilyFunction
 from lockapi.observability.install import Instrumentation, install
-from lockapi.observability.metrics import Labels, MetricsObserver
+from lockapi.observability.metrics import Labels, MetricsObserver, Update
 
 
 def _doc(metric: Metric) -> str:
@@ -79,7 +79,7 @@ class PrometheusSink:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._metrics: dict[Metric, Any] = {}
         self._children: dict[tuple[Metric, Labels], Any] = {}
-        self.deferred = Deferred(apply_update)
+        self.deferred = Deferred()
         registry.register(_DrainFirst(self.deferred))  # before the metrics: a registry collects in order
         for metric in METRICS:
             kwargs: dict[str, Any] = {"labelnames": metric.labels, "registry": registry}
@@ -103,6 +103,12 @@ class PrometheusSink:
 
     def record(self, metric: Metric, labels: Labels, value: float) -> None:
         self._child(metric, labels).observe(value)
+
+    def counter(self, metric: Metric, labels: Labels) -> Update:
+        return self._child(metric, labels).inc  # type: ignore[no-any-return]
+
+    def histogram(self, metric: Metric, labels: Labels) -> Update:
+        return self._child(metric, labels).observe  # type: ignore[no-any-return]
 
 
 class _DrainFirst(Collector):

@@ -88,3 +88,27 @@ def test_without_observers_plugin_hooks_do_nothing(prefix: str) -> None:
         step.outcome = "granted"
     spi.signal("migration_mismatch", prefix, verdict="false_grant")
     assert spi.trace_context() is None
+
+
+def test_without_a_tracer_provider_operations_make_no_span_and_leave_the_context_alone() -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from lockapi.observability.families import Families
+    from lockapi.observability.otel import TracingObserver
+    from lockapi.observers import Operation
+
+    op = Operation("acquire", "invoice:1", "memory", 0.0)
+    before = otel_context.get_current()
+    noop = TracingObserver(trace.NoOpTracerProvider().get_tracer("t"), Families())
+    assert noop.start(op) is None and otel_context.get_current() is before
+    # The global proxy: no span while no provider is set, real spans once one is.
+    proxy = TracingObserver(trace.ProxyTracer("t"), Families())
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        assert proxy.start(op) is None and otel_context.get_current() is before
+    real = TracingObserver(TracerProvider().get_tracer("t"), Families())
+    state = real.start(op)
+    assert state is not None and state[0].is_recording()
+    op.outcome = "granted"
+    real.finish(op, state)
+    assert otel_context.get_current() is before
