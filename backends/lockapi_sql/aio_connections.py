@@ -58,10 +58,10 @@ class AsyncSession:
                 row = await cursor.fetchone()
                 return None if row is None else int(row[0])
             return int(cursor.lastrowid) if cursor.rowcount == 1 else None
-        if kind == ONE:
-            return await cursor.fetchone()
         if kind == COUNT:
             return int(cursor.rowcount)
+        if kind == ONE:
+            return await cursor.fetchone()
         if kind == ALL:
             return list(await cursor.fetchall())
         return None

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lockapi.errors import BackendUnavailable, ConfigError
-from lockapi.spi import drive
 from lockapi_sql.dialects import CONFIG, DEAD, RETRY, DBAPIConnection, Dialect
 from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
 from lockapi_sql.watchdog import Watchdog
@@ -55,6 +54,23 @@ class Session:
         self._returning = dialect.returning
         self.in_transaction = False
 
+    def drive(self, plan: Plan[T]) -> T:
+        """:func:`lockapi.spi.drive` with this session's steps (the same semantics, inlined: this is the
+        hot path of every sync call)."""
+        run = self.run
+        try:
+            step = plan.send(None)
+            while True:
+                try:
+                    answer = run(step)
+                except BaseException as exc:
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
     def run(self, step: Step) -> Any:
         """The result of one step (see :mod:`lockapi_sql.plans` for each kind's)."""
         kind, statement, params = step
@@ -68,10 +84,10 @@ class Session:
                 row = cursor.fetchone()
                 return None if row is None else int(row[0])
             return int(cursor.lastrowid) if cursor.rowcount == 1 else None
-        if kind == ONE:
-            return cursor.fetchone()
         if kind == COUNT:
             return int(cursor.rowcount)
+        if kind == ONE:
+            return cursor.fetchone()
         if kind == ALL:
             return list(cursor.fetchall())
         return None
@@ -106,10 +122,10 @@ class Connections:
             session = Session(self._dialect, conn)
             try:
                 if self._watchdog is None:
-                    result = drive(plan(*args), session.run)
+                    result = session.drive(plan(*args))
                 else:
                     with self._watchdog.guard(self._dialect.fileno(conn), deadline):
-                        result = drive(plan(*args), session.run)
+                        result = session.drive(plan(*args))
             except BaseException as exc:
                 if not self._dialect.is_driver_error(exc):
                     # an error raised by the plan itself: the connection is fine unless a transaction is open

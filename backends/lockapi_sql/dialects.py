@@ -8,6 +8,7 @@ is written once in :mod:`lockapi_sql.statements`; a new dialect is a class like 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sqlite3
@@ -354,7 +355,7 @@ class MySQL(Dialect):
 
         params = self._session(remaining)
         params["db"] = params.pop("database", None)
-        conn = await aiomysql.connect(**params)
+        conn = await aiomysql.connect(**params, cursorclass=_quiet_cursor(aiomysql.Cursor))
         try:
             await self.async_execute(conn, self._READ_COMMITTED, None)
         except BaseException:
@@ -408,6 +409,18 @@ class MySQL(Dialect):
 
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout}
+
+
+@functools.cache
+def _quiet_cursor(base: type) -> type:
+    """aiomysql's cursor without its ``SHOW WARNINGS`` round trip after a statement that warned (an
+    ``INSERT IGNORE`` of an existing row does, by design); PyMySQL no longer makes it either."""
+
+    class QuietCursor(base):  # type: ignore[misc]
+        async def _show_warnings(self, conn: Any) -> None:
+            return None
+
+    return QuietCursor
 
 
 class MariaDB(MySQL):

@@ -115,7 +115,7 @@ def test_a_thousand_waiting_tasks_on_one_name_run_on_a_fixed_number_of_threads(s
             granted: list[int] = []
 
             async def waiter() -> None:
-                async with mgr.acquire(name, ttl=60, wait=240, fair=True) as lease:
+                async with mgr.acquire(name, ttl=60, wait=240) as lease:
                     granted.append(lease.token)
 
             tasks = [asyncio.create_task(waiter()) for _ in range(count)]
