@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -37,6 +37,10 @@ from lockapi_sql.schema import DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, name_has
 from lockapi_sql.statements import Statements, payload
 
 T = TypeVar("T")
+
+
+class _Runner(Protocol):
+    def __call__(self, plan: Callable[..., Plan[T]], /, *args: Any) -> T: ...
 
 
 class SQLBackend(Backend):
@@ -102,6 +106,8 @@ class SQLBackend(Backend):
         """The operations (:mod:`lockapi_sql.plans`), run here by :attr:`connections`."""
         self._schema_lock = threading.Lock()
         self._schema_ready = not self._create_schema
+        self._call: _Runner = self.connections.call if self._schema_ready else self._first_call
+        """Runs one call's plan (``self._call(plan, *args)``)."""
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def ensure_schema(self, *, force: bool = False) -> None:
@@ -120,15 +126,16 @@ class SQLBackend(Backend):
                 cause = getattr(exc, "orig", None) or exc
                 raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
             self._schema_ready = True
+            self._call = self.connections.call  # the hot path: straight to the pool
 
     @property
     def schema_ready(self) -> bool:
         """The tables exist (created, or ``create_schema`` is off)."""
         return self._schema_ready
 
-    def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
-        if not self._schema_ready:
-            self.ensure_schema()
+    def _first_call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+        """:attr:`_call` until the tables exist: creates them first."""
+        self.ensure_schema()
         return self.connections.call(plan, *args)
 
     def _call_step(self, call: tuple[Any, ...]) -> Any:

@@ -82,7 +82,10 @@ class Plans:
     def acquire(self, name: str, holder: str, ttl: float) -> Plan[Attempt]:
         """One claim of ``name`` (not fair)."""
         params = {"h": name_hash(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
-        return (yield from self._claim(params, self.sql.claim))
+        token = yield (TOKEN, self.sql.claim, params)  # the hot path: one statement, no nested plan
+        if token is not None:
+            return Attempt(token)
+        return (yield from self._denied(params, self.sql.claim))
 
     def acquire_fair(self, name: str, holder: str, ttl: float, queue_ttl: float) -> Generator[Any, Any, Attempt]:
         """A fair attempt, as CALLS: a claim that is granted at once if nobody waits (skipped once
@@ -104,10 +107,14 @@ class Plans:
     def _claim(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
         """One claim; on denial, the seconds until the current lease ends. Without RETURNING, a row that
         does not exist yet is created first (then the claim is tried again)."""
-        sql = self.sql
         token = yield (TOKEN, statement, params)
         if token is not None:
             return Attempt(token)
+        return (yield from self._denied(params, statement))
+
+    def _denied(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
+        """After a claim that was not granted: see :meth:`_claim`."""
+        sql = self.sql
         left = yield (ONE, sql.remaining, params)
         if left is None:  # no row yet (MariaDB/MySQL): create it, free, and try again
             yield (EXEC, sql.create, params)
