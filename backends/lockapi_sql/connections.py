@@ -2,10 +2,11 @@
 and the one place where driver errors become lockapi errors.
 
 A call (:meth:`Connections.call`) gets a connection (pooled, or a new one connected within the time
-left), runs its work under the backend's ``timeout`` as one deadline (a watchdog cuts a connection whose
-server stopped answering), and gives the connection back. It is retried while time is left after a
-deadlock, a lock wait or a busy database, and once on a fresh connection when a pooled one turns out
-dead (the server restarted): every request the backend sends is idempotent, so a retry after a reply
+left), runs a plan (:mod:`lockapi_sql.plans`) on it under the backend's ``timeout`` as one deadline (a
+watchdog cuts a connection whose server stopped answering), and gives the connection back (dropped if
+the call failed inside a transaction). It is retried, by running the plan again, while time is left
+after a deadlock, a lock wait or a busy database, and once on a fresh connection when a pooled one turns
+out dead (the server restarted): every request the backend sends is idempotent, so a retry after a reply
 that was lost never doubles an effect. Driver errors leave as :class:`BackendUnavailable` (or
 :class:`ConfigError` for wrong credentials or a missing database), one line, the cause chained.
 """
@@ -18,11 +19,12 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lockapi.errors import BackendUnavailable, ConfigError
 from lockapi_sql.dialects import CONFIG, DEAD, RETRY, DBAPIConnection, Dialect
+from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
 from lockapi_sql.watchdog import Watchdog
 
 T = TypeVar("T")
@@ -31,51 +33,64 @@ _ABANDONED: list[DBAPIConnection] = []
 parent's session), kept referenced so the garbage collector does not close them either."""
 
 
+def translate(where: str, exc: BaseException, kind: str | None = None) -> Exception:
+    """The lockapi error for driver error ``exc`` of a call to ``where`` (the redacted URL): one line,
+    where and what to do (both APIs)."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    detail = f"{type(exc).__name__}: {lines[0]}"
+    if kind == CONFIG:
+        return ConfigError(f"{where}: {detail} (check the URL's user, password and database)")
+    return BackendUnavailable(f"{where}: {detail}")
+
+
 class Session:
-    """One connection for the duration of one call."""
+    """One connection for the duration of one call: runs the steps of a plan (:mod:`lockapi_sql.plans`)."""
+
+    __slots__ = ("_conn", "_dialect", "_returning", "in_transaction")
 
     def __init__(self, dialect: Dialect, conn: DBAPIConnection) -> None:
         self._dialect = dialect
         self._conn = conn
+        self._returning = dialect.returning
+        self.in_transaction = False
 
-    def execute(self, statement: str, params: dict[str, Any]) -> Any:
-        """Run ``statement``; the driver's cursor (``rowcount``, ``fetchone()``, ``lastrowid``)."""
-        return self._dialect.execute(self._conn, statement, params)
-
-    def one(self, statement: str, params: dict[str, Any]) -> Any:
-        """The first row, or None."""
-        return self.execute(statement, params).fetchone()
-
-    def all(self, statement: str, params: dict[str, Any]) -> list[Any]:
-        return list(self.execute(statement, params).fetchall())
-
-    def count(self, statement: str, params: dict[str, Any]) -> int:
-        """The number of rows the statement matched."""
-        return int(self.execute(statement, params).rowcount)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """Run the block in one transaction: committed if it ends normally (unless it called
-        :meth:`Transaction.roll_back`), rolled back if it raises."""
-        d = self._dialect
-        d.command(self._conn, d.begin)
-        txn = Transaction()
+    def drive(self, plan: Plan[T]) -> T:
+        """:func:`lockapi.spi.drive` with this session's steps (the same semantics, inlined: this is the
+        hot path of every sync call)."""
+        run = self.run
         try:
-            yield txn
-        except BaseException:
-            d.command(self._conn, "ROLLBACK")
-            raise
-        d.command(self._conn, "ROLLBACK" if txn.rolled_back else "COMMIT")
+            step = plan.send(None)
+            while True:
+                try:
+                    answer = run(step)
+                except BaseException as exc:
+                    step = plan.throw(exc)
+                    continue
+                step = plan.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
-
-class Transaction:
-    """Handed to the block of :meth:`Session.transaction`."""
-
-    rolled_back = False
-
-    def roll_back(self) -> None:
-        """End the transaction with ROLLBACK instead of COMMIT (nothing it wrote stays)."""
-        self.rolled_back = True
+    def run(self, step: Step) -> Any:
+        """The result of one step (see :mod:`lockapi_sql.plans` for each kind's)."""
+        kind, statement, params = step
+        if kind >= BEGIN:
+            self._dialect.command(self._conn, statement)
+            self.in_transaction = kind == BEGIN
+            return None
+        cursor = self._dialect.execute(self._conn, statement, params)
+        if kind == TOKEN:
+            if self._returning:
+                row = cursor.fetchone()
+                return None if row is None else int(row[0])
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+        if kind == COUNT:
+            return int(cursor.rowcount)
+        if kind == ONE:
+            return cursor.fetchone()
+        if kind == ALL:
+            return list(cursor.fetchall())
+        return None
 
 
 class Connections:
@@ -94,8 +109,8 @@ class Connections:
         self._watchdog = Watchdog() if dialect.needs_watchdog else None
         _POOLS.add(self)
 
-    def call(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` on a connection within one ``timeout``; see the module docstring."""
+    def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+        """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
         deadline = time.monotonic() + self._timeout
         delay = 0.005
         fresh_retry = True
@@ -104,20 +119,23 @@ class Connections:
                 conn, reused = self._idle.pop(), True  # the fast path: list.pop is atomic
             except IndexError:
                 conn, reused = self._checkout(deadline)
+            session = Session(self._dialect, conn)
             try:
                 if self._watchdog is None:
-                    result = work(Session(self._dialect, conn))
+                    result = session.drive(plan(*args))
                 else:
                     with self._watchdog.guard(self._dialect.fileno(conn), deadline):
-                        result = work(Session(self._dialect, conn))
+                        result = session.drive(plan(*args))
             except BaseException as exc:
                 if not self._dialect.is_driver_error(exc):
-                    self._checkin(conn)  # a lockapi error raised by the work itself: the connection is fine
+                    # an error raised by the plan itself: the connection is fine unless a transaction is open
+                    (self._discard if session.in_transaction else self._checkin)(conn)
                     raise
                 kind = self._dialect.classify(exc)
                 cut = time.monotonic() >= deadline
                 if kind == RETRY and not cut:
-                    self._checkin(conn)
+                    # a failed transaction is not rolled back on a connection the caller gave up on: dropped
+                    (self._discard if session.in_transaction else self._checkin)(conn)
                     if time.monotonic() + delay < deadline:
                         time.sleep(delay * (1 + random.random()))
                         delay = min(delay * 2, 0.2)
@@ -137,11 +155,7 @@ class Connections:
 
     def translate(self, exc: BaseException, kind: str | None = None) -> Exception:
         """The lockapi error for driver error ``exc``: one line, where and what to do."""
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        detail = f"{type(exc).__name__}: {lines[0]}"
-        if kind == CONFIG:
-            return ConfigError(f"{self._where}: {detail} (check the URL's user, password and database)")
-        return BackendUnavailable(f"{self._where}: {detail}")
+        return translate(self._where, exc, kind)
 
     def close(self) -> None:
         """Close the idle connections and stop the watchdog; later calls open new ones. Idempotent."""

@@ -8,6 +8,7 @@ is written once in :mod:`lockapi_sql.statements`; a new dialect is a class like 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sqlite3
@@ -114,6 +115,27 @@ class Dialect:
     def command(self, conn: DBAPIConnection, statement: str) -> None:
         """Run a statement without parameters (``BEGIN``, ``COMMIT``)."""
         conn.cursor().execute(statement)
+
+    # -- asyncio (the dialects with a native asyncio driver; see lockapi_sql.aio_connections) ------------
+    async_driver: ClassVar[str | None] = None
+    """The asyncio driver's module, or None: served to asyncio code on threads (the sync driver)."""
+
+    async def async_connect(self, remaining: float) -> Any:
+        """A new autocommit asyncio connection, set up like :meth:`connect`'s."""
+        raise NotImplementedError
+
+    async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        """Run one statement (``params`` None: a command such as ``BEGIN``); the driver's cursor, whose
+        ``fetchone``/``fetchall`` are awaited."""
+        raise NotImplementedError
+
+    def async_fileno(self, conn: Any) -> int:
+        """An asyncio connection's socket (cut when its deadline passes)."""
+        raise NotImplementedError
+
+    def async_close(self, conn: Any) -> None:
+        """Close an asyncio connection at once, without a round trip (it may be stuck)."""
+        raise NotImplementedError
 
     def compile(self, statement: str) -> str:
         """``statement`` (``:name`` parameters) in the driver's parameter style."""
@@ -231,13 +253,32 @@ class PostgreSQL(_OnConflict):
         return {**self.params, "connect_timeout": seconds, "keepalives": 1, "keepalives_idle": every,
                 "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": every * 1000}
 
+    def _session_options(self) -> str:
+        ms = max(1, math.ceil(self.timeout * 1000))
+        return (f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                f"-c idle_in_transaction_session_timeout={max(ms, 10_000)}")
+
     def connect(self, remaining: float) -> DBAPIConnection:
         import psycopg
 
-        ms = max(1, math.ceil(self.timeout * 1000))
-        options = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                   f"-c idle_in_transaction_session_timeout={max(ms, 10_000)}")
-        return psycopg.connect(**self.connect_params(remaining), options=options, autocommit=True)
+        return psycopg.connect(**self.connect_params(remaining), options=self._session_options(), autocommit=True)
+
+    async_driver = "psycopg"
+
+    async def async_connect(self, remaining: float) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(**self.connect_params(remaining),
+                                                     options=self._session_options(), autocommit=True)
+
+    async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        return await conn.execute(statement, params)
+
+    def async_fileno(self, conn: Any) -> int:
+        return int(conn.fileno())
+
+    def async_close(self, conn: Any) -> None:
+        conn.pgconn.finish()  # AsyncConnection.close() is a coroutine; finishing libpq's side is enough
 
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": max(1, math.ceil(self.timeout))}
@@ -286,18 +327,52 @@ class MySQL(Dialect):
         super().__init__(url, timeout, options)
         self.params = _driver_params(self.url)
 
-    def connect(self, remaining: float) -> DBAPIConnection:
-        import pymysql  # type: ignore[import-untyped]
+    def _session(self, remaining: float) -> dict[str, Any]:
+        """Connect arguments both drivers take (aiomysql's are PyMySQL's)."""
         from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
         lock_wait = max(1, math.ceil(self.timeout))
         params = {k: v for k, v in self.params.items() if k != "client_flag"}
-        conn = pymysql.connect(
-            **params, autocommit=True, client_flag=CLIENT.FOUND_ROWS,
-            connect_timeout=max(0.001, remaining), read_timeout=self.timeout, write_timeout=self.timeout,
-            charset="utf8mb4", init_command=f"SET SESSION innodb_lock_wait_timeout = {lock_wait}")
-        conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return {**params, "autocommit": True, "client_flag": CLIENT.FOUND_ROWS,
+                "connect_timeout": max(0.001, remaining), "charset": "utf8mb4",
+                "init_command": f"SET SESSION innodb_lock_wait_timeout = {lock_wait}"}
+
+    _READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+    def connect(self, remaining: float) -> DBAPIConnection:
+        import pymysql  # type: ignore[import-untyped]
+
+        conn = pymysql.connect(**self._session(remaining), read_timeout=self.timeout, write_timeout=self.timeout)
+        conn.cursor().execute(self._READ_COMMITTED)
         return conn
+
+    async_driver = "aiomysql"
+
+    async def async_connect(self, remaining: float) -> Any:
+        """aiomysql: PyMySQL's protocol code on asyncio streams, so the same client flags (FOUND_ROWS),
+        ``lastrowid`` from ``LAST_INSERT_ID(expr)`` and the same error classes and codes."""
+        import aiomysql  # type: ignore[import-untyped]
+
+        params = self._session(remaining)
+        params["db"] = params.pop("database", None)
+        conn = await aiomysql.connect(**params, cursorclass=_quiet_cursor(aiomysql.Cursor))
+        try:
+            await self.async_execute(conn, self._READ_COMMITTED, None)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        cursor = await conn.cursor()
+        await cursor.execute(statement, params)
+        return cursor
+
+    def async_fileno(self, conn: Any) -> int:
+        return int(conn._writer.transport.get_extra_info("socket").fileno())
+
+    def async_close(self, conn: Any) -> None:
+        conn.close()  # closes the transport; ensure_closed() would wait for the server
 
     def classify(self, exc: BaseException) -> str | None:
         args = getattr(exc, "args", ())
@@ -334,6 +409,18 @@ class MySQL(Dialect):
 
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout}
+
+
+@functools.cache
+def _quiet_cursor(base: type) -> type:
+    """aiomysql's cursor without its ``SHOW WARNINGS`` round trip after a statement that warned (an
+    ``INSERT IGNORE`` of an existing row does, by design); PyMySQL no longer makes it either."""
+
+    class QuietCursor(base):  # type: ignore[misc]
+        async def _show_warnings(self, conn: Any) -> None:
+            return None
+
+    return QuietCursor
 
 
 class MariaDB(MySQL):

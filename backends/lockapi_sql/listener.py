@@ -106,5 +106,10 @@ class Listener:
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopping.is_set():
             for notify in conn.notifies(timeout=self._poll_interval):
-                key, _, holder = notify.payload.partition(HEAD_SEPARATOR)
-                self._watchers.wake(key, holder or None)
+                dispatch(self._watchers, notify.payload)
+
+
+def dispatch(watchers: Watchers[str], payload: str) -> None:
+    """Wake the watchers a notification's payload addresses (``payload`` or ``payload|holder``)."""
+    key, _, holder = payload.partition(HEAD_SEPARATOR)
+    watchers.wake(key, holder or None)

@@ -72,10 +72,11 @@ class Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 self._live.discard(ident)
-                _cut(fileno)  # under the lock: the guarded block cannot end and hand the socket on
+                cut(fileno)  # under the lock: the guarded block cannot end and hand the socket on
 
 
-def _cut(fileno: int) -> None:
+def cut(fileno: int) -> None:
+    """Shut down the socket ``fileno`` (both ways) without closing the descriptor its driver owns."""
     with contextlib.suppress(OSError):
         sock = socket.socket(fileno=fileno)
         try:

@@ -224,6 +224,38 @@ class RawPostgres(Locker):
         self.conn.close()
 
 
+class RawPostgresAsync(AsyncLocker):
+    """:class:`RawPostgres` on psycopg's AsyncConnection: the same conditional UPDATE pair (prepared)."""
+
+    def __init__(self, env: Env) -> None:
+        import psycopg
+
+        super().__init__()
+        self.conn = self.loop.run_until_complete(psycopg.AsyncConnection.connect(
+            host="127.0.0.1", port=env["pg_port"], user="postgres", dbname="postgres", autocommit=True))
+        self.loop.run_until_complete(self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_rawaio (name text PRIMARY KEY, holder text, "
+            "expires timestamptz NOT NULL DEFAULT 'epoch')"))
+        self.known: set[str] = set()
+
+    async def a_try_acquire(self, name: str) -> Any:
+        if name not in self.known:
+            await self.conn.execute("INSERT INTO bench_rawaio (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            self.known.add(name)
+        token = secrets.token_hex(8)
+        cur = await self.conn.execute(
+            "UPDATE bench_rawaio SET holder = %s, expires = clock_timestamp() + interval '10 seconds' "
+            "WHERE name = %s AND (holder IS NULL OR expires < clock_timestamp())", (token, name), prepare=True)
+        return (name, token) if cur.rowcount == 1 else None
+
+    async def a_release(self, handle: Any) -> None:
+        await self.conn.execute("UPDATE bench_rawaio SET holder = NULL WHERE name = %s AND holder = %s", handle,
+                                prepare=True)
+
+    async def a_close(self) -> None:
+        await self.conn.close()
+
+
 class RawSQLite(Locker):
     """The stdlib sqlite3 alone, autocommit, WAL: one conditional UPDATE taking a pre-created row with the
     database clock and returning ``fence + 1``, one giving it back; ``synchronous`` as given."""
@@ -555,6 +587,10 @@ SUBJECTS: list[Subject] = [
     Subject("postgresql_fair", "lockapi postgresql fair=True", "postgresql", "lockapi",
             _lockapi("pg_url", fair=True)),
     Subject("raw_postgresql", "raw psycopg UPDATE pair", "postgresql", "raw", RawPostgres, blocking=False),
+    Subject("postgresql_aio", "lockapi.aio postgresql", "postgresql", "lockapi", _lockapi_aio("pg_url"),
+            raw="raw_postgresql_aio", aio=True),
+    Subject("raw_postgresql_aio", "raw psycopg AsyncConnection UPDATE pair", "postgresql", "raw", RawPostgresAsync,
+            blocking=False, raw="raw_postgresql_aio", aio=True),
     Subject("tooz_postgresql", "tooz postgresql", "postgresql", "peer", _tooz("tooz_pg_url")),
     Subject("mariadb", "lockapi mariadb", "mariadb", "lockapi", _lockapi("maria_url"), poll=0.05),
     Subject("mariadb_fair", "lockapi mariadb fair=True", "mariadb", "lockapi", _lockapi("maria_url", fair=True),

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from lockapi_sql.plans import one
 
 from lockapi.errors import BackendUnavailable
 from tests.servers.common import free_port, wait_until
@@ -154,7 +155,7 @@ def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) 
 
 def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -> None:
     backend = make_backend(maria_url)
-    [level] = backend.connections.call(lambda s: s.one("SELECT @@SESSION.tx_isolation", {}))
+    [level] = backend.connections.call(one, "SELECT @@SESSION.tx_isolation", {})
     assert level == "READ-COMMITTED"
 
 

@@ -1,0 +1,182 @@
+"""The SQL backend for :mod:`lockapi.aio`, natively on the drivers' asyncio connections.
+
+It runs the same plans as :class:`lockapi_sql.SQLBackend` (:mod:`lockapi_sql.plans`: the statements of
+:mod:`lockapi_sql.statements`, the same results, errors and pause points) from the same configuration
+(the sync backend of the scheme is built to parse it; it opens nothing); only the I/O differs: psycopg's
+``AsyncConnection`` on PostgreSQL, aiomysql on MariaDB/MySQL (:mod:`lockapi_sql.aio_connections`), and on
+PostgreSQL one LISTEN connection read by a task for wake-ups (:mod:`lockapi_sql.aio_listener`). No thread
+serves a lock operation or a waiter. The one exception is creating the tables (once, on first use, unless
+``create_schema`` is off), which runs the sync backend's DDL on a thread within the ``timeout``.
+
+SQLite has no class here: its statements take microseconds on a local file and its only asyncio driver
+(aiosqlite) runs them on a thread per connection anyway, so SQLite is served by
+:class:`lockapi.aio.spi.SyncBackendAdapter` on a bounded pool (docs/backends/sql.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from lockapi.aio.spi import AsyncBackend, drive_async
+from lockapi.spi import Attempt, BackendConfig, BackendUnavailable, Capability, LockInfo, Wake
+from lockapi_sql.aio_connections import AsyncConnections
+from lockapi_sql.backend import MariaDBBackend, PostgresBackend, SQLBackend, lock_info
+from lockapi_sql.dialects import PostgreSQL
+from lockapi_sql.plans import Plan, Plans
+from lockapi_sql.schema import LOCK, SEMAPHORE, name_hash
+from lockapi_sql.statements import payload
+
+T = TypeVar("T")
+
+
+class AsyncSQLBackend(AsyncBackend):
+    """Lease rows in PostgreSQL or MariaDB/MySQL for asyncio code; see the module. Options as
+    :class:`lockapi_sql.SQLBackend`'s (``pool_size``/``max_overflow`` size this backend's asyncio pool)."""
+
+    sync_type: ClassVar[type[SQLBackend]] = SQLBackend
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        config.options.int("async_threads", 8, minimum=1)  # lockapi.aio's option for adapted backends: no pool here
+        self._sync = sync = self.sync_type(config)  # parses and checks everything; opens nothing
+        self.dialect = sync.dialect
+        if self.dialect.async_driver is None:
+            raise BackendUnavailable(f"{type(self).__name__} has no asyncio driver for {config.scheme}")
+        self.description = type(self).description or sync.description
+        self.capabilities = sync.capabilities - {Capability.ITER_DONE}  # iter_done is not in the async SPI
+        self.pause_points = sync.pause_points
+        self.contended_pause_points = sync.contended_pause_points
+        self.plans = Plans(sync.dialect, sync.tables, sync.sql)
+        self.connections = AsyncConnections(sync.dialect, size=sync.pool_size, overflow=sync.max_overflow,
+                                            timeout=config.timeout, where=config.redacted_url)
+        self._listener = None
+        if Capability.PUSH_WAKEUP in sync.capabilities and isinstance(self.dialect, PostgreSQL):
+            from lockapi_sql.aio_listener import AsyncListener
+
+            dialect = self.dialect
+            params = {**dialect.connect_params(config.timeout), "autocommit": True}
+
+            async def listen_connection() -> Any:
+                import psycopg
+
+                return await psycopg.AsyncConnection.connect(**params)
+
+            self._listener = AsyncListener(listen_connection, sync.tables.notify_channel, timeout=config.timeout)
+        self._schema_lock: asyncio.Lock | None = None
+        self._schema_ready = sync.schema_ready
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    async def ensure_schema(self) -> None:
+        """Create the tables if they are missing (the sync backend's DDL, on a thread, once)."""
+        if self._schema_ready:
+            return
+        if self._schema_lock is None:
+            self._schema_lock = asyncio.Lock()
+        async with self._schema_lock:
+            if not self._schema_ready:
+                await asyncio.to_thread(self._sync.ensure_schema)
+                self._schema_ready = True
+
+    async def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+        if not self._schema_ready:
+            await self.ensure_schema()
+        return await self.connections.call(plan, *args)
+
+    async def _call_step(self, call: tuple[Any, ...]) -> Any:
+        return await self._call(*call)
+
+    # -- locks ------------------------------------------------------------------------------------------
+    async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        if queue_ttl is None:
+            return await self._call(self.plans.acquire, name, holder, ttl)
+        return await drive_async(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
+
+    async def cancel_wait(self, name: str, holder: str) -> None:
+        await self._call(self.plans.cancel_wait, name, holder)
+
+    async def release(self, name: str, holder: str, token: int) -> bool:
+        return await self._call(self.plans.release, name, holder, token)
+
+    async def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return await self._call(self.plans.extend, name, holder, token, ttl)
+
+    async def inspect(self, name: str) -> LockInfo | None:
+        return lock_info(name, await self._call(self.plans.inspect, name))
+
+    async def holds(self, name: str, holder: str, token: int) -> bool:
+        return await self._call(self.plans.holds, name, holder, token)
+
+    async def try_acquire_many(
+        self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
+    ) -> dict[str, int]:
+        if not names:
+            return {}
+        return await self._call(self.plans.acquire_many, names, holder, ttl, skip_done)
+
+    # -- semaphores -------------------------------------------------------------------------------------
+    async def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
+        return await self._call(self.plans.acquire_permit, name, permits, holder, ttl)
+
+    async def release_permit(self, name: str, holder: str, token: int) -> bool:
+        return await self._call(self.plans.release, name, holder, token, True)
+
+    async def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return await self._call(self.plans.extend, name, holder, token, ttl, True)
+
+    async def holds_permit(self, name: str, holder: str, token: int) -> bool:
+        return await self._call(self.plans.holds, name, holder, token, True)
+
+    # -- done markers -----------------------------------------------------------------------------------
+    async def mark_done(self, name: str, ttl: float) -> None:
+        await self._call(self.plans.mark_done, name, ttl)
+
+    async def done(self, names: Sequence[str]) -> set[str]:
+        if not names:
+            return set()
+        return await self._call(self.plans.done, names)
+
+    # -- administration ---------------------------------------------------------------------------------
+    async def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:
+        await self._call(self.plans.set_fence_floor, name, token, semaphore)
+
+    async def force_release(self, name: str) -> bool:
+        return await self._call(self.plans.force_release, name)
+
+    # -- waiting and lifecycle --------------------------------------------------------------------------
+    def watch(
+        self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._listener is None:
+            return contextlib.nullcontext()
+        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
+
+    async def ping(self) -> None:
+        await self._call(self.plans.ping)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+        self.connections.close()
+        self._sync.close()  # its engine (DDL); it opened no lock connection
+
+
+class AsyncPostgresBackend(AsyncSQLBackend):
+    """PostgreSQL on psycopg's AsyncConnection; LISTEN/NOTIFY wake-ups read by a task."""
+
+    sync_type = PostgresBackend
+    description = "PostgreSQL lease rows on psycopg's AsyncConnection (LISTEN/NOTIFY wake-ups read by a task)"
+    capabilities = PostgresBackend.capabilities - {Capability.ITER_DONE}
+
+
+class AsyncMariaDBBackend(AsyncSQLBackend):
+    """MariaDB and MySQL on aiomysql."""
+
+    sync_type = MariaDBBackend
+    description = "MariaDB/MySQL lease rows on aiomysql"
+    capabilities = MariaDBBackend.capabilities - {Capability.ITER_DONE}
+
+
+__all__ = ["AsyncMariaDBBackend", "AsyncPostgresBackend", "AsyncSQLBackend"]

@@ -1,0 +1,203 @@
+"""The SQL backend's asyncio connections: :class:`lockapi_sql.connections.Connections` on the drivers'
+own asyncio connections (psycopg's ``AsyncConnection``, aiomysql), for one event loop.
+
+A call runs a plan (:mod:`lockapi_sql.plans`) with :func:`lockapi.aio.spi.drive_async` under the
+backend's ``timeout`` as one deadline, with the sync pool's rules: retried by running the plan again
+after a deadlock, a lock wait or a busy database while time is left, and once on a fresh connection
+when a pooled one is dead; driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
+
+The deadline is kept without a thread and without cancelling the driver: a timer on the loop shuts
+down the socket of a connection whose call outlives it (what the sync watchdog does), so the pending
+read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
+would make it ask the server to cancel and wait for that, up to ten more seconds on a frozen server.)
+A call cancelled by its caller drops its connection (its state is unknown), as does a call that failed
+inside a transaction. Not fork-safe (asyncio objects are not): a child process opens its own backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lockapi.aio.spi import drive_async
+from lockapi.errors import BackendUnavailable
+from lockapi_sql.connections import translate
+from lockapi_sql.dialects import DEAD, RETRY, Dialect
+from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
+from lockapi_sql.watchdog import cut
+
+T = TypeVar("T")
+
+
+class AsyncSession:
+    """One asyncio connection for the duration of one call: runs a plan's steps."""
+
+    __slots__ = ("_conn", "_dialect", "_returning", "cut", "in_transaction")
+
+    def __init__(self, dialect: Dialect, conn: Any) -> None:
+        self._dialect = dialect
+        self._conn = conn
+        self._returning = dialect.returning
+        self.in_transaction = False
+        self.cut = False
+
+    async def run(self, step: Step) -> Any:
+        """The result of one step (see :mod:`lockapi_sql.plans`), as :meth:`Session.run` gives it."""
+        kind, statement, params = step
+        if kind >= BEGIN:
+            await self._dialect.async_execute(self._conn, statement, None)
+            self.in_transaction = kind == BEGIN
+            return None
+        cursor = await self._dialect.async_execute(self._conn, statement, params)
+        if kind == TOKEN:
+            if self._returning:
+                row = await cursor.fetchone()
+                return None if row is None else int(row[0])
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+        if kind == COUNT:
+            return int(cursor.rowcount)
+        if kind == ONE:
+            return await cursor.fetchone()
+        if kind == ALL:
+            return list(await cursor.fetchall())
+        return None
+
+    def cut_off(self) -> None:
+        """The deadline passed: shut the socket down (the pending read fails at once)."""
+        self.cut = True
+        with contextlib.suppress(Exception):
+            cut(self._dialect.async_fileno(self._conn))
+
+
+class AsyncConnections:
+    """Up to ``size + overflow`` asyncio connections, ``size`` of them kept idle; for one event loop."""
+
+    def __init__(self, dialect: Dialect, *, size: int, overflow: int, timeout: float, where: str) -> None:
+        self._dialect = dialect
+        self._size = size
+        self._limit = size + overflow
+        self._timeout = timeout
+        self._where = where
+        self._idle: list[Any] = []
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+        """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        d = self._dialect
+        delay = 0.005
+        fresh_retry = True
+        while True:
+            if self._idle:
+                conn, reused = self._idle.pop(), True
+            else:
+                conn, reused = await self._checkout(deadline)
+            session = AsyncSession(d, conn)
+            timer = loop.call_at(deadline, session.cut_off)
+            try:
+                result = await drive_async(plan(*args), session.run)
+            except BaseException as exc:
+                timer.cancel()
+                if not d.is_driver_error(exc):
+                    # the plan's own error, or the caller cancelled: keep the connection only if it is idle
+                    keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
+                    (self._checkin if keep else self._discard)(conn)
+                    raise
+                kind = d.classify(exc)
+                late = session.cut or loop.time() >= deadline
+                if kind == RETRY and not late and not session.in_transaction:
+                    self._checkin(conn)
+                else:
+                    self._discard(conn)
+                if kind == RETRY and not late and loop.time() + delay < deadline:
+                    await asyncio.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 0.2)
+                    continue
+                if kind == DEAD and reused and fresh_retry and not late:
+                    fresh_retry = False
+                    self._drain()  # its idle siblings are probably dead too (a server restart)
+                    continue
+                raise translate(self._where, exc, kind) from exc
+            timer.cancel()
+            if session.cut:
+                self._discard(conn)
+            else:
+                self._checkin(conn)
+            return result
+
+    def close(self) -> None:
+        """Close the idle connections; later calls open new ones. Idempotent."""
+        self._drain()
+
+    # -- the pool ---------------------------------------------------------------------------------------
+    async def _checkout(self, deadline: float) -> tuple[Any, bool]:
+        loop = asyncio.get_running_loop()
+        while not self._idle and self._open >= self._limit:
+            if loop.time() >= deadline:
+                raise BackendUnavailable(f"{self._where}: all {self._limit} connections busy for the whole "
+                                         f"timeout (raise the pool_size or max_overflow option)")
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                pass
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # we were handed a free slot we will not use: pass it on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        if self._idle:
+            return self._idle.pop(), True
+        self._open += 1
+        d = self._dialect
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await d.async_connect(max(0.001, deadline - loop.time())), False
+        except BaseException as exc:
+            self._open -= 1
+            self._wake_one()
+            if isinstance(exc, TimeoutError):
+                raise BackendUnavailable(f"{self._where}: no connection within the timeout "
+                                         f"({self._timeout:g} s)") from None
+            if d.is_driver_error(exc):
+                raise translate(self._where, exc, d.classify(exc)) from exc
+            raise
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _checkin(self, conn: Any) -> None:
+        if len(self._idle) < self._size:
+            self._idle.append(conn)
+            self._wake_one()
+            return
+        self._discard(conn)
+
+    def _discard(self, conn: Any) -> None:
+        self._open -= 1
+        self._wake_one()
+        with contextlib.suppress(Exception):
+            self._dialect.async_close(conn)
+
+    def _drain(self) -> None:
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                self._dialect.async_close(conn)
+        for _ in idle:
+            self._wake_one()

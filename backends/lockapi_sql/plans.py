@@ -1,0 +1,271 @@
+"""The SQL backend's operations, written once as plans that both APIs run.
+
+A plan (see :data:`lockapi.spi.Plan`) is a generator that yields the statements of one call and is sent
+their results; it does no I/O. :class:`lockapi_sql.connections.Connections` runs a plan on a blocking
+DB-API connection (:func:`lockapi.spi.drive`), :class:`lockapi_sql.aio_connections.AsyncConnections` on
+the driver's asyncio connection (:func:`lockapi.aio.spi.drive_async`); both retry a whole call by
+running the plan again (every call is idempotent), so a plan method is handed over with its arguments,
+not as a started generator.
+
+A step is a tuple ``(kind, statement, params)``; its result by kind:
+
+* :data:`EXEC` None; :data:`ONE` the first row or None; :data:`ALL` a list of rows; :data:`COUNT` the
+  rows the statement matched;
+* :data:`TOKEN` a fencing token or None: the first column of the first row where the dialect has
+  ``RETURNING``, otherwise ``LAST_INSERT_ID(expr)`` (the driver's ``lastrowid``) if one row matched;
+* :data:`BEGIN` / :data:`END` start and end a transaction (the statement is ``BEGIN``, ``COMMIT`` or
+  ``ROLLBACK``); a runner discards a connection whose call failed inside a transaction.
+
+Plans of several calls (:meth:`Plans.acquire_fair`) yield *calls* instead: ``(plan method, *args)``,
+each run as one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+
+from lockapi.spi import Attempt, pause_point
+from lockapi_sql.dialects import Dialect
+from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, name_hash
+from lockapi_sql.statements import Statements, payload
+
+T = TypeVar("T")
+EXEC, ONE, ALL, COUNT, TOKEN, BEGIN, END = range(7)
+Step = tuple[int, str, Any]
+Plan = Generator[Step, Any, T]
+COMMIT: Step = (END, "COMMIT", None)
+ROLLBACK: Step = (END, "ROLLBACK", None)
+
+CHUNK = 500
+"""Most names per statement in batch operations (keeps under every dialect's bind-parameter limit)."""
+
+
+def us(seconds: float) -> int:
+    """Seconds as whole microseconds, at least one (the statements' unit)."""
+    return max(1, round(seconds * 1_000_000))
+
+
+def seconds(micro: int | None) -> float | None:
+    return None if micro is None else max(0.0, micro / 1_000_000)
+
+
+def numbered(prefix: str, items: Sequence[Any]) -> dict[str, Any]:
+    return {f"{prefix}{i}": item for i, item in enumerate(items)}
+
+
+def one(statement: str, params: dict[str, Any]) -> Plan[Any]:
+    """A plan of one statement: its first row or None (for tools and tests)."""
+    return (yield (ONE, statement, params))
+
+
+class Plans:
+    """The operations of one backend (one dialect, table prefix and notify setting); holds the set of
+    this backend's fair waiters that have a queue entry, so use one per backend."""
+
+    def __init__(self, dialect: Dialect, tables: Tables, sql: Statements) -> None:
+        self.dialect = dialect
+        self.tables = tables
+        self.sql = sql
+        self._begin: Step = (BEGIN, dialect.begin, None)
+        self._notify = {"channel": tables.notify_channel, "sep": HEAD_SEPARATOR}
+        self._queued: set[tuple[str, str]] = set()
+        """(name hash, holder) of this backend's fair waiters that have a queue entry."""
+
+    def _announce(self, kind: int, digest: str, leaving: str = "") -> dict[str, Any]:
+        """The extra parameters of a releasing statement that announces itself (push wake-ups)."""
+        if not self.sql.notify:
+            return {}
+        return {**self._notify, "payload": payload(kind, digest), "leaving": leaving}
+
+    # -- locks ------------------------------------------------------------------------------------------
+    def acquire(self, name: str, holder: str, ttl: float) -> Plan[Attempt]:
+        """One claim of ``name`` (not fair)."""
+        params = {"h": name_hash(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        token = yield (TOKEN, self.sql.claim, params)  # the hot path: one statement, no nested plan
+        if token is not None:
+            return Attempt(token)
+        return (yield from self._denied(params, self.sql.claim))
+
+    def acquire_fair(self, name: str, holder: str, ttl: float, queue_ttl: float) -> Generator[Any, Any, Attempt]:
+        """A fair attempt, as CALLS: a claim that is granted at once if nobody waits (skipped once
+        queued), then joining or refreshing the queue and claiming at its head."""
+        digest = name_hash(name)
+        params = {"h": digest, "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        key = (digest, holder)
+        if key not in self._queued:  # not queued yet: granted at once if nobody waits
+            attempt: Attempt = yield (self._claim, params, self.sql.claim_fair)
+            if attempt.granted:
+                return attempt
+            pause_point("acquire_fair:denied")
+        self._queued.add(key)
+        attempt = yield (self._fair_attempt, {**params, "queue": us(queue_ttl)})
+        if attempt.granted:
+            self._queued.discard(key)
+        return attempt
+
+    def _claim(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
+        """One claim; on denial, the seconds until the current lease ends. Without RETURNING, a row that
+        does not exist yet is created first (then the claim is tried again)."""
+        token = yield (TOKEN, statement, params)
+        if token is not None:
+            return Attempt(token)
+        return (yield from self._denied(params, statement))
+
+    def _denied(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
+        """After a claim that was not granted: see :meth:`_claim`."""
+        sql = self.sql
+        left = yield (ONE, sql.remaining, params)
+        if left is None:  # no row yet (MariaDB/MySQL): create it, free, and try again
+            yield (EXEC, sql.create, params)
+            pause_point("acquire:created")  # the same step in fair mode
+            token = yield (TOKEN, statement, params)
+            if token is not None:
+                return Attempt(token)
+            left = yield (ONE, sql.remaining, params)
+        return Attempt(None, seconds(left[0]))
+
+    def _fair_attempt(self, params: dict[str, Any]) -> Plan[Attempt]:
+        """Join or refresh ``holder``'s queue entry and claim the lock if it heads the queue; one
+        transaction that row-locks the lease row first, so fair operations on a name queue up (and never
+        deadlock on MariaDB/MySQL)."""
+        sql = self.sql
+        yield self._begin
+        yield (EXEC, sql.lock_name, params)
+        yield (EXEC, sql.drop_expired_waiters, params)
+        yield (EXEC, sql.join_queue, params)
+        head = yield (ONE, sql.queue_head, params)
+        if head is not None and head[0] == params["holder"]:
+            token = yield (TOKEN, sql.claim, params)
+            if token is not None:
+                yield (EXEC, sql.leave_queue, params)
+                yield COMMIT
+                return Attempt(token)
+        left = yield (ONE, sql.remaining, params)
+        yield COMMIT
+        return Attempt(None, seconds(left[0]) if left else None)
+
+    def cancel_wait(self, name: str, holder: str) -> Plan[None]:
+        digest = name_hash(name)
+        self._queued.discard((digest, holder))
+        params = {"h": digest, "holder": holder, **self._announce(LOCK, digest, leaving=holder)}
+        yield (EXEC, self.sql.cancel_wait, params)
+
+    def release(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
+        kind, statement = (SEMAPHORE, self.sql.release_permit) if semaphore else (LOCK, self.sql.release_lock)
+        digest = name_hash(name)
+        params = {"h": digest, "kind": kind, "holder": holder, "token": token,
+                  **self._announce(kind, digest, leaving=holder)}
+        matched: int = yield (COUNT, statement, params)
+        return matched > 0
+
+    def extend(self, name: str, holder: str, token: int, ttl: float, semaphore: bool = False) -> Plan[bool]:
+        params = {"h": name_hash(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
+                  "token": token, "ttl": us(ttl)}
+        matched: int = yield (COUNT, self.sql.extend, params)
+        return matched > 0
+
+    def holds(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
+        params = {"h": name_hash(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
+                  "token": token}
+        return (yield (ONE, self.sql.holds, params)) is not None
+
+    def inspect(self, name: str) -> Plan[Any]:
+        """The lock's row ``(holder, token, microseconds left)``, or None when nobody holds it."""
+        row = yield (ONE, self.sql.inspect, {"h": name_hash(name)})
+        return None if row is None or row[0] is None else row
+
+    def ping(self) -> Plan[None]:
+        yield (ONE, self.sql.inspect, {"h": ""})
+
+    def acquire_many(self, names: Sequence[str], holder: str, ttl: float, skip_done: bool) -> Plan[dict[str, int]]:
+        """All names in one transaction, 500 per statement; with ``skip_done``, done markers are read
+        AFTER the claim (a fresh READ COMMITTED snapshot, so a marker written before the previous holder
+        released is seen) and those names are given back. ``names`` must not be empty."""
+        rows = sorted({(name_hash(n), n) for n in names})
+        by_digest = dict(rows)
+        got: dict[str, int] = {}
+        yield self._begin
+        for start in range(0, len(rows), CHUNK):
+            got.update((yield from self._claim_chunk(rows[start:start + CHUNK], holder, ttl)))
+        if skip_done and got:
+            finished = sorted((yield from self._done_among(list(got))))
+            for start in range(0, len(finished), CHUNK):
+                part = finished[start:start + CHUNK]
+                params = {**numbered("h", part), "holder": holder}
+                if self.sql.notify:
+                    params.update(channel=self.tables.notify_channel, lock_prefix=payload(LOCK, ""))
+                yield (EXEC, self.sql.free_many(len(part)), params)
+            for digest in finished:
+                del got[digest]
+        yield COMMIT
+        return {by_digest[d]: token for d, token in got.items()}
+
+    def _claim_chunk(self, rows: Sequence[tuple[str, str]], holder: str, ttl: float) -> Plan[dict[str, int]]:
+        sql = self.sql
+        params = {**numbered("h", [h for h, _ in rows]), **numbered("name", [n for _, n in rows]),
+                  "holder": holder, "ttl": us(ttl)}
+        if self.dialect.returning:
+            return {h: int(f) for h, f in (yield (ALL, sql.claim_many(len(rows)), params))}
+        yield (EXEC, sql.create_many(len(rows)), params)
+        yield (EXEC, sql.claim_many(len(rows)), params)
+        return {h: int(f) for h, f in (yield (ALL, sql.claimed_many(len(rows)), params))}
+
+    # -- semaphores -------------------------------------------------------------------------------------
+    def acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Plan[Attempt]:
+        """Bump the semaphore's counter row (which also serialises its acquirers), then take the lowest
+        free slot below ``permits`` if fewer than ``permits`` slots are live; one transaction. A retry
+        after a lost reply finds the permit it took and returns it."""
+        sql = self.sql
+        params = {"h": name_hash(name), "kind": SEMAPHORE, "slot": COUNTER_SLOT, "name": name,
+                  "holder": holder, "ttl": us(ttl)}
+        yield self._begin
+        token = yield (TOKEN, sql.bump_counter, params)
+        if token is None:  # no counter row yet (MariaDB/MySQL)
+            yield (EXEC, sql.create, params)
+            token = yield (TOKEN, sql.bump_counter, params)
+        live = yield (ALL, sql.live_slots, params)
+        own = [fence for _, who, fence, _ in live if who == holder]
+        if own:  # a retry: this request took that permit before its reply was lost
+            yield ROLLBACK
+            return Attempt(int(own[0]))
+        if len(live) >= permits:
+            yield ROLLBACK  # a denied attempt burns no token
+            return Attempt(None, seconds(min(left for *_, left in live)))
+        busy = {slot for slot, *_ in live}
+        slot = next(i for i in range(permits) if i not in busy)
+        yield (EXEC, sql.take_slot, {**params, "slot": slot, "token": int(token)})
+        yield COMMIT
+        return Attempt(int(token))
+
+    # -- done markers -----------------------------------------------------------------------------------
+    def mark_done(self, name: str, ttl: float) -> Plan[None]:
+        yield (EXEC, self.sql.mark_done, {"h": name_hash(name), "name": name, "ttl": us(ttl)})
+
+    def done(self, names: Sequence[str]) -> Plan[set[str]]:
+        by_digest = {name_hash(n): n for n in names}
+        found = yield from self._done_among(list(by_digest))
+        return {by_digest[d] for d in found}
+
+    def _done_among(self, digests: Sequence[str]) -> Plan[set[str]]:
+        found: set[str] = set()
+        for start in range(0, len(digests), CHUNK):
+            part = list(digests[start:start + CHUNK])
+            found.update(h for (h,) in (yield (ALL, self.sql.done_among(len(part)), numbered("h", part))))
+        return found
+
+    def done_page(self, after: str) -> Plan[list[Any]]:
+        """Up to :data:`CHUNK` markers ``(name hash, name, microseconds left)`` after ``after``."""
+        page: list[Any] = yield (ALL, self.sql.done_page, {"after": after, "limit": CHUNK})
+        return page
+
+    # -- administration ---------------------------------------------------------------------------------
+    def set_fence_floor(self, name: str, token: int, semaphore: bool = False) -> Plan[None]:
+        kind, slot = (SEMAPHORE, COUNTER_SLOT) if semaphore else (LOCK, 0)
+        params = {"h": name_hash(name), "kind": kind, "slot": slot, "name": name, "token": token}
+        yield (EXEC, self.sql.set_fence_floor, params)
+
+    def force_release(self, name: str) -> Plan[bool]:
+        digest = name_hash(name)
+        matched: int = yield (COUNT, self.sql.force_release, {"h": digest, **self._announce(LOCK, digest)})
+        return matched > 0

@@ -1,0 +1,214 @@
+"""The native asyncio SQL backends (lockapi_sql.aio_backend) on real servers, beyond the shared contract
+(the conformance suite runs over the async API too): the native class per scheme, a thousand waiting tasks
+on a fixed number of threads, a cancelled fair waiter leaves no queue entry, a frozen server is
+BackendUnavailable within the timeout, sync and async clients share locks."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from lockapi_sql import MariaDBBackend, PostgresBackend
+from lockapi_sql.aio_backend import AsyncMariaDBBackend, AsyncPostgresBackend, AsyncSQLBackend
+from lockapi_sql.schema import name_hash
+
+import lockapi
+import lockapi.aio
+from lockapi.aio.spi import SyncBackendAdapter
+from lockapi.spi import BackendUnavailable, Capability
+from tests.reliability.targets import signal_tree
+from tests.servers.mariadb import MariaDBServer, mariadb_server
+from tests.servers.postgres import PostgresServer, postgres_server
+
+pytestmark = pytest.mark.timeout(300)
+SERVERS = ["postgresql", "mariadb"]
+
+
+def run(main: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def name() -> str:
+    return f"aio:{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=SERVERS)
+def server_url(request: pytest.FixtureRequest) -> str:
+    server: PostgresServer | MariaDBServer = request.getfixturevalue("pg" if request.param == "postgresql"
+                                                                    else "maria")
+    return str(server.url)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def acquire(mgr: lockapi.aio.AsyncLockManager, name: str, **kwargs: Any) -> lockapi.aio.AsyncLease:
+    return await mgr.acquire(name, **kwargs)
+
+
+def queue_entries(backend: AsyncSQLBackend, name: str) -> int:
+    """Rows of ``name`` in the fair-queue table, read with a separate blocking connection."""
+    sync = backend._sync
+    with sync.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {sync.tables.waiters.name} WHERE name_hash = :h"),
+                                {"h": name_hash(name)}).scalar_one())
+
+
+# -- the native classes --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("url", "native", "sync"), [
+    ("postgresql://u@h/db", AsyncPostgresBackend, PostgresBackend),
+    ("postgres://u@h/db", AsyncPostgresBackend, PostgresBackend),
+    ("postgresql+psycopg://u@h/db", AsyncPostgresBackend, PostgresBackend),
+    ("mysql://u@h/db", AsyncMariaDBBackend, MariaDBBackend),
+    ("mariadb://u@h/db", AsyncMariaDBBackend, MariaDBBackend),
+])
+def test_every_server_scheme_gets_the_native_backend(url: str, native: type, sync: type) -> None:
+    async def main() -> None:
+        mgr = lockapi.aio.connect(url, async_threads=4)  # the adapters' option is accepted, not needed
+        assert type(mgr.backend) is native and mgr.backend.sync_backend is None
+        assert mgr.capabilities == sync.capabilities - {Capability.ITER_DONE} | (
+            {Capability.PUSH_WAKEUP} if native is AsyncPostgresBackend else set())
+        await mgr.aclose()
+
+    run(main)
+
+
+def test_sqlite_stays_on_the_bounded_thread_adapter(tmp_path: Any) -> None:
+    async def main() -> None:
+        async with lockapi.aio.connect(f"sqlite:///{tmp_path / 'a.db'}", async_threads=2) as mgr:
+            assert isinstance(mgr.backend, SyncBackendAdapter)
+            async with mgr.acquire("x", ttl=5) as lease:
+                assert lease.token is not None
+
+    run(main)
+
+
+def test_bad_options_are_refused_before_any_io() -> None:
+    with pytest.raises(lockapi.ConfigError, match="pool_size"):
+        lockapi.aio.connect("postgresql://u@h:1/db?pool_size=0")
+    with pytest.raises(lockapi.ConfigError, match="only the psycopg driver"):
+        lockapi.aio.connect("postgresql+asyncpg://u@h:1/db")
+
+
+# -- waiting on the loop ---------------------------------------------------------------------------------------
+def test_a_thousand_waiting_tasks_on_one_name_run_on_a_fixed_number_of_threads(server_url: str, name: str) -> None:
+    count = 1000
+
+    async def main() -> None:
+        async with lockapi.aio.connect(server_url) as holder_mgr, lockapi.aio.connect(server_url) as mgr:
+            holder = await holder_mgr.acquire(name, ttl=120)
+            await mgr.inspect(name)  # the tables exist: no DDL thread from here on
+            threads = threading.active_count()
+            granted: list[int] = []
+
+            async def waiter() -> None:
+                async with mgr.acquire(name, ttl=60, wait=240) as lease:
+                    granted.append(lease.token)
+
+            tasks = [asyncio.create_task(waiter()) for _ in range(count)]
+            await eventually(lambda: mgr.waiting == count, f"{count} waiters", timeout=120)
+            assert threading.active_count() == threads, "waiting tasks occupy threads"
+            assert granted == []
+            await holder.release()
+            await asyncio.wait_for(asyncio.gather(*tasks), 240)
+            assert len(granted) == count and len(set(granted)) == count, "every waiter was granted once"
+            assert granted == sorted(granted), "fencing tokens went down"
+            assert threading.active_count() == threads, "the native backend started threads"
+
+    run(main)
+
+
+def test_a_cancelled_fair_waiter_leaves_no_queue_entry(server_url: str, name: str) -> None:
+    async def main() -> None:
+        async with lockapi.aio.connect(server_url) as mgr, lockapi.aio.connect(server_url) as other:
+            backend = mgr.backend
+            assert isinstance(backend, AsyncSQLBackend)
+            holder = await other.acquire(name, ttl=60)
+            for _ in range(2):
+                waiter = asyncio.create_task(acquire(mgr, name, ttl=30, wait=60, fair=True))
+                await eventually(lambda: queue_entries(backend, name) == 1, "the waiter to queue")
+                waiter.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiter
+                await mgr._background.drain()
+                assert queue_entries(backend, name) == 0, "the cancelled fair waiter is still queued"
+                assert mgr.waiting == 0
+            assert await holder.release()
+            assert await mgr.inspect(name) is None, "a cancelled waiter was granted the lock"
+
+    run(main)
+
+
+def test_sync_and_async_managers_share_locks(server_url: str, name: str) -> None:
+    async def main() -> None:
+        with lockapi.connect(server_url) as sync_mgr:
+            async with lockapi.aio.connect(server_url) as mgr:
+                first = sync_mgr.acquire(name, ttl=30)
+                assert await mgr.try_acquire(name, ttl=30) is None, "the async client took a lock the sync one holds"
+                info = await mgr.inspect(name)
+                assert info is not None and info.token == first.token
+                waiter = asyncio.create_task(acquire(mgr, name, ttl=30, wait=30))
+                await eventually(lambda: mgr.waiting == 1, "the async waiter")
+                assert first.release()
+                second = await waiter
+                assert second.token > first.token
+                assert sync_mgr.try_acquire(name, ttl=30) is None, "the sync client took a lock the async one holds"
+                assert await second.release()
+                third = sync_mgr.acquire(name, ttl=30)
+                assert third.token > second.token
+                assert third.release()
+
+    run(main)
+
+
+# -- a frozen server -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_frozen_server_is_backend_unavailable_within_timeout(kind: str, name: str) -> None:
+    starter = postgres_server if kind == "postgresql" else mariadb_server
+    timeout = 1.0
+    with starter() as server:
+        async def main() -> None:
+            async with lockapi.aio.connect(server.url, timeout=timeout) as mgr:
+                backend = mgr.backend
+                assert isinstance(backend, AsyncSQLBackend)
+                assert (await backend.try_acquire(name, "h", 30)).token is not None  # connected before the freeze
+                signal_tree(server.process, signal.SIGSTOP)
+                try:
+                    calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                        ("try_acquire", lambda: backend.try_acquire(name, "h2", 30)),
+                        ("fair try_acquire", lambda: backend.try_acquire(name, "h3", 30, queue_ttl=5)),
+                        ("release", lambda: backend.release(name, "h", 1)),
+                        ("permit", lambda: backend.try_acquire_permit(name, 2, "h", 30)),
+                        ("inspect", lambda: backend.inspect(name)),
+                    ]
+                    for what, call in calls:
+                        started = time.monotonic()
+                        with pytest.raises(BackendUnavailable):
+                            await call()
+                        elapsed = time.monotonic() - started
+                        assert elapsed < timeout * 2 + 1.0, f"{what} took {elapsed:.2f}s with a {timeout}s timeout"
+                finally:
+                    signal_tree(server.process, signal.SIGCONT)
+                deadline = time.monotonic() + 30
+                while True:  # new connections once the server answers again
+                    try:
+                        await backend.ping()
+                        break
+                    except BackendUnavailable:
+                        assert time.monotonic() < deadline, "the backend did not recover after the thaw"
+                        await asyncio.sleep(0.1)
+
+        run(main)
