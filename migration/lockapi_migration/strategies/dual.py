@@ -9,7 +9,10 @@
 * done markers: written to both; a name is done if either backend says so.
 * any backend error fails the operation (closed): no lease is granted on one backend alone.
 
-Every operation is recorded with both sides (no shadow delay: both are synchronous).
+Every operation is recorded with both sides (no shadow delay: both are synchronous). Each side's call of
+an acquire, release, extend, ``mark_done`` or ``done`` is reported as the step ``migration.dual``
+(``lockapi.spi.step``; a span ``lockapi.migration.dual`` under the caller's operation span, attribute
+``lockapi.side`` ``h`` or ``r``, outcome the side's decision or ``error``).
 
 Pause points (``lockapi.spi.pause_point``) between the round trips, on the main path:
 ``<acquire>:h-granted`` (H granted, R not asked yet), ``<acquire>:r-floored`` (R's counter floored,
@@ -25,14 +28,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point, step
+from lockapi_migration.phases import H, R
 from lockapi_migration.records.model import (
     DENIED,
     DONE,
     GRANTED,
     NOT_ASKED,
     Side,
+    T,
     attempt_side,
     bool_side,
     clean_error,
@@ -77,6 +83,16 @@ class DualStrategy(Backend):
         self._recorder.record(op, name, holder, ttl, h, r, detail=detail, ts=ts)
 
     @staticmethod
+    def _side(label: str, name: str, call: Callable[[], T], decide: Callable[[Any], Side], **attributes: int
+              ) -> tuple[Side, T | None, LockError | None]:
+        """One side's call (``timed``), reported as the step ``migration.dual`` on ``label`` (h or r); a
+        batch (``acquire_many``, ``done``) is reported on its first name with ``count`` names."""
+        with step("migration.dual", name, backend="migration", side=label, **attributes) as span:
+            side, result, exc = timed(call, decide)
+            span.outcome = "error" if exc is not None else side.decision
+        return side, result, exc
+
+    @staticmethod
     def _raise_first(*errors: LockError | None) -> None:
         for exc in errors:
             if exc is not None:
@@ -85,15 +101,16 @@ class DualStrategy(Backend):
     # -- lease operations --------------------------------------------------------------------------
     def _acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int) -> Attempt:
         op, ts = kind.op("acquire"), time.time()
-        h_side, h_attempt, h_exc = timed(lambda: kind.acquire(self._h, name, holder, ttl, permits), attempt_side)
+        h_side, h_attempt, h_exc = self._side(
+            H, name, lambda: kind.acquire(self._h, name, holder, ttl, permits), attempt_side)
         if h_attempt is None or h_attempt.token is None:
             self._record(op, name, holder, ttl, h_side, NOT_ASKED, ts)
             self._raise_first(h_exc)
             return h_attempt or Attempt(None)
         h_token = h_attempt.token
         pause_point(f"{op}:h-granted")
-        r_side, r_attempt, r_exc = timed(
-            lambda: self._floored_acquire(kind, name, holder, ttl, permits, h_token), attempt_side)
+        r_side, r_attempt, r_exc = self._side(
+            R, name, lambda: self._floored_acquire(kind, name, holder, ttl, permits, h_token), attempt_side)
         if r_attempt is None or r_attempt.token is None:
             kind.undo(self._h, name, holder, h_token)
             self._record(op, name, holder, ttl, h_side, r_side, ts)
@@ -124,10 +141,10 @@ class DualStrategy(Backend):
         """Release or extend (``ttl`` given) on both; True only if both still held the lease."""
         op, ts, key = kind.op(verb), time.time(), (kind.label, name, holder)
         h_token = self._h_tokens.get(key) if ttl is not None else self._h_tokens.pop(key)
-        h_side, h_ok, h_exc = (timed(lambda: call(self._h, h_token), bool_side) if h_token is not None
+        h_side, h_ok, h_exc = (self._side(H, name, lambda: call(self._h, h_token), bool_side) if h_token is not None
                                else (bool_side(False), False, None))
         pause_point(f"{op}:h-{'released' if ttl is None else 'extended'}")
-        r_side, r_ok, r_exc = timed(lambda: call(self._r, token), bool_side)
+        r_side, r_ok, r_exc = self._side(R, name, lambda: call(self._r, token), bool_side)
         self._record(op, name, holder, ttl, h_side, r_side, ts,
                      detail="" if h_token is not None else "h token unknown")
         if ttl is not None and bool(h_ok) != bool(r_ok):  # extended on one side only: the lease is lost
@@ -180,8 +197,10 @@ class DualStrategy(Backend):
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
     ) -> dict[str, int]:
         ts = time.time()
-        h_side, h_granted, h_exc = timed(
-            lambda: self._h.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
+        first = names[0] if names else ""
+        h_side, h_granted, h_exc = self._side(
+            H, first, lambda: self._h.try_acquire_many(names, holder, ttl, skip_done=skip_done),
+            lambda _: Side(GRANTED), count=len(names))
         if h_granted is None or not h_granted:
             for name in names:
                 self._record("acquire_many", name, holder, ttl, _batch_side(h_side, h_granted, name),
@@ -190,8 +209,9 @@ class DualStrategy(Backend):
             return {}
         wanted = list(h_granted)
         pause_point("acquire_many:h-granted")
-        r_side, r_granted, r_exc = timed(lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
-                                         lambda _: Side(GRANTED))
+        r_side, r_granted, r_exc = self._side(
+            R, wanted[0], lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
+            lambda _: Side(GRANTED), count=len(wanted))
         r_granted = r_granted or {}
         for name, token in h_granted.items():
             if name not in r_granted:
@@ -226,17 +246,20 @@ class DualStrategy(Backend):
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
         ts = time.time()
-        h_side, _, h_exc = timed(lambda: self._h.mark_done(name, ttl), ok_side)
+        h_side, _, h_exc = self._side(H, name, lambda: self._h.mark_done(name, ttl), ok_side)
         pause_point("mark_done:h-marked")
-        r_side, _, r_exc = timed(lambda: self._r.mark_done(name, ttl), ok_side)
+        r_side, _, r_exc = self._side(R, name, lambda: self._r.mark_done(name, ttl), ok_side)
         self._record("mark_done", name, "", ttl, h_side, r_side, ts)
         self._raise_first(h_exc, r_exc)
 
     def done(self, names: Sequence[str]) -> set[str]:
         ts = time.time()
-        h_side, h_done, h_exc = timed(lambda: self._h.done(names), lambda _: Side(DONE))
+        first = names[0] if names else ""
+        h_side, h_done, h_exc = self._side(H, first, lambda: self._h.done(names), lambda _: Side(DONE),
+                                           count=len(names))
         pause_point("done:h-read")
-        r_side, r_done, r_exc = timed(lambda: self._r.done(names), lambda _: Side(DONE))
+        r_side, r_done, r_exc = self._side(R, first, lambda: self._r.done(names), lambda _: Side(DONE),
+                                           count=len(names))
         for name, h, r, _ in done_rows(names, h_side, h_done, r_side, r_done):
             self._record("done", name, "", None, h, r, ts)
         self._raise_first(h_exc, r_exc)
