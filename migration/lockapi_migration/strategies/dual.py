@@ -1,10 +1,14 @@
 """Dual mode: a lease needs BOTH backends, taken in a fixed order (H, then R).
 
-* acquire: H first; if H grants, R's fencing counter is floored to H's token and R is tried; if R
-  denies (or fails), the H grant is released and the caller is denied (or gets the error). After both
-  granted, H's counter is floored to R's token (when H supports it), so nodes still in shadow (which
-  return H tokens) never see a token below one issued here. The caller gets R's token; H's is kept in
-  a holder map for release/extend.
+* acquire: H first; if H grants, R is asked as it is. The caller gets R's token and it must be >= H's
+  (then it is above every token issued before: H's to shadow nodes are below H's token, R's below R's):
+  a lower R grant (R's counter behind H's: names shadow nodes took since R was last floored, or an H
+  that seeds tokens from its clock) is given back, R's counter floored :data:`R_MARGIN` above H's token
+  and R asked again. If R denies (or fails), the H grant is released and the caller is denied (or gets
+  the error). When R's token is above H's, H's counter is then floored to it (when H supports it), so
+  nodes still in shadow (which return H tokens) never see a token below one issued here; when they are
+  equal H's next token is above it already. Steady state: one call to H, one to R. H's token is kept in
+  a holder map for release/extend. ``acquire_many`` floors R to H's tokens first, as before.
 * release/extend/holds: both; the lease stands only if both do ("losing either loses the lease").
 * done markers: written to both; a name is done if either backend says so.
 * any backend error fails the operation (closed): no lease is granted on one backend alone.
@@ -14,9 +18,10 @@ an acquire, release, extend, ``mark_done`` or ``done`` is reported as the step `
 (``lockapi.spi.step``; a span ``lockapi.migration.dual`` under the caller's operation span, attribute
 ``lockapi.side`` ``h`` or ``r``, outcome the side's decision or ``error``).
 
-Pause points (``lockapi.spi.pause_point``) between the round trips, on the main path:
-``<acquire>:h-granted`` (H granted, R not asked yet), ``<acquire>:r-floored`` (R's counter floored,
-R not asked yet), ``<acquire>:r-granted`` (both granted, H's counter not yet floored above R's token)
+Pause points (``lockapi.spi.pause_point``) between the round trips: ``<acquire>:h-granted`` (H granted,
+R not asked yet), ``<acquire>:r-behind`` (R's grant below H's token given back, R's counter not floored
+yet; not in ``acquire_many``), ``<acquire>:r-floored`` (R's counter floored, R not asked (again) yet),
+``<acquire>:r-granted`` (both granted, R's token above H's, H's counter not yet floored above it)
 for ``acquire``, ``permit_acquire`` and ``acquire_many``; ``<release>:h-released`` and
 ``<extend>:h-extended`` (H done, R not yet) for locks and permits; ``mark_done:h-marked`` and
 ``done:h-read``. An extend that lands on one backend only gives the other side back at once (the lease
@@ -54,10 +59,15 @@ NOT_COMBINABLE = frozenset({Capability.FAIR, Capability.ATOMIC_BATCH})
 ACQUIRES = ("acquire", "permit_acquire", "acquire_many")
 POINTS = frozenset({
     *(f"{op}:{step}" for op in ACQUIRES for step in ("h-granted", "r-floored", "r-granted")),
+    "acquire:r-behind", "permit_acquire:r-behind",
     "release:h-released", "extend:h-extended", "permit_release:h-released", "permit_extend:h-extended",
     "mark_done:h-marked", "done:h-read",
 })
 """Every pause point of the dual strategy (see the module docstring)."""
+R_MARGIN = 1_000_000
+"""How far above H's token R's counter is floored when R turned out to be behind H. Tokens only have to
+go up; the margin keeps a counter that H seeds from its clock (SQLite: microseconds) below R's for about a
+second, so the steady state stays one R call per acquire instead of re-flooring on every one."""
 
 
 class DualStrategy(Backend):
@@ -110,14 +120,14 @@ class DualStrategy(Backend):
         h_token = h_attempt.token
         pause_point(f"{op}:h-granted")
         r_side, r_attempt, r_exc = self._side(
-            R, name, lambda: self._floored_acquire(kind, name, holder, ttl, permits, h_token), attempt_side)
+            R, name, lambda: self._r_above(kind, name, holder, ttl, permits, h_token), attempt_side)
         if r_attempt is None or r_attempt.token is None:
             kind.undo(self._h, name, holder, h_token)
             self._record(op, name, holder, ttl, h_side, r_side, ts)
             self._raise_first(r_exc)
             return Attempt(None, r_attempt.retry_after if r_attempt else None)
         r_token = r_attempt.token
-        if self._floor_h:
+        if self._floor_h and r_token > h_token:  # r == h: H's next token is above R's already
             pause_point(f"{op}:r-granted")
             try:
                 kind.floor(self._h, name, r_token)
@@ -130,9 +140,16 @@ class DualStrategy(Backend):
         self._record(op, name, holder, ttl, h_side, r_side, ts)
         return r_attempt
 
-    def _floored_acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
-                         h_token: int) -> Attempt:
-        kind.floor(self._r, name, h_token)
+    def _r_above(self, kind: Kind, name: str, holder: str, ttl: float, permits: int, h_token: int) -> Attempt:
+        """R's grant with a token >= ``h_token``: asked as it is first (one round trip while R's counter is
+        not behind H's, the steady state); a grant below ``h_token`` is given back, R's counter floored
+        :data:`R_MARGIN` above ``h_token`` and R asked again."""
+        attempt = kind.acquire(self._r, name, holder, ttl, permits)
+        if attempt.token is None or attempt.token >= h_token:
+            return attempt
+        kind.undo(self._r, name, holder, attempt.token)
+        pause_point(f"{kind.op('acquire')}:r-behind")
+        kind.floor(self._r, name, h_token + R_MARGIN)
         pause_point(f"{kind.op('acquire')}:r-floored")
         return kind.acquire(self._r, name, holder, ttl, permits)
 
