@@ -39,7 +39,6 @@ from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, 
 from lockapi_migration.phases import H, R
 from lockapi_migration.records.model import (
     DENIED,
-    DONE,
     GRANTED,
     NOT_ASKED,
     Side,
@@ -47,6 +46,8 @@ from lockapi_migration.records.model import (
     attempt_side,
     bool_side,
     clean_error,
+    done_side,
+    granted_side,
     ok_side,
     timed,
 )
@@ -93,7 +94,7 @@ class DualStrategy(Backend):
         self._recorder.record(op, name, holder, ttl, h, r, detail=detail, ts=ts)
 
     @staticmethod
-    def _side(label: str, name: str, call: Callable[[], T], decide: Callable[[Any], Side], **attributes: int
+    def _side(label: str, name: str, call: Callable[[], T], decide: Callable[[Any, float], Side], **attributes: int
               ) -> tuple[Side, T | None, LockError | None]:
         """One side's call (``timed``), reported as the step ``migration.dual`` on ``label`` (h or r); a
         batch (``acquire_many``, ``done``) is reported on its first name with ``count`` names."""
@@ -217,7 +218,7 @@ class DualStrategy(Backend):
         first = names[0] if names else ""
         h_side, h_granted, h_exc = self._side(
             H, first, lambda: self._h.try_acquire_many(names, holder, ttl, skip_done=skip_done),
-            lambda _: Side(GRANTED), count=len(names))
+            granted_side, count=len(names))
         if h_granted is None or not h_granted:
             for name in names:
                 self._record("acquire_many", name, holder, ttl, _batch_side(h_side, h_granted, name),
@@ -228,7 +229,7 @@ class DualStrategy(Backend):
         pause_point("acquire_many:h-granted")
         r_side, r_granted, r_exc = self._side(
             R, wanted[0], lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
-            lambda _: Side(GRANTED), count=len(wanted))
+            granted_side, count=len(wanted))
         r_granted = r_granted or {}
         for name, token in h_granted.items():
             if name not in r_granted:
@@ -272,10 +273,10 @@ class DualStrategy(Backend):
     def done(self, names: Sequence[str]) -> set[str]:
         ts = time.time()
         first = names[0] if names else ""
-        h_side, h_done, h_exc = self._side(H, first, lambda: self._h.done(names), lambda _: Side(DONE),
+        h_side, h_done, h_exc = self._side(H, first, lambda: self._h.done(names), done_side,
                                            count=len(names))
         pause_point("done:h-read")
-        r_side, r_done, r_exc = self._side(R, first, lambda: self._r.done(names), lambda _: Side(DONE),
+        r_side, r_done, r_exc = self._side(R, first, lambda: self._r.done(names), done_side,
                                            count=len(names))
         for name, h, r, _ in done_rows(names, h_side, h_done, r_side, r_done):
             self._record("done", name, "", None, h, r, ts)
