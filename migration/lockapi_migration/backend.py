@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from lockapi import open_backend
 from lockapi.spi import Attempt, Backend, BackendConfig, Capability, ConfigError, LockError, LockInfo, Wake
-from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, new_node_id
+from lockapi_migration.fleet import HEARTBEAT, LIVE_AFTER, Registry, new_node_id, refuse_phase
 from lockapi_migration.phases import H, Phase, R
 from lockapi_migration.records.sink import RecordSink
 from lockapi_migration.records.store import RecordStore, open_record_store
@@ -49,7 +49,7 @@ from lockapi_migration.strategies.dual import DualStrategy
 from lockapi_migration.strategies.operations import Recorder
 from lockapi_migration.strategies.shadow import ShadowStrategy
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 
 class MigrationBackend(Backend):
@@ -78,9 +78,10 @@ class MigrationBackend(Backend):
         if not isinstance(source_options, dict):
             raise ConfigError("migration option 'source_options' must be a dict")
         if record is None and self.phase is not Phase.OFF:
-            raise ConfigError(
-                f"migration phase {self.phase.value!r} needs record = \"<SQL or Redis URL>\" in [lockapi.migration] "
-                "(decision records and the fleet registry live there)")
+            message = (f"migration phase {self.phase.value!r} needs record = \"<SQL or Redis URL>\" in "
+                       "[lockapi.migration] (decision records and the fleet registry live there)")
+            refuse_phase(self.node, self.phase, "no_record", message)
+            raise ConfigError(message)
         self.store: RecordStore | None = open_record_store(record) if record else None
         self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
                                  live_after=live_after) if self.store else None
@@ -111,9 +112,10 @@ class MigrationBackend(Backend):
         if phase in (Phase.OFF, Phase.DONE):
             return backends[phase.primary]
         if Capability.ADMIN not in backends[R].capabilities and phase is Phase.DUAL:
-            raise ConfigError(
-                f"the target backend {backends[R].config.redacted_url} cannot move fencing counters "
-                "(no ADMIN capability): tokens would go backwards in dual")
+            message = (f"the target backend {backends[R].config.redacted_url} cannot move fencing counters "
+                       "(no ADMIN capability): tokens would go backwards in dual")
+            refuse_phase(self.node, phase, "no_admin", message)
+            raise ConfigError(message)
         assert self.store is not None
         self.sink = RecordSink(self.store)
         recorder = Recorder(self.sink, self.node, phase.value)

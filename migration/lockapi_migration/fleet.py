@@ -19,7 +19,7 @@ from lockapi.spi import ConfigError, LockError
 from lockapi_migration.phases import Phase, blockers
 from lockapi_migration.records.store import SHADOW_STARTED, NodeInfo, RecordStore
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 HEARTBEAT = 2.0
 """Seconds between heartbeats."""
@@ -48,6 +48,17 @@ class PhaseConflict(ConfigError):
     """This node's phase is not equal or adjacent to a live node's phase."""
 
 
+def refuse_phase(node: str, phase: Phase, reason: str, message: str, *, blockers: str = "") -> None:
+    """Log the one ``phase_refused`` line (ERROR, structured fields, no URL with a password: callers pass
+    redacted text) for a node that will not start in ``phase``; the caller then raises its ConfigError.
+
+    ``reason``: ``fleet`` (a live node's phase is not equal or adjacent), ``no_record`` (no record store
+    configured), ``no_admin`` (dual, and the target cannot move fencing counters)."""
+    log.error("lockapi migration: node %s refused phase %r: %s", node, phase.value, message,
+              extra={"lockapi_event": "phase_refused", "lockapi_node": node, "lockapi_phase": phase.value,
+                     "lockapi_reason": reason, "lockapi_blockers": blockers})
+
+
 class Registry:
     """This node's registry entry, kept fresh by a heartbeat thread until :meth:`leave`."""
 
@@ -71,11 +82,11 @@ class Registry:
         if blocking:
             self.store.leave(self.node)
             listed = ", ".join(f"{node} ({phase.value})" for node, phase in sorted(blocking.items()))
-            raise PhaseConflict(
-                f"refusing to start in migration phase {self.phase.value!r}: live nodes in phases that are "
-                f"not equal or adjacent to it: {listed}. Move the fleet one phase at a time "
-                "(off -> shadow -> dual -> cutover -> done); see `lockapi migrate status`"
-            )
+            message = (f"refusing to start in migration phase {self.phase.value!r}: live nodes in phases that are "
+                       f"not equal or adjacent to it: {listed}. Move the fleet one phase at a time "
+                       "(off -> shadow -> dual -> cutover -> done); see `lockapi migrate status`")
+            refuse_phase(self.node, self.phase, "fleet", message, blockers=listed)
+            raise PhaseConflict(message)
         if self.phase.index >= Phase.SHADOW.index:
             self.store.set_milestone(SHADOW_STARTED, self._started, only_if_absent=True)
         self._thread = threading.Thread(target=self._run, name="lockapi-migration-heartbeat", daemon=True)

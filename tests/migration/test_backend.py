@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from lockapi_migration.records.model import DROPPED, GRANTED
+from lockapi_migration.strategies.dual import R_MARGIN
 from lockapi_migration.tooling.classify import Verdict, classify
 
 from lockapi import BackendUnavailable, Capability, Job, LockTimeout
@@ -91,6 +92,30 @@ def test_dual_needs_both_and_returns_r_tokens_above_h(fleet: Fleet) -> None:
     assert h.try_acquire("a") is None and r.try_acquire("a") is None
     assert lease.is_held() and lease.extend(30) and lease.release()
     assert h.inspect("a") is None and r.inspect("a") is None
+
+
+def test_dual_asks_r_once_while_r_is_not_behind_and_refloors_it_when_it_is(fleet: Fleet) -> None:
+    """Steady state: one call to H, one to R, no counter floored (R's token equals H's, so H's next is
+    above it). R behind H (a shadow node took the name on H meanwhile): R's low grant is given back, R
+    floored R_MARGIN above H's token, and H floored above R's new token, so a shadow node's next H token
+    is above it."""
+    node = fleet.node("dual")
+    first = node.acquire("steady", ttl=30)
+    assert first.release()
+    second = node.acquire("steady", ttl=30)
+    assert second.token == first.token + 1 and second.release()
+    h = fleet.h()
+    for _ in range(3):
+        h.acquire("steady", ttl=5).release()  # H ahead of R, as after a shadow node's acquires
+    behind = node.acquire("steady", ttl=30)
+    assert behind.token >= second.token + 3 + R_MARGIN
+    assert fleet.r().inspect("steady").token == behind.token  # type: ignore[union-attr]
+    assert behind.release()
+    later = h.acquire("steady", ttl=5)
+    assert later.token > behind.token and later.release()
+    rows = [(rec.h.token, rec.r.token) for rec in fleet.records() if rec.op == "acquire" and rec.name == "steady"]
+    assert rows[0][0] == rows[0][1] and rows[1][0] == rows[1][1], rows  # no floor in the steady state
+    assert rows[2][1] > rows[2][0] + R_MARGIN, rows
 
 
 def test_dual_denial_on_r_releases_h(fleet: Fleet) -> None:

@@ -1,7 +1,8 @@
 """The rollback drill, end to end: a fleet of application processes (SQLite H, Redis R) rolled forward to
 cutover, then back one phase at a time - cutover -> dual -> shadow -> off - one process at a time while
 the others keep working. Throughout: no element processed twice (done markers written in cutover are
-honoured after the way back), never two leaders at once, leader tokens only up, the job semaphore held."""
+honoured after the way back), never two leaders at once, leader tokens only up, the job semaphore held;
+afterwards `lockapi migrate check` (default thresholds but the decision minimum) passes every phase visited."""
 
 from __future__ import annotations
 
@@ -65,3 +66,8 @@ def test_rollback_drill_cutover_to_off_with_the_fleet_running(
     print(f"\nrollback drill: {summary.verdicts}")
     assert summary.false_grants == 0
     assert {"shadow", "dual", "cutover"} <= set(summary.phases_seen)
+    capsys.readouterr()
+    for phase in ("shadow", "dual", "cutover"):  # the checker is clean for every phase the fleet went through
+        code = lockapi_main(["migrate", "check", "--phase", phase, "--min-decisions", "1"])
+        out = capsys.readouterr().out
+        assert code == 0 and out.startswith(f"SAFE to advance from {phase}"), out

@@ -57,33 +57,44 @@ class Side:
 NOT_ASKED = Side()
 
 
-def timed(call: Callable[[], T], decide: Callable[[Any], Side]) -> tuple[Side, T | None, LockError | None]:
-    """Run ``call``; return its Side (decision from ``decide``, latency in seconds), result and error.
+def timed(call: Callable[[], T], decide: Callable[[Any, float], Side]
+          ) -> tuple[Side, T | None, LockError | None]:
+    """Run ``call``; return its Side (``decide(result, latency in seconds)``), result and error.
 
     Only :class:`LockError` is caught (backends translate their errors into it); the caller decides
-    whether to re-raise it.
+    whether to re-raise it. ``decide`` builds the one Side of the call (it is on the caller's path in
+    shadow: one object, not two).
     """
     started = time.perf_counter()
     try:
         result = call()
     except LockError as exc:
         return Side(error=clean_error(exc), latency=time.perf_counter() - started), None, exc
-    side = decide(result)
-    return Side(side.decision, side.token, time.perf_counter() - started, None, side.retry_after), result, None
+    return decide(result, time.perf_counter() - started), result, None
 
 
-def attempt_side(attempt: Attempt) -> Side:
+def attempt_side(attempt: Attempt, latency: float | None = None) -> Side:
     if attempt.token is None:
-        return Side(DENIED, retry_after=attempt.retry_after)
-    return Side(GRANTED, attempt.token)
+        return Side(DENIED, None, latency, None, attempt.retry_after)
+    return Side(GRANTED, attempt.token, latency)
 
 
-def bool_side(ok: bool) -> Side:
-    return Side(TRUE if ok else FALSE)
+def bool_side(ok: bool, latency: float | None = None) -> Side:
+    return Side(TRUE if ok else FALSE, None, latency)
 
 
-def ok_side(_: object) -> Side:
-    return Side(OK)
+def ok_side(_: object, latency: float | None = None) -> Side:
+    return Side(OK, None, latency)
+
+
+def granted_side(_: object, latency: float | None = None) -> Side:
+    """A batch call that returned (its per-name decisions are in its result)."""
+    return Side(GRANTED, None, latency)
+
+
+def done_side(_: object, latency: float | None = None) -> Side:
+    """A marker read that returned (its per-name answers are in its result)."""
+    return Side(DONE, None, latency)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from lockapi.spi import LockError
 from lockapi_migration.records.model import Record
 from lockapi_migration.records.store import LagSample, RecordStore
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 BATCH = 500
 
@@ -77,14 +77,18 @@ class RecordSink:
                 try:
                     self._store.append_lag(samples)
                 except LockError as exc:
-                    log.warning("lockapi migration: %d lag samples lost: %s", len(samples), exc)
+                    log.warning("lockapi migration: %d lag samples lost: %s", len(samples), exc,
+                                extra={"lockapi_event": "migration_records_lost", "lockapi_count": len(samples),
+                                       "lockapi_what": "lag", "lockapi_error": str(exc)})
             while batch := self._batch():
                 try:
                     self._store.append(batch)
                     self.written += len(batch)
                 except LockError as exc:
                     self.failed += len(batch)
-                    log.warning("lockapi migration: %d records lost: %s", len(batch), exc)
+                    log.warning("lockapi migration: %d records lost: %s", len(batch), exc,
+                                extra={"lockapi_event": "migration_records_lost", "lockapi_count": len(batch),
+                                       "lockapi_what": "records", "lockapi_error": str(exc)})
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

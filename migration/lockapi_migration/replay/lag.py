@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from lockapi_migration.records.store import LagSample
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 MAX_LAG = 1.0
 """Default seconds a replay may run behind its primary decision before it is "stale, not compared"."""
@@ -89,7 +89,10 @@ class LagMeter:
         if alarming(sample):
             log.warning("lockapi migration: LAG ALARM on %s: the shadow replay ran up to %.2f s behind (p99 %.3f s, "
                         "backlog %.2f s; limit max_lag=%.2f s): %d replays recorded stale, %d dropped this minute",
-                        self.node, top, sample.p99, backlog, self.max_lag, stale, dropped)
+                        self.node, top, sample.p99, backlog, self.max_lag, stale, dropped,
+                        extra={"lockapi_event": "migration_lag_alarm", "lockapi_node": self.node,
+                               "lockapi_lag_max": top, "lockapi_lag_p99": sample.p99, "lockapi_backlog": backlog,
+                               "lockapi_max_lag": self.max_lag, "lockapi_stale": stale, "lockapi_dropped": dropped})
         self._publish(sample)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from lockapi_migration.replay.queue import Replay
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 START_TIMEOUT = 30.0
 """Seconds the worker may take to import lockapi and open its backends before threads are used instead."""
@@ -133,7 +133,8 @@ class ProcessReplay(Replay):
             except OSError as exc:  # the worker died, or a batch too large for the socket
                 if exc.errno != errno.EMSGSIZE:
                     self._dead = True
-                    log.warning("lockapi migration: the replay worker is gone (%s): replays are dropped", exc)
+                    log.warning("lockapi migration: the replay worker is gone (%s): replays are dropped", exc,
+                                extra={"lockapi_event": "migration_worker_gone", "lockapi_error": str(exc)})
             self.dropped += len(batch)
             for _, method, args, _ in batch:
                 self.on_shed(method, args)

@@ -22,7 +22,7 @@ from typing import Any
 
 from lockapi.spi import step, trace_context
 
-log = logging.getLogger("lockapi.migration")
+log = logging.getLogger("lockapi.migration." + __name__.removeprefix("lockapi_migration."))
 
 SHADOW_TIMEOUT = 2.0
 """Default per-call timeout (seconds) of the shadow backend when its URL sets none."""

@@ -41,6 +41,8 @@ from lockapi_migration.records.model import (
     Side,
     attempt_side,
     bool_side,
+    done_side,
+    granted_side,
     ok_side,
     timed,
 )
@@ -204,7 +206,7 @@ class Replayer:
                         LOCK.floor(self._s, name, token)
                         self._floors.saw(LOCK, name, token)
         s_side, s_granted, _ = timed(
-            lambda: self._s.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
+            lambda: self._s.try_acquire_many(names, holder, ttl, skip_done=skip_done), granted_side)
         if s_granted is None:
             self.record("acquire_many", holder, ttl, [(n, p_rows[n], s_side, "") for n in names], ts, delay)
             return
@@ -243,5 +245,5 @@ class Replayer:
             rows = done_rows(names, p_side, p_done, NOT_ASKED, None)
             self.record("done", "", None, [(n, p, NOT_ASKED, STALE) for n, p, _, _ in rows], ts, delay)
             return
-        s_side, s_done, _ = timed(lambda: self._s.done(names), lambda _: Side(DONE))
+        s_side, s_done, _ = timed(lambda: self._s.done(names), done_side)
         self.record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts, delay)

@@ -1,19 +1,27 @@
 """Dual mode: a lease needs BOTH backends, taken in a fixed order (H, then R).
 
-* acquire: H first; if H grants, R's fencing counter is floored to H's token and R is tried; if R
-  denies (or fails), the H grant is released and the caller is denied (or gets the error). After both
-  granted, H's counter is floored to R's token (when H supports it), so nodes still in shadow (which
-  return H tokens) never see a token below one issued here. The caller gets R's token; H's is kept in
-  a holder map for release/extend.
+* acquire: H first; if H grants, R is asked as it is. The caller gets R's token and it must be >= H's
+  (then it is above every token issued before: H's to shadow nodes are below H's token, R's below R's):
+  a lower R grant (R's counter behind H's: names shadow nodes took since R was last floored, or an H
+  that seeds tokens from its clock) is given back, R's counter floored :data:`R_MARGIN` above H's token
+  and R asked again. If R denies (or fails), the H grant is released and the caller is denied (or gets
+  the error). When R's token is above H's, H's counter is then floored to it (when H supports it), so
+  nodes still in shadow (which return H tokens) never see a token below one issued here; when they are
+  equal H's next token is above it already. Steady state: one call to H, one to R. H's token is kept in
+  a holder map for release/extend. ``acquire_many`` floors R to H's tokens first, as before.
 * release/extend/holds: both; the lease stands only if both do ("losing either loses the lease").
 * done markers: written to both; a name is done if either backend says so.
 * any backend error fails the operation (closed): no lease is granted on one backend alone.
 
-Every operation is recorded with both sides (no shadow delay: both are synchronous).
+Every operation is recorded with both sides (no shadow delay: both are synchronous). Each side's call of
+an acquire, release, extend, ``mark_done`` or ``done`` is reported as the step ``migration.dual``
+(``lockapi.spi.step``; a span ``lockapi.migration.dual`` under the caller's operation span, attribute
+``lockapi.side`` ``h`` or ``r``, outcome the side's decision or ``error``).
 
-Pause points (``lockapi.spi.pause_point``) between the round trips, on the main path:
-``<acquire>:h-granted`` (H granted, R not asked yet), ``<acquire>:r-floored`` (R's counter floored,
-R not asked yet), ``<acquire>:r-granted`` (both granted, H's counter not yet floored above R's token)
+Pause points (``lockapi.spi.pause_point``) between the round trips: ``<acquire>:h-granted`` (H granted,
+R not asked yet), ``<acquire>:r-behind`` (R's grant below H's token given back, R's counter not floored
+yet; not in ``acquire_many``), ``<acquire>:r-floored`` (R's counter floored, R not asked (again) yet),
+``<acquire>:r-granted`` (both granted, R's token above H's, H's counter not yet floored above it)
 for ``acquire``, ``permit_acquire`` and ``acquire_many``; ``<release>:h-released`` and
 ``<extend>:h-extended`` (H done, R not yet) for locks and permits; ``mark_done:h-marked`` and
 ``done:h-read``. An extend that lands on one backend only gives the other side back at once (the lease
@@ -25,17 +33,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point
+from lockapi.spi import Attempt, Backend, BackendConfig, Capability, LockError, LockInfo, Wake, pause_point, step
+from lockapi_migration.phases import H, R
 from lockapi_migration.records.model import (
     DENIED,
-    DONE,
     GRANTED,
     NOT_ASKED,
     Side,
+    T,
     attempt_side,
     bool_side,
     clean_error,
+    done_side,
+    granted_side,
     ok_side,
     timed,
 )
@@ -48,10 +60,15 @@ NOT_COMBINABLE = frozenset({Capability.FAIR, Capability.ATOMIC_BATCH})
 ACQUIRES = ("acquire", "permit_acquire", "acquire_many")
 POINTS = frozenset({
     *(f"{op}:{step}" for op in ACQUIRES for step in ("h-granted", "r-floored", "r-granted")),
+    "acquire:r-behind", "permit_acquire:r-behind",
     "release:h-released", "extend:h-extended", "permit_release:h-released", "permit_extend:h-extended",
     "mark_done:h-marked", "done:h-read",
 })
 """Every pause point of the dual strategy (see the module docstring)."""
+R_MARGIN = 1_000_000
+"""How far above H's token R's counter is floored when R turned out to be behind H. Tokens only have to
+go up; the margin keeps a counter that H seeds from its clock (SQLite: microseconds) below R's for about a
+second, so the steady state stays one R call per acquire instead of re-flooring on every one."""
 
 
 class DualStrategy(Backend):
@@ -77,6 +94,16 @@ class DualStrategy(Backend):
         self._recorder.record(op, name, holder, ttl, h, r, detail=detail, ts=ts)
 
     @staticmethod
+    def _side(label: str, name: str, call: Callable[[], T], decide: Callable[[Any, float], Side], **attributes: int
+              ) -> tuple[Side, T | None, LockError | None]:
+        """One side's call (``timed``), reported as the step ``migration.dual`` on ``label`` (h or r); a
+        batch (``acquire_many``, ``done``) is reported on its first name with ``count`` names."""
+        with step("migration.dual", name, backend="migration", side=label, **attributes) as span:
+            side, result, exc = timed(call, decide)
+            span.outcome = "error" if exc is not None else side.decision
+        return side, result, exc
+
+    @staticmethod
     def _raise_first(*errors: LockError | None) -> None:
         for exc in errors:
             if exc is not None:
@@ -85,22 +112,23 @@ class DualStrategy(Backend):
     # -- lease operations --------------------------------------------------------------------------
     def _acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int) -> Attempt:
         op, ts = kind.op("acquire"), time.time()
-        h_side, h_attempt, h_exc = timed(lambda: kind.acquire(self._h, name, holder, ttl, permits), attempt_side)
+        h_side, h_attempt, h_exc = self._side(
+            H, name, lambda: kind.acquire(self._h, name, holder, ttl, permits), attempt_side)
         if h_attempt is None or h_attempt.token is None:
             self._record(op, name, holder, ttl, h_side, NOT_ASKED, ts)
             self._raise_first(h_exc)
             return h_attempt or Attempt(None)
         h_token = h_attempt.token
         pause_point(f"{op}:h-granted")
-        r_side, r_attempt, r_exc = timed(
-            lambda: self._floored_acquire(kind, name, holder, ttl, permits, h_token), attempt_side)
+        r_side, r_attempt, r_exc = self._side(
+            R, name, lambda: self._r_above(kind, name, holder, ttl, permits, h_token), attempt_side)
         if r_attempt is None or r_attempt.token is None:
             kind.undo(self._h, name, holder, h_token)
             self._record(op, name, holder, ttl, h_side, r_side, ts)
             self._raise_first(r_exc)
             return Attempt(None, r_attempt.retry_after if r_attempt else None)
         r_token = r_attempt.token
-        if self._floor_h:
+        if self._floor_h and r_token > h_token:  # r == h: H's next token is above R's already
             pause_point(f"{op}:r-granted")
             try:
                 kind.floor(self._h, name, r_token)
@@ -113,9 +141,16 @@ class DualStrategy(Backend):
         self._record(op, name, holder, ttl, h_side, r_side, ts)
         return r_attempt
 
-    def _floored_acquire(self, kind: Kind, name: str, holder: str, ttl: float, permits: int,
-                         h_token: int) -> Attempt:
-        kind.floor(self._r, name, h_token)
+    def _r_above(self, kind: Kind, name: str, holder: str, ttl: float, permits: int, h_token: int) -> Attempt:
+        """R's grant with a token >= ``h_token``: asked as it is first (one round trip while R's counter is
+        not behind H's, the steady state); a grant below ``h_token`` is given back, R's counter floored
+        :data:`R_MARGIN` above ``h_token`` and R asked again."""
+        attempt = kind.acquire(self._r, name, holder, ttl, permits)
+        if attempt.token is None or attempt.token >= h_token:
+            return attempt
+        kind.undo(self._r, name, holder, attempt.token)
+        pause_point(f"{kind.op('acquire')}:r-behind")
+        kind.floor(self._r, name, h_token + R_MARGIN)
         pause_point(f"{kind.op('acquire')}:r-floored")
         return kind.acquire(self._r, name, holder, ttl, permits)
 
@@ -124,10 +159,10 @@ class DualStrategy(Backend):
         """Release or extend (``ttl`` given) on both; True only if both still held the lease."""
         op, ts, key = kind.op(verb), time.time(), (kind.label, name, holder)
         h_token = self._h_tokens.get(key) if ttl is not None else self._h_tokens.pop(key)
-        h_side, h_ok, h_exc = (timed(lambda: call(self._h, h_token), bool_side) if h_token is not None
+        h_side, h_ok, h_exc = (self._side(H, name, lambda: call(self._h, h_token), bool_side) if h_token is not None
                                else (bool_side(False), False, None))
         pause_point(f"{op}:h-{'released' if ttl is None else 'extended'}")
-        r_side, r_ok, r_exc = timed(lambda: call(self._r, token), bool_side)
+        r_side, r_ok, r_exc = self._side(R, name, lambda: call(self._r, token), bool_side)
         self._record(op, name, holder, ttl, h_side, r_side, ts,
                      detail="" if h_token is not None else "h token unknown")
         if ttl is not None and bool(h_ok) != bool(r_ok):  # extended on one side only: the lease is lost
@@ -180,8 +215,10 @@ class DualStrategy(Backend):
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
     ) -> dict[str, int]:
         ts = time.time()
-        h_side, h_granted, h_exc = timed(
-            lambda: self._h.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
+        first = names[0] if names else ""
+        h_side, h_granted, h_exc = self._side(
+            H, first, lambda: self._h.try_acquire_many(names, holder, ttl, skip_done=skip_done),
+            granted_side, count=len(names))
         if h_granted is None or not h_granted:
             for name in names:
                 self._record("acquire_many", name, holder, ttl, _batch_side(h_side, h_granted, name),
@@ -190,8 +227,9 @@ class DualStrategy(Backend):
             return {}
         wanted = list(h_granted)
         pause_point("acquire_many:h-granted")
-        r_side, r_granted, r_exc = timed(lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
-                                         lambda _: Side(GRANTED))
+        r_side, r_granted, r_exc = self._side(
+            R, wanted[0], lambda: self._floored_many(wanted, h_granted, holder, ttl, skip_done),
+            granted_side, count=len(wanted))
         r_granted = r_granted or {}
         for name, token in h_granted.items():
             if name not in r_granted:
@@ -226,17 +264,20 @@ class DualStrategy(Backend):
     # -- done markers ------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:
         ts = time.time()
-        h_side, _, h_exc = timed(lambda: self._h.mark_done(name, ttl), ok_side)
+        h_side, _, h_exc = self._side(H, name, lambda: self._h.mark_done(name, ttl), ok_side)
         pause_point("mark_done:h-marked")
-        r_side, _, r_exc = timed(lambda: self._r.mark_done(name, ttl), ok_side)
+        r_side, _, r_exc = self._side(R, name, lambda: self._r.mark_done(name, ttl), ok_side)
         self._record("mark_done", name, "", ttl, h_side, r_side, ts)
         self._raise_first(h_exc, r_exc)
 
     def done(self, names: Sequence[str]) -> set[str]:
         ts = time.time()
-        h_side, h_done, h_exc = timed(lambda: self._h.done(names), lambda _: Side(DONE))
+        first = names[0] if names else ""
+        h_side, h_done, h_exc = self._side(H, first, lambda: self._h.done(names), done_side,
+                                           count=len(names))
         pause_point("done:h-read")
-        r_side, r_done, r_exc = timed(lambda: self._r.done(names), lambda _: Side(DONE))
+        r_side, r_done, r_exc = self._side(R, first, lambda: self._r.done(names), done_side,
+                                           count=len(names))
         for name, h, r, _ in done_rows(names, h_side, h_done, r_side, r_done):
             self._record("done", name, "", None, h, r, ts)
         self._raise_first(h_exc, r_exc)

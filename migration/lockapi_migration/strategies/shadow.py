@@ -30,6 +30,8 @@ from lockapi_migration.records.model import (
     T,
     attempt_side,
     bool_side,
+    done_side,
+    granted_side,
     ok_side,
     timed,
 )
@@ -57,7 +59,7 @@ class ShadowStrategy(Backend):
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _primary(self, op: str, names: Sequence[str], holder: str, ttl: float | None,
-                 call: Callable[[], T], decide: Callable[[T], Side]) -> tuple[Side, T, float]:
+                 call: Callable[[], T], decide: Callable[[T, float], Side]) -> tuple[Side, T, float]:
         """Run the primary side; on error record it (shadow not asked) and re-raise."""
         ts = time.time()
         side, result, exc = timed(call, decide)
@@ -129,7 +131,7 @@ class ShadowStrategy(Backend):
     ) -> dict[str, int]:
         p_side, granted, ts = self._primary(
             "acquire_many", names, holder, ttl,
-            lambda: self._p.try_acquire_many(names, holder, ttl, skip_done=skip_done), lambda _: Side(GRANTED))
+            lambda: self._p.try_acquire_many(names, holder, ttl, skip_done=skip_done), granted_side)
         if skip_done and self._union_done and granted:
             pause_point("done:batch-granted")
             for name in self._union_read(list(granted), set(), Side(DONE), ts):
@@ -147,7 +149,7 @@ class ShadowStrategy(Backend):
 
     def done(self, names: Sequence[str]) -> set[str]:
         p_side, p_done, ts = self._primary("done", names, "", None, lambda: self._p.done(names),
-                                           lambda _: Side(DONE))
+                                           done_side)
         if self._union_done:
             pause_point("done:primary-read")
             return p_done | self._union_read(names, p_done, p_side, ts)
@@ -158,7 +160,7 @@ class ShadowStrategy(Backend):
     def _union_read(self, names: Sequence[str], p_done: set[str], p_side: Side, ts: float) -> set[str]:
         """Cutover: the shadow's done markers for ``names``, read synchronously and recorded; a failing
         shadow counts as "no markers" (migrate check required the backfill before cutover)."""
-        s_side, s_done, _ = timed(lambda: self._s.done(names), lambda _: Side(DONE))
+        s_side, s_done, _ = timed(lambda: self._s.done(names), done_side)
         self._replayer.record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts)
         return s_done or set()
 
