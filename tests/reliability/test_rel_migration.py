@@ -111,7 +111,9 @@ def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyP
 @pytest.mark.parametrize("down", ["h", "r"])
 def test_one_backend_down_in_dual_fails_closed(down: str, migration_env: pytest.MonkeyPatch,
                                                redis_standalone: RedisServer, name: str, tmp_path: Path) -> None:
-    dead_redis = f"redis://127.0.0.1:{free_port()}"
+    # timeout=1 on the target's URL too: a migration target takes its options from its own URL, not
+    # from connect()'s (with the default 5 s each of the 6 calls below waited 5 s for the dead R).
+    dead_redis = f"redis://127.0.0.1:{free_port()}?timeout=1"
     source = f"sqlite:///{tmp_path / 'h.db'}" if down == "r" else dead_redis
     target = dead_redis if down == "r" else redis_standalone.url
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", target)
