@@ -11,6 +11,11 @@ fixtures; it is function-scoped itself::
         def lock_url(self, my_server):
             return my_server.url
 
+Each test runs over both APIs (the ``api`` fixture: ``lockapi``, and ``lockapi.aio`` through a blocking
+view), except the few whose work happens in child processes that speak the sync API (marked
+``sync_only`` in :mod:`lockapi.testing.suite`). Tests synchronise on events, never on sleeps: a waiter
+counts as blocked once core's ``Observer.waiting`` hook fired for it (``WaitingCount``).
+
 Class attributes tune timing for slow backends (``short_ttl``, ``margin``). Tests that need a capability
 the backend does not declare (multi-process, fair) check that the backend refuses cleanly instead.
 """

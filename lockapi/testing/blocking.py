@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import lockapi.aio
 from lockapi.aio.jobs import AsyncSlot
 from lockapi.aio.lease import AsyncLease
+from lockapi.observers import Observer
 from lockapi.testing.pauses import ACTOR
 
 T = TypeVar("T")
@@ -189,6 +190,13 @@ class BlockingManager:
 
     def remove_listener(self, listener: Any) -> None:
         self.inner.remove_listener(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Install ``observer`` on the async manager (its hooks run on the loop thread)."""
+        self.inner.add_observer(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self.inner.remove_observer(observer)
 
     def _on_lost(self, on_lost: Any) -> Any:
         if not callable(on_lost):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lockapi
+from lockapi.observers import Observer, Operation
 
 
 def contend(url: str, options: dict[str, Any], name: str, rounds: int, out: str, ttl: float) -> None:
@@ -22,10 +23,21 @@ def contend(url: str, options: dict[str, Any], name: str, rounds: int, out: str,
     Path(out).write_text("".join(lines))
 
 
-def wait_then_report(url: str, options: dict[str, Any], name: str, ready: Any, out: str) -> None:
-    """Signal ``ready`` once connected, wait for ``name``, write the monotonic ns of the grant."""
+class _SetOnWait(Observer):
+    """Sets ``event`` when an acquire starts to wait (its first attempt was denied)."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+    def waiting(self, op: Operation, state: Any) -> None:
+        self.event.set()
+
+
+def wait_then_report(url: str, options: dict[str, Any], name: str, waiting: Any, out: str) -> None:
+    """Wait for ``name``, signalling ``waiting`` once the first attempt was denied (the waiter is then
+    subscribed to wake-ups); write the monotonic ns of the grant."""
     with lockapi.connect(url, **options) as mgr:
-        ready.set()
+        mgr.add_observer(_SetOnWait(waiting))
         lease = mgr.acquire(name, ttl=30, wait=60)
         granted = time.monotonic_ns()
         lease.release()

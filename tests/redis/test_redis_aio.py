@@ -21,6 +21,7 @@ from lockapi_redis.aio_pool import AsyncBoundedPool
 import lockapi
 import lockapi.aio
 from lockapi.spi import BackendConfig, BackendUnavailable, Capability, Options
+from lockapi.testing.suite import WaitingCount
 from tests.servers.common import free_port
 from tests.servers.redis import RedisCluster, RedisServer, redis_server
 
@@ -427,9 +428,11 @@ def test_sync_and_async_clients_share_the_locks(redis_standalone: RedisServer, n
                     assert got.token > lease.token
                     got.release()
 
+                waiting = WaitingCount(name)
+                sync.add_observer(waiting)
                 thread = threading.Thread(target=sync_waiter)
                 thread.start()
-                await asyncio.sleep(0.3)
+                await asyncio.to_thread(waiting.wait_for, 1, 60, "the sync waiter did not block")
                 released = time.monotonic()
                 assert await lease.release()
                 await asyncio.to_thread(thread.join, 30)

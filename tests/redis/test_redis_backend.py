@@ -192,8 +192,15 @@ def test_one_shared_pubsub_connection_for_many_waiting_threads(
 
 CHILD_WAITER = textwrap.dedent("""
     import sys, time, lockapi
+    from lockapi.observers import Observer
     url, name, fair = sys.argv[1], sys.argv[2], sys.argv[3] == "fair"
+
+    class Waiting(Observer):  # called once the first attempt was denied: subscribed, and about to wait
+        def waiting(self, op, state):
+            print("waiting", flush=True)
+
     with lockapi.connect(url) as mgr:
+        mgr.add_observer(Waiting())
         print("ready", flush=True)
         lease = mgr.acquire(name, ttl=30, wait=120, fair=fair)
         print("granted", time.monotonic(), flush=True)
@@ -216,11 +223,11 @@ def test_waiter_in_another_process_is_woken_by_pubsub(redis_standalone: RedisSer
         try:
             client = redis_standalone.client()
             channel = f"lockapi:{{{escape(name)}}}:ch"
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "waiting", "the child's first attempt was not denied"
             wait_until(lambda: client.pubsub_numsub(channel)[0][1] == 1, 30, "the child to subscribe")
-            time.sleep(0.3)  # let the child settle into its (up to 2 s) push wait
             released = time.monotonic()
             assert lease.release()
-            assert proc.stdout is not None
             word, granted = proc.stdout.readline().split()
             assert word == "granted"
             assert float(granted) - released < 0.5, "hand-off took longer than a poll would"
@@ -247,6 +254,7 @@ def test_fair_queue_drops_a_killed_waiter_quickly(redis_standalone: RedisServer,
             released = time.monotonic()
             assert lease.release()
             assert alive.stdout is not None
+            assert alive.stdout.readline().strip() == "waiting"
             word, granted = alive.stdout.readline().split()
             assert word == "granted"
             # queue entries live 1 s (lockapi's QUEUE_TTL) unless refreshed: the dead one is dropped

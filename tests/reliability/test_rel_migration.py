@@ -11,8 +11,10 @@ with either backend unreachable, acquires fail closed (BackendUnavailable, never
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,31 +49,41 @@ def test_checker_in_every_phase(phase: str, migration_env: pytest.MonkeyPatch, r
     assert verdict.record["rejected"] == 0
 
 
-def _connect_in_phase(source: str, ready: object) -> None:
-    ready.wait(60)  # type: ignore[attr-defined]
-    with lockapi.connect(source) as mgr:
-        mgr.ping()
+def _connect_to_each_store(source: str, records: list[str], together: Any, results: Any) -> None:
+    """For each fresh record store in turn: wait until every process is at ``together`` (a barrier),
+    then connect (which opens the store) and report "ok" or the error."""
+    for record in records:
+        together.wait(120)
+        os.environ["LOCKAPI_MIGRATION_RECORD"] = record  # read at connect time
+        try:
+            with lockapi.connect(source) as mgr:
+                mgr.ping()
+        except Exception as exc:
+            results.put((record, repr(exc)))
+        else:
+            results.put((record, "ok"))
 
 
 def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.MonkeyPatch,
                                                           redis_standalone: RedisServer, tmp_path: Path) -> None:
+    """8 processes open each of 3 fresh record stores at the same moment (a barrier per store): the
+    schema creation race. The processes are spawned once (spawning is what took the time)."""
     from tests.reliability.checker import SPAWN
 
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", redis_standalone.url)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")
-    codes = []
-    for attempt in range(3):
-        migration_env.setenv("LOCKAPI_MIGRATION_RECORD", f"sqlite:///{tmp_path / f'records{attempt}.db'}")
-        ready = SPAWN.Event()
-        procs = [SPAWN.Process(target=_connect_in_phase, args=(f"sqlite:///{tmp_path / 'h.db'}", ready))
-                 for _ in range(8)]
-        for proc in procs:
-            proc.start()
-        ready.set()
-        for proc in procs:
-            proc.join(120)
-        codes += [proc.exitcode for proc in procs]
-    assert codes == [0] * 24, codes
+    records = [f"sqlite:///{tmp_path / f'records{attempt}.db'}" for attempt in range(3)]
+    together, results = SPAWN.Barrier(8), SPAWN.Queue()
+    procs = [SPAWN.Process(target=_connect_to_each_store,
+                           args=(f"sqlite:///{tmp_path / 'h.db'}", records, together, results))
+             for _ in range(8)]
+    for proc in procs:
+        proc.start()
+    outcomes = sorted(results.get(timeout=180) for _ in range(24))
+    for proc in procs:
+        proc.join(120)
+    assert outcomes == sorted((record, "ok") for record in records for _ in range(8)), outcomes
+    assert [proc.exitcode for proc in procs] == [0] * 8
 
 
 def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyPatch, name: str,
@@ -99,7 +111,9 @@ def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyP
 @pytest.mark.parametrize("down", ["h", "r"])
 def test_one_backend_down_in_dual_fails_closed(down: str, migration_env: pytest.MonkeyPatch,
                                                redis_standalone: RedisServer, name: str, tmp_path: Path) -> None:
-    dead_redis = f"redis://127.0.0.1:{free_port()}"
+    # timeout=1 on the target's URL too: a migration target takes its options from its own URL, not
+    # from connect()'s (with the default 5 s each of the 6 calls below waited 5 s for the dead R).
+    dead_redis = f"redis://127.0.0.1:{free_port()}?timeout=1"
     source = f"sqlite:///{tmp_path / 'h.db'}" if down == "r" else dead_redis
     target = dead_redis if down == "r" else redis_standalone.url
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", target)

@@ -25,6 +25,7 @@ import pytest
 
 import lockapi
 from lockapi import BackendUnavailable, LockError
+from lockapi.testing.suite import WaitingCount
 from lockapi.waiting import PUSH_MAX
 from tests.reliability.targets import freeze, signal_tree, start_process, stop_process, thaw
 from tests.servers import mariadb as mariadb_launcher
@@ -176,17 +177,16 @@ def test_server_stopped_while_held_and_waited_on(server: Restartable, name: str)
     with lockapi.connect(server.url, **opts) as mgr, lockapi.connect(server.url, **opts) as peer:
         held = mgr.acquire(held_name, ttl=120)
         waiter: dict[str, Any] = {}
-        waiting = threading.Event()
+        waiting = WaitingCount(held_name)
+        peer.add_observer(waiting)
 
         def wait_for_lock() -> None:
-            waiting.set()
             waiter["result"], waiter["seconds"] = timed(lambda: peer.acquire(held_name, ttl=30, wait=120))
             waiter["at"] = time.monotonic()
 
         thread = threading.Thread(target=wait_for_lock, daemon=True)
         thread.start()
-        assert waiting.wait(10)
-        time.sleep(0.5)  # ordering only: let the waiter block inside acquire()
+        waiting.wait_for(1, 60, "the waiter did not block inside acquire()")
         server.stop()
         stopped = time.monotonic()
 

@@ -1,9 +1,10 @@
 """One APScheduler 3 scheduler process for the integration tests.
 
-``python -m tests.scheduled.aps_worker URL LOG PREFIX START COUNT INTERVAL MODE``: a BackgroundScheduler
-whose default executor is lockapi's LockedExecutor fires the job "tick" COUNT times, every INTERVAL
-seconds from the epoch time START; each execution appends "<pid> <key or -> <wall time>" to LOG.
-MODE is "trigger" (once per trigger) or "window" (one lock per job, at_least INTERVAL/2).
+``python -m tests.scheduled.aps_worker URL LOG PREFIX COUNT INTERVAL MODE``: prints "ready" once imported,
+then reads the epoch time START from stdin; a BackgroundScheduler whose default executor is lockapi's
+LockedExecutor fires the job "tick" COUNT times, every INTERVAL seconds from START; each execution
+appends "<pid> <key or -> <wall time>" to LOG. MODE is "trigger" (once per trigger) or "window" (one lock
+per job, at_least INTERVAL/2).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from lockapi.integrations.apscheduler import LockedExecutor
 
 
 def main() -> int:
-    url, log, prefix, start, count, interval, mode = sys.argv[1:8]
+    url, log, prefix, count, interval, mode = sys.argv[1:7]
+    print("ready", flush=True)
+    start = sys.stdin.readline()  # the test sends it once every scheduler process is ready
     every = float(interval)
     first = datetime.fromtimestamp(float(start), UTC)
     executor = LockedExecutor(url=url, prefix=prefix, at_most=30, once_per_trigger=mode == "trigger",

@@ -22,13 +22,20 @@ COUNT, INTERVAL = 4, 2.0
 
 
 def run_schedulers(url: str, log: Path, mode: str, processes: int = 3) -> list[str]:
-    start = time.time() + 4.0  # after every process has imported and started its scheduler
     prefix = f"aps-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-m", "tests.scheduled.aps_worker", url, str(log), prefix,
-                               str(start), str(COUNT), str(INTERVAL), mode], cwd=ROOT, env=env)
+                               str(COUNT), str(INTERVAL), mode], cwd=ROOT, env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
              for _ in range(processes)]
     try:
+        for p in procs:  # every process has imported lockapi and APScheduler: no start-up race
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready", "a scheduler did not start"
+        start = time.time() + 1.0  # time for each to add the job and start its scheduler
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(f"{start}\n")
+            p.stdin.close()
         codes = [p.wait(COUNT * INTERVAL + 120) for p in procs]
     finally:
         for p in procs:

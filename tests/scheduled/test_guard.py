@@ -14,6 +14,7 @@ import pytest
 import lockapi
 from lockapi import Event, LeaseLost, LockManager, RunSkipped
 from lockapi.testing.pauses import pause_at
+from lockapi.testing.suite import WaitingCount
 from tests.scheduled import workers
 
 
@@ -77,20 +78,27 @@ def test_async_functions_are_guarded(manager: LockManager, other: LockManager, l
 
 def test_a_waiting_node_runs_after_the_holder(manager: LockManager, other: LockManager, lock_name: str) -> None:
     order: list[str] = []
+    errors: list[BaseException] = []
     holding = threading.Event()
+    waiting = WaitingCount(lock_name)
+    other.add_observer(waiting)
 
     def holder() -> None:
-        with manager.scheduled(lock_name, at_most=60):
-            order.append("first")
-            holding.set()
-            time.sleep(0.3)
+        try:
+            with manager.scheduled(lock_name, at_most=60):
+                order.append("first")
+                holding.set()
+                waiting.wait_for(1, 60, "the second node did not wait for the held lock")
+        except BaseException as exc:
+            errors.append(exc)
 
     thread = threading.Thread(target=holder)
     thread.start()
-    holding.wait(30)
-    with other.scheduled(lock_name, at_most=60, wait=30):
+    assert holding.wait(30), "the first node did not get the lock"
+    with other.scheduled(lock_name, at_most=60, wait=90):
         order.append("second")
-    thread.join()
+    thread.join(30)
+    assert not errors, errors
     assert order == ["first", "second"]
 
 
