@@ -90,6 +90,8 @@ def backend_target(settings: Settings) -> tuple[str, dict[str, Any], str]:
     around the configured one when a migration is configured, else the configured backend itself."""
     if settings.migration:
         options = {"source": settings.url, "source_options": settings.options, **settings.migration}
+        if "timeout" in settings.options:  # bounds the migration's calls, whichever backend they reach
+            options.setdefault("timeout", settings.options["timeout"])
         target = redact_url(str(settings.migration["target"]))
         return "migration://", options, f"migration({redact_url(settings.url)} -> {target})"
     return settings.url, settings.options, redact_url(settings.url)

@@ -96,8 +96,10 @@ class MigrationBackend(Backend):
             self._urls = {H: (source, dict(source_options)), R: (target, {})}
             for label in sorted(self.phase.opens):
                 url, options = self._urls[label]
-                if label == shadow and "timeout" not in options and "timeout" not in _query(url):
-                    options["timeout"] = SHADOW_TIMEOUT
+                if "timeout" not in options and "timeout" not in _query(url):
+                    # a side on the caller's path answers within the caller's timeout; the shadow side
+                    # (replayed in the background) within SHADOW_TIMEOUT
+                    options["timeout"] = SHADOW_TIMEOUT if label == shadow else config.timeout
                 self._backends[label] = open_backend(url, options)
             self._impl = self._strategy(workers, capacity, max_lag, replay, record)
         except BaseException:

@@ -12,6 +12,7 @@ with either backend unreachable, acquires fail closed (BackendUnavailable, never
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,25 +112,31 @@ def test_r_down_in_shadow_is_invisible_and_counted(migration_env: pytest.MonkeyP
 @pytest.mark.parametrize("down", ["h", "r"])
 def test_one_backend_down_in_dual_fails_closed(down: str, migration_env: pytest.MonkeyPatch,
                                                redis_standalone: RedisServer, name: str, tmp_path: Path) -> None:
-    # timeout=1 on the target's URL too: a migration target takes its options from its own URL, not
-    # from connect()'s (with the default 5 s each of the 6 calls below waited 5 s for the dead R).
-    dead_redis = f"redis://127.0.0.1:{free_port()}?timeout=1"
+    # connect()'s timeout bounds every call, whichever side is down (the target inherits it: it once took
+    # its own default of 5 s, so each call below waited 5 s for a dead R)
+    dead_redis = f"redis://127.0.0.1:{free_port()}"
     source = f"sqlite:///{tmp_path / 'h.db'}" if down == "r" else dead_redis
     target = dead_redis if down == "r" else redis_standalone.url
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", target)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "dual")
-    outcomes = []
+    outcomes, took = [], []
     with lockapi.connect(source, timeout=1) as mgr:
         for i in range(5):
+            started = time.monotonic()
             try:
                 lease = mgr.acquire(f"{name}:{i}", ttl=30, wait=1)
                 outcomes.append(f"GRANTED token {lease.token}")
             except LockError as exc:
                 outcomes.append(type(exc).__name__)
+            took.append(time.monotonic() - started)
+        started = time.monotonic()
         try:
             got = mgr.try_acquire(name)
             outcomes.append("GRANTED" if got is not None else "denied")
         except LockError as exc:
             outcomes.append(type(exc).__name__)
-    print(f"\ndual with {down.upper()} down: {outcomes}")
+        took.append(time.monotonic() - started)
+    print(f"\ndual with {down.upper()} down: {outcomes}, seconds {[round(t, 2) for t in took]}")
     assert all(o == BackendUnavailable.__name__ for o in outcomes), outcomes
+    # wait (1 s) + timeout (1 s) + a generous margin for a loaded machine; the side's own default is 5 s
+    assert max(took) < 4.0, f"a call outlived connect()'s timeout: {took}"
