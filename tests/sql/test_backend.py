@@ -66,7 +66,7 @@ def test_semaphore_counts_live_slots_whatever_permits_the_caller_passes(sql_url:
 
 def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, name: str) -> None:
     backend, other = make_backend(sql_url), make_backend(sql_url)
-    names = [f"{name}:{i}" for i in range(1200)]  # more than one statement's worth
+    names = [f"{name}:{i}" for i in range(backend.dialect.batch_chunk + 200)]  # more than one statement's worth
     assert other.try_acquire(names[7], "other", 60).token is not None
     for done in names[100:110]:
         other.mark_done(done, 60)
