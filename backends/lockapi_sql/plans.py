@@ -226,7 +226,6 @@ class Plans:
         params.update(holder=holder, ttl=us(ttl))
         if self.dialect.returning:
             return {h: int(f) for h, f in (yield (ALL, sql.claim_many(count), params))}
-        yield (EXEC, sql.create_many(count), params)
         yield (EXEC, sql.claim_many(count), params)
         return {h: int(f) for h, f in (yield (ALL, sql.claimed_many(count), params))}
 

@@ -120,8 +120,8 @@ class Statements:
     # parameter each; dialects with :attr:`~lockapi_sql.dialects.Dialect.arrays`)
     @lru_cache(maxsize=64)  # noqa: B019 - one Statements per backend, a few sizes each
     def claim_many(self, count: int) -> str:
-        """RETURNING dialects: claim ``count`` lock rows (``h<i>``, ``name<i>``), creating missing ones;
-        returns (name_hash, fence) of those taken. Others: the UPDATE of :meth:`create_many`'s rows."""
+        """Claim ``count`` lock rows (``h<i>``, ``name<i>``), creating missing ones. RETURNING dialects:
+        returns (name_hash, fence) of those taken; others: read them with :meth:`claimed_many`."""
         d, now, L = self.dialect, self.dialect.now, self._L
         if d.returning:
             taken = f"{self._take}, fence = {d.next_fence(L)} WHERE {self._claimable} RETURNING name_hash, fence"
@@ -135,13 +135,18 @@ class Statements:
             return d.compile(d.upsert(L, LEASE_COLUMNS, rows, LEASE_KEY)
                              + f"{self._take}, fence = {d.next_fence(L)} WHERE {self._claimable} "
                                f"RETURNING name_hash, fence")
-        return d.compile(f"UPDATE {L} SET fence = {d.next_fence(L)}, {self._take} WHERE name_hash "
-                         f"{_in('h', count)} AND kind = {LOCK} AND slot = 0 AND {self._claimable}")
-
-    @lru_cache(maxsize=64)  # noqa: B019
-    def create_many(self, count: int) -> str:
-        rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, NULL, 0, 0, 0)" for i in range(count))
-        return self.dialect.compile(self.dialect.insert_missing(self._L, LEASE_COLUMNS, rows))
+        # ON DUPLICATE KEY UPDATE (no WHERE): each assignment is conditional on the claim. Assignments
+        # run left to right and see the columns already assigned, so the condition must keep its value
+        # throughout: fence first (not in it), then holder (becomes :holder only where it held), then
+        # expires_us (last).
+        rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, :holder, {now} + :ttl, {d.first_fence()}, 0)"
+                         for i in range(count))
+        fence = Dialect.next_fence(d, L)  # the plain expression: no LAST_INSERT_ID for many rows
+        return d.compile(d.upsert(L, LEASE_COLUMNS, rows, LEASE_KEY)
+                         + f"fence = CASE WHEN {self._claimable} THEN {fence} ELSE {L}.fence END, "
+                           f"holder = CASE WHEN {self._claimable} THEN {d.new('holder')} ELSE {L}.holder END, "
+                           f"expires_us = CASE WHEN {self._claimable} THEN {d.new('expires_us')} "
+                           f"ELSE {L}.expires_us END")
 
     @lru_cache(maxsize=64)  # noqa: B019
     def claimed_many(self, count: int) -> str:
