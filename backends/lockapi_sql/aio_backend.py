@@ -26,7 +26,7 @@ from lockapi_sql.aio_connections import AsyncConnections
 from lockapi_sql.backend import MariaDBBackend, PostgresBackend, SQLBackend, lock_info
 from lockapi_sql.dialects import PostgreSQL
 from lockapi_sql.plans import Plan, Plans
-from lockapi_sql.schema import LOCK, SEMAPHORE, name_hash
+from lockapi_sql.schema import LOCK, SEMAPHORE, key_of
 from lockapi_sql.statements import payload
 
 T = TypeVar("T")
@@ -151,7 +151,7 @@ class AsyncSQLBackend(AsyncBackend):
     ) -> contextlib.AbstractAsyncContextManager[None]:
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
+        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, key_of(name)), wake, holder)
 
     async def ping(self) -> None:
         await self._call(self.plans.ping)

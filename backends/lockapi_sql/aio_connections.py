@@ -91,7 +91,7 @@ class AsyncConnections:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         d = self._dialect
-        delay = 0.005
+        delay, longest = d.retry_delay
         fresh_retry = True
         while True:
             if self._idle:
@@ -117,7 +117,7 @@ class AsyncConnections:
                     self._discard(conn)
                 if kind == RETRY and not late and loop.time() + delay < deadline:
                     await asyncio.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 0.2)
+                    delay = min(delay * 2, longest)
                     continue
                 if kind == DEAD and reused and fresh_retry and not late:
                     fresh_retry = False

@@ -33,7 +33,7 @@ from lockapi.spi import (
 from lockapi_sql.connections import Connections
 from lockapi_sql.dialects import DIALECTS, Dialect, MySQL, PostgreSQL, SQLite
 from lockapi_sql.plans import CHUNK, Plan, Plans, seconds
-from lockapi_sql.schema import DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, name_hash
+from lockapi_sql.schema import DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, key_of
 from lockapi_sql.statements import Statements, payload
 
 T = TypeVar("T")
@@ -165,7 +165,7 @@ class SQLBackend(Backend):
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
     ) -> dict[str, int]:
-        """All names in one transaction, 500 per statement; see :meth:`lockapi_sql.plans.Plans.acquire_many`."""
+        """All names in one transaction, chunked per dialect; see :meth:`lockapi_sql.plans.Plans.acquire_many`."""
         if not names:
             return {}
         return self._call(self.plans.acquire_many, names, holder, ttl, skip_done)
@@ -217,7 +217,7 @@ class SQLBackend(Backend):
     ) -> contextlib.AbstractContextManager[None]:
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, name_hash(name)), wake, holder)
+        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, key_of(name)), wake, holder)
 
     def ping(self) -> None:
         self._call(self.plans.ping)

@@ -112,7 +112,7 @@ class Connections:
     def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
         deadline = time.monotonic() + self._timeout
-        delay = 0.005
+        delay, longest = self._dialect.retry_delay
         fresh_retry = True
         while True:
             try:
@@ -138,7 +138,7 @@ class Connections:
                     (self._discard if session.in_transaction else self._checkin)(conn)
                     if time.monotonic() + delay < deadline:
                         time.sleep(delay * (1 + random.random()))
-                        delay = min(delay * 2, 0.2)
+                        delay = min(delay * 2, longest)
                         continue
                 else:
                     self._discard(conn)

@@ -49,6 +49,14 @@ class Dialect:
     """``named`` (``:name``, as the statements are written) or ``pyformat`` (``%(name)s``)."""
     notifies: ClassVar[bool] = False
     """Releases can announce themselves to push-waiters inside the releasing statement."""
+    batch_chunk: ClassVar[int] = 500
+    """Most names per batch statement (SQLite's bind-parameter limit is 32,766; 500 keeps statements short)."""
+    arrays: ClassVar[bool] = False
+    """Batch statements take each column as ONE array parameter (``unnest``, ``= ANY``) instead of one
+    parameter per name: a short statement, prepared once whatever the batch size."""
+    retry_delay: ClassVar[tuple[float, float]] = (0.005, 0.2)
+    """Seconds a call sleeps before its first retry after a :data:`RETRY` error, and at most (the sleep
+    doubles per retry, times a random 1-2 jitter, and never passes the call's deadline)."""
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         self.timeout = timeout
@@ -167,11 +175,18 @@ class _OnConflict(Dialect):
 
 
 class SQLite(_OnConflict):
-    """SQLite through the standard library: WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writes.
+    """SQLite through the standard library: WAL, ``BEGIN IMMEDIATE`` for writes.
 
     ``synchronous`` (option): ``normal`` (default) or ``full``. Fencing tokens are seeded from the
     database clock (never below the current time in microseconds), so the commits a power loss can
     take back under ``normal`` never make a token repeat.
+
+    No busy timeout once connected (``PRAGMA busy_timeout = 0``): a write that finds the database
+    locked fails at once and the call is retried by :mod:`lockapi_sql.connections` after a short
+    jittered sleep (:attr:`retry_delay`, 0.1 ms doubling to 2 ms), within the call's deadline. SQLite's
+    own busy handler sleeps on a fixed schedule (1, 2, 5, 10 ... 100 ms) while a write holds the lock
+    for tens of microseconds, so a process that had to wait once kept losing the lock to processes
+    that never slept (workers starved under contention).
     """
 
     scheme = "sqlite"
@@ -181,6 +196,7 @@ class SQLite(_OnConflict):
     for_update = ""
     begin = "BEGIN IMMEDIATE"
     paramstyle = "named"
+    retry_delay = (0.0001, 0.002)
     SYNCHRONOUS = ("normal", "full")
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
@@ -200,11 +216,16 @@ class SQLite(_OnConflict):
 
     def connect(self, remaining: float) -> DBAPIConnection:
         # through sqlite3.dbapi2, the module DB-API instrumentation (OpenTelemetry) wraps
+        # the set-up waits for a busy database within ``remaining`` (SQLite's busy handler); calls do not
         conn = sqlite3.dbapi2.connect(self.path, timeout=max(0.001, remaining), isolation_level=None,
                                       check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {max(1, math.ceil(self.timeout * 1000))}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            conn.execute("PRAGMA busy_timeout = 0")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def ddl_connect_args(self) -> dict[str, Any]:
@@ -238,6 +259,8 @@ class PostgreSQL(_OnConflict):
     needs_watchdog = True
     now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
     notifies = True
+    arrays = True
+    batch_chunk = 10_000
     _RETRY = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock not available
     _CONFIG_PREFIXES = ("28", "3D", "42501")  # authentication, no such database, permission
 
@@ -319,6 +342,7 @@ class MySQL(Dialect):
     needs_watchdog = True
     now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
     returning = False
+    batch_chunk = 2000  # PyMySQL binds client-side: no parameter limit; 2,000 names of 1 KB stay under 4 MB packets
     _RETRY = frozenset({1213, 1205})  # deadlock, lock wait timeout
     _CONFIG = frozenset({1044, 1045, 1049, 1142, 1698})  # access denied, unknown database, no privilege
     _DEAD = frozenset({2003, 2006, 2013, 2014, 2055})  # cannot connect, gone away, lost, out of sync

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from lockapi.spi import Attempt, pause_point
 from lockapi_sql.dialects import Dialect
-from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, name_hash
+from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, key_of, name_hash
 from lockapi_sql.statements import Statements, payload
 
 T = TypeVar("T")
@@ -38,7 +38,8 @@ COMMIT: Step = (END, "COMMIT", None)
 ROLLBACK: Step = (END, "ROLLBACK", None)
 
 CHUNK = 500
-"""Most names per statement in batch operations (keeps under every dialect's bind-parameter limit)."""
+"""Most done markers per page (:meth:`Plans.done_page`); batch statements use the dialect's
+:attr:`~lockapi_sql.dialects.Dialect.batch_chunk`."""
 
 
 def us(seconds: float) -> int:
@@ -52,6 +53,12 @@ def seconds(micro: int | None) -> float | None:
 
 def numbered(prefix: str, items: Sequence[Any]) -> dict[str, Any]:
     return {f"{prefix}{i}": item for i, item in enumerate(items)}
+
+
+def chunks(dialect: Dialect, items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in pieces of the dialect's :attr:`~lockapi_sql.dialects.Dialect.batch_chunk`."""
+    size = dialect.batch_chunk
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def one(statement: str, params: dict[str, Any]) -> Plan[Any]:
@@ -81,7 +88,7 @@ class Plans:
     # -- locks ------------------------------------------------------------------------------------------
     def acquire(self, name: str, holder: str, ttl: float) -> Plan[Attempt]:
         """One claim of ``name`` (not fair)."""
-        params = {"h": name_hash(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        params = {"h": key_of(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
         token = yield (TOKEN, self.sql.claim, params)  # the hot path: one statement, no nested plan
         if token is not None:
             return Attempt(token)
@@ -90,7 +97,7 @@ class Plans:
     def acquire_fair(self, name: str, holder: str, ttl: float, queue_ttl: float) -> Generator[Any, Any, Attempt]:
         """A fair attempt, as CALLS: a claim that is granted at once if nobody waits (skipped once
         queued), then joining or refreshing the queue and claiming at its head."""
-        digest = name_hash(name)
+        digest = key_of(name)
         params = {"h": digest, "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
         key = (digest, holder)
         if key not in self._queued:  # not queued yet: granted at once if nobody waits
@@ -146,56 +153,68 @@ class Plans:
         return Attempt(None, seconds(left[0]) if left else None)
 
     def cancel_wait(self, name: str, holder: str) -> Plan[None]:
-        digest = name_hash(name)
+        digest = key_of(name)
         self._queued.discard((digest, holder))
         params = {"h": digest, "holder": holder, **self._announce(LOCK, digest, leaving=holder)}
         yield (EXEC, self.sql.cancel_wait, params)
 
     def release(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
         kind, statement = (SEMAPHORE, self.sql.release_permit) if semaphore else (LOCK, self.sql.release_lock)
-        digest = name_hash(name)
+        digest = key_of(name)
         params = {"h": digest, "kind": kind, "holder": holder, "token": token,
                   **self._announce(kind, digest, leaving=holder)}
         matched: int = yield (COUNT, statement, params)
         return matched > 0
 
     def extend(self, name: str, holder: str, token: int, ttl: float, semaphore: bool = False) -> Plan[bool]:
-        params = {"h": name_hash(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
+        params = {"h": key_of(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
                   "token": token, "ttl": us(ttl)}
         matched: int = yield (COUNT, self.sql.extend, params)
         return matched > 0
 
     def holds(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
-        params = {"h": name_hash(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
+        params = {"h": key_of(name), "kind": SEMAPHORE if semaphore else LOCK, "holder": holder,
                   "token": token}
         return (yield (ONE, self.sql.holds, params)) is not None
 
     def inspect(self, name: str) -> Plan[Any]:
         """The lock's row ``(holder, token, microseconds left)``, or None when nobody holds it."""
-        row = yield (ONE, self.sql.inspect, {"h": name_hash(name)})
+        row = yield (ONE, self.sql.inspect, {"h": key_of(name)})
         return None if row is None or row[0] is None else row
 
     def ping(self) -> Plan[None]:
         yield (ONE, self.sql.inspect, {"h": ""})
 
+    def _batch(self, columns: dict[str, Sequence[Any]]) -> tuple[int, dict[str, Any]]:
+        """(count, parameters) of a batch statement (see :class:`lockapi_sql.statements.Statements`):
+        one array parameter per column (``<column>s``, count 0) where the dialect has
+        :attr:`~lockapi_sql.dialects.Dialect.arrays`, otherwise one parameter per value."""
+        if self.dialect.arrays:
+            return 0, {f"{column}s": list(values) for column, values in columns.items()}
+        params: dict[str, Any] = {}
+        for column, values in columns.items():
+            params.update(numbered(column, values))
+        return len(next(iter(columns.values()))), params
+
     def acquire_many(self, names: Sequence[str], holder: str, ttl: float, skip_done: bool) -> Plan[dict[str, int]]:
-        """All names in one transaction, 500 per statement; with ``skip_done``, done markers are read
-        AFTER the claim (a fresh READ COMMITTED snapshot, so a marker written before the previous holder
-        released is seen) and those names are given back. ``names`` must not be empty."""
+        """All names in one transaction, the dialect's ``batch_chunk`` per statement (PostgreSQL: one
+        statement of two array parameters); with ``skip_done``, done markers are read AFTER the claim (a
+        fresh READ COMMITTED snapshot, so a marker written before the previous holder released is seen)
+        and those names are given back. ``names`` must not be empty."""
         rows = sorted({(name_hash(n), n) for n in names})
         by_digest = dict(rows)
         got: dict[str, int] = {}
         yield self._begin
-        for start in range(0, len(rows), CHUNK):
-            got.update((yield from self._claim_chunk(rows[start:start + CHUNK], holder, ttl)))
+        for part in chunks(self.dialect, rows):
+            got.update((yield from self._claim_chunk(part, holder, ttl)))
         if skip_done and got:
             finished = sorted((yield from self._done_among(list(got))))
-            for start in range(0, len(finished), CHUNK):
-                part = finished[start:start + CHUNK]
-                params = {**numbered("h", part), "holder": holder}
+            for digests in chunks(self.dialect, finished):
+                count, params = self._batch({"h": digests})
+                params["holder"] = holder
                 if self.sql.notify:
                     params.update(channel=self.tables.notify_channel, lock_prefix=payload(LOCK, ""))
-                yield (EXEC, self.sql.free_many(len(part)), params)
+                yield (EXEC, self.sql.free_many(count), params)
             for digest in finished:
                 del got[digest]
         yield COMMIT
@@ -203,13 +222,12 @@ class Plans:
 
     def _claim_chunk(self, rows: Sequence[tuple[str, str]], holder: str, ttl: float) -> Plan[dict[str, int]]:
         sql = self.sql
-        params = {**numbered("h", [h for h, _ in rows]), **numbered("name", [n for _, n in rows]),
-                  "holder": holder, "ttl": us(ttl)}
+        count, params = self._batch({"h": [h for h, _ in rows], "name": [n for _, n in rows]})
+        params.update(holder=holder, ttl=us(ttl))
         if self.dialect.returning:
-            return {h: int(f) for h, f in (yield (ALL, sql.claim_many(len(rows)), params))}
-        yield (EXEC, sql.create_many(len(rows)), params)
-        yield (EXEC, sql.claim_many(len(rows)), params)
-        return {h: int(f) for h, f in (yield (ALL, sql.claimed_many(len(rows)), params))}
+            return {h: int(f) for h, f in (yield (ALL, sql.claim_many(count), params))}
+        yield (EXEC, sql.claim_many(count), params)
+        return {h: int(f) for h, f in (yield (ALL, sql.claimed_many(count), params))}
 
     # -- semaphores -------------------------------------------------------------------------------------
     def acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Plan[Attempt]:
@@ -217,7 +235,7 @@ class Plans:
         free slot below ``permits`` if fewer than ``permits`` slots are live; one transaction. A retry
         after a lost reply finds the permit it took and returns it."""
         sql = self.sql
-        params = {"h": name_hash(name), "kind": SEMAPHORE, "slot": COUNTER_SLOT, "name": name,
+        params = {"h": key_of(name), "kind": SEMAPHORE, "slot": COUNTER_SLOT, "name": name,
                   "holder": holder, "ttl": us(ttl)}
         yield self._begin
         token = yield (TOKEN, sql.bump_counter, params)
@@ -240,7 +258,7 @@ class Plans:
 
     # -- done markers -----------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> Plan[None]:
-        yield (EXEC, self.sql.mark_done, {"h": name_hash(name), "name": name, "ttl": us(ttl)})
+        yield (EXEC, self.sql.mark_done, {"h": key_of(name), "name": name, "ttl": us(ttl)})
 
     def done(self, names: Sequence[str]) -> Plan[set[str]]:
         by_digest = {name_hash(n): n for n in names}
@@ -249,9 +267,9 @@ class Plans:
 
     def _done_among(self, digests: Sequence[str]) -> Plan[set[str]]:
         found: set[str] = set()
-        for start in range(0, len(digests), CHUNK):
-            part = list(digests[start:start + CHUNK])
-            found.update(h for (h,) in (yield (ALL, self.sql.done_among(len(part)), numbered("h", part))))
+        for part in chunks(self.dialect, digests):
+            count, params = self._batch({"h": part})
+            found.update(h for (h,) in (yield (ALL, self.sql.done_among(count), params)))
         return found
 
     def done_page(self, after: str) -> Plan[list[Any]]:
@@ -262,10 +280,10 @@ class Plans:
     # -- administration ---------------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, semaphore: bool = False) -> Plan[None]:
         kind, slot = (SEMAPHORE, COUNTER_SLOT) if semaphore else (LOCK, 0)
-        params = {"h": name_hash(name), "kind": kind, "slot": slot, "name": name, "token": token}
+        params = {"h": key_of(name), "kind": kind, "slot": slot, "name": name, "token": token}
         yield (EXEC, self.sql.set_fence_floor, params)
 
     def force_release(self, name: str) -> Plan[bool]:
-        digest = name_hash(name)
+        digest = key_of(name)
         matched: int = yield (COUNT, self.sql.force_release, {"h": digest, **self._announce(LOCK, digest)})
         return matched > 0

@@ -15,6 +15,7 @@ than an InnoDB index may hold); the name itself is kept beside it for people rea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -42,6 +43,12 @@ _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", 
 def name_hash(name: str) -> str:
     """The row key of ``name``: SHA-256 of its UTF-8 bytes, 64 hex digits."""
     return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+key_of = functools.lru_cache(maxsize=1024)(name_hash)
+""":func:`name_hash` through a small per-process cache, for single-name operations: a lease's acquire,
+extend and release hash its name once (0.06 against 0.6 µs per call). Batches use :func:`name_hash`,
+so fresh names of a large batch do not evict the names in use."""
 
 
 HEAD_SEPARATOR = "|"

@@ -26,7 +26,10 @@ LEASE_KEY = "name_hash, kind, slot"
 
 
 def _in(prefix: str, count: int) -> str:
-    return "(" + ", ".join(f":{prefix}{i}" for i in range(count)) + ")"
+    """``IN (:h0, :h1, ..)``; count 0: the array form ``= ANY(:hs)`` (see :attr:`Dialect.arrays`)."""
+    if not count:
+        return f"= ANY(CAST(:{prefix}s AS text[]))"
+    return "IN (" + ", ".join(f":{prefix}{i}" for i in range(count)) + ")"
 
 
 class Statements:
@@ -113,41 +116,54 @@ class Statements:
                                    f"ELSE {L}.fence_floor END")
 
     # -- batches: one statement per size, built on first use -----------------------------------------------
+    # ``count`` names, bound as ``h<i>``/``name<i>``; count 0: the array form (``hs``/``names``, one array
+    # parameter each; dialects with :attr:`~lockapi_sql.dialects.Dialect.arrays`)
     @lru_cache(maxsize=64)  # noqa: B019 - one Statements per backend, a few sizes each
     def claim_many(self, count: int) -> str:
-        """RETURNING dialects: claim ``count`` lock rows (``h<i>``, ``name<i>``), creating missing ones;
-        returns (name_hash, fence) of those taken. Others: the UPDATE of :meth:`create_many`'s rows."""
+        """Claim ``count`` lock rows (``h<i>``, ``name<i>``), creating missing ones. RETURNING dialects:
+        returns (name_hash, fence) of those taken; others: read them with :meth:`claimed_many`."""
         d, now, L = self.dialect, self.dialect.now, self._L
         if d.returning:
+            taken = f"{self._take}, fence = {d.next_fence(L)} WHERE {self._claimable} RETURNING name_hash, fence"
+            if not count:  # rows in the order of the arrays (sorted), like the VALUES list
+                return d.compile(f"INSERT INTO {L} ({LEASE_COLUMNS}) SELECT t.h, {LOCK}, 0, t.n, :holder, "
+                                 f"{now} + :ttl, {d.first_fence()}, 0 FROM unnest(CAST(:hs AS text[]), "
+                                 f"CAST(:names AS text[])) AS t(h, n) ON CONFLICT ({LEASE_KEY}) DO UPDATE SET "
+                                 + taken)
             rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, :holder, {now} + :ttl, {d.first_fence()}, 0)"
                              for i in range(count))
             return d.compile(d.upsert(L, LEASE_COLUMNS, rows, LEASE_KEY)
                              + f"{self._take}, fence = {d.next_fence(L)} WHERE {self._claimable} "
                                f"RETURNING name_hash, fence")
-        return d.compile(f"UPDATE {L} SET fence = {d.next_fence(L)}, {self._take} WHERE name_hash IN "
-                         f"{_in('h', count)} AND kind = {LOCK} AND slot = 0 AND {self._claimable}")
-
-    @lru_cache(maxsize=64)  # noqa: B019
-    def create_many(self, count: int) -> str:
-        rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, NULL, 0, 0, 0)" for i in range(count))
-        return self.dialect.compile(self.dialect.insert_missing(self._L, LEASE_COLUMNS, rows))
+        # ON DUPLICATE KEY UPDATE (no WHERE): each assignment is conditional on the claim. Assignments
+        # run left to right and see the columns already assigned, so the condition must keep its value
+        # throughout: fence first (not in it), then holder (becomes :holder only where it held), then
+        # expires_us (last).
+        rows = ", ".join(f"(:h{i}, {LOCK}, 0, :name{i}, :holder, {now} + :ttl, {d.first_fence()}, 0)"
+                         for i in range(count))
+        fence = Dialect.next_fence(d, L)  # the plain expression: no LAST_INSERT_ID for many rows
+        return d.compile(d.upsert(L, LEASE_COLUMNS, rows, LEASE_KEY)
+                         + f"fence = CASE WHEN {self._claimable} THEN {fence} ELSE {L}.fence END, "
+                           f"holder = CASE WHEN {self._claimable} THEN {d.new('holder')} ELSE {L}.holder END, "
+                           f"expires_us = CASE WHEN {self._claimable} THEN {d.new('expires_us')} "
+                           f"ELSE {L}.expires_us END")
 
     @lru_cache(maxsize=64)  # noqa: B019
     def claimed_many(self, count: int) -> str:
         """(name_hash, fence) of the rows among ``h<i>`` that ``holder`` holds (after :meth:`claim_many`)."""
-        return self.dialect.compile(f"SELECT name_hash, fence FROM {self._L} WHERE name_hash IN "
+        return self.dialect.compile(f"SELECT name_hash, fence FROM {self._L} WHERE name_hash "
                                     f"{_in('h', count)} AND kind = {LOCK} AND slot = 0 AND holder = :holder")
 
     @lru_cache(maxsize=64)  # noqa: B019
     def free_many(self, count: int) -> str:
         """End ``holder``'s leases on ``h<i>`` (announcing each, with push wake-ups)."""
         announce = " RETURNING pg_notify(:channel, CAST(:lock_prefix AS text) || name_hash)" if self.notify else ""
-        return self.dialect.compile(f"UPDATE {self._L} SET expires_us = 0 WHERE name_hash IN {_in('h', count)} "
+        return self.dialect.compile(f"UPDATE {self._L} SET expires_us = 0 WHERE name_hash {_in('h', count)} "
                                     f"AND kind = {LOCK} AND slot = 0 AND holder = :holder{announce}")
 
     @lru_cache(maxsize=64)  # noqa: B019
     def done_among(self, count: int) -> str:
-        return self.dialect.compile(f"SELECT name_hash FROM {self._D} WHERE name_hash IN {_in('h', count)} "
+        return self.dialect.compile(f"SELECT name_hash FROM {self._D} WHERE name_hash {_in('h', count)} "
                                     f"AND expires_us > {self.dialect.now}")
 
 

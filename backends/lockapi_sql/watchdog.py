@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import socket
 import threading
 import time
@@ -19,7 +20,14 @@ from collections.abc import Iterator
 
 
 class Watchdog:
-    """One daemon thread (started on first use) that cuts connections whose deadline passed."""
+    """One daemon thread (started on first use) that cuts connections whose deadline passed.
+
+    The thread sleeps until the earliest deadline it knows of and is woken by a new guard only if that
+    guard's deadline is earlier (calls share one timeout, so hardly ever): a thread wake-up per call
+    cost each call a context switch and a GIL hand-off (the client CPU of a PostgreSQL or MariaDB
+    acquire+release cycle went from about 290 to 200 µs without them).
+    Guards that ended are dropped lazily, when they reach the top of the heap.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -28,18 +36,24 @@ class Watchdog:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._wakes_at = 0.0
+        """When the thread next looks at the heap: +inf while it waits for a first guard, 0 while it runs."""
 
     @contextlib.contextmanager
     def guard(self, fileno: int, deadline: float) -> Iterator[None]:
         """Shut down the socket ``fileno`` if the block is still running at ``deadline`` (monotonic)."""
         ident = next(self._ids)
         with self._cond:
-            self._live.add(ident)
-            heapq.heappush(self._heap, (deadline, ident, fileno))
+            heap, live = self._heap, self._live
+            while heap and heap[0][1] not in live:
+                heapq.heappop(heap)  # finished in time: keeps the heap as small as the calls in flight
+            live.add(ident)
+            heapq.heappush(heap, (deadline, ident, fileno))
             if not self._closed and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif deadline < self._wakes_at:
+                self._cond.notify()
         try:
             yield
         finally:
@@ -63,12 +77,16 @@ class Watchdog:
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)  # finished in time
                 if not self._heap:
+                    self._wakes_at = math.inf
                     self._cond.wait()
+                    self._wakes_at = 0.0
                     continue
                 deadline, ident, fileno = self._heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
+                    self._wakes_at = deadline
                     self._cond.wait(wait)
+                    self._wakes_at = 0.0
                     continue
                 heapq.heappop(self._heap)
                 self._live.discard(ident)

@@ -66,7 +66,7 @@ def test_semaphore_counts_live_slots_whatever_permits_the_caller_passes(sql_url:
 
 def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, name: str) -> None:
     backend, other = make_backend(sql_url), make_backend(sql_url)
-    names = [f"{name}:{i}" for i in range(1200)]  # more than one statement's worth
+    names = [f"{name}:{i}" for i in range(backend.dialect.batch_chunk + 200)]  # more than one statement's worth
     assert other.try_acquire(names[7], "other", 60).token is not None
     for done in names[100:110]:
         other.mark_done(done, 60)
@@ -76,6 +76,26 @@ def test_batch_of_many_names_and_skip_done(sql_url: str, make_backend: Factory, 
     assert all(backend.inspect(n) is None for n in names[100:110]), "done names were released again"
     assert backend.holds(names[0], "batch", granted[names[0]]) and backend.holds(names[-1], "batch", granted[names[-1]])
     assert other.try_acquire_many(names[:20], "late", 60) == {}
+
+
+def test_batch_over_existing_rows_claims_only_the_free_ones(sql_url: str, make_backend: Factory, name: str) -> None:
+    """Rows that exist: an ended lease is taken with the next token, a live one of another holder is left
+    exactly as it was, the caller's own (a retry after a lost reply) is granted again."""
+    backend = make_backend(sql_url)
+    ended, held, own, new = (f"{name}:{k}" for k in ("ended", "held", "own", "new"))
+    first = backend.try_acquire(ended, "old", 60).token
+    assert first is not None and backend.release(ended, "old", first)
+    other = backend.try_acquire(held, "other", 60).token
+    before = backend.inspect(held)
+    mine = backend.try_acquire_many([own], "batch", 60)[own]
+    granted = backend.try_acquire_many([ended, held, own, new], "batch", 60)
+    assert set(granted) == {ended, own, new}
+    assert granted[ended] > first and granted[own] >= mine
+    after = backend.inspect(held)
+    assert after is not None and before is not None
+    assert (after.holder, after.token) == ("other", other) and after.ttl_remaining <= before.ttl_remaining
+    assert backend.holds(ended, "batch", granted[ended]) and not backend.holds(ended, "old", first)
+    assert backend.holds(own, "batch", granted[own]) and backend.holds(new, "batch", granted[new])
 
 
 def test_done_markers_list_and_expire(sql_url: str, make_backend: Factory, prefix: str) -> None:

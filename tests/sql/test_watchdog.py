@@ -1,0 +1,59 @@
+"""The watchdog (lockapi_sql.watchdog) cuts a guarded socket at its deadline, also when the deadline is
+earlier than the one its thread is sleeping towards (the thread is woken only then), and leaves the
+sockets of blocks that ended alone."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from lockapi_sql.watchdog import Watchdog
+
+
+@pytest.fixture
+def watchdog() -> Iterator[Watchdog]:
+    dog = Watchdog()
+    yield dog
+    dog.close()
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.settimeout(30)  # a failing watchdog fails the test instead of hanging it
+    return a, b
+
+
+def test_a_block_past_its_deadline_has_its_socket_cut(watchdog: Watchdog) -> None:
+    a, b = _pair()
+    with a, b:
+        started = time.monotonic()
+        with watchdog.guard(a.fileno(), started + 0.2):
+            assert a.recv(1) == b""  # the read fails (shut down) instead of waiting for data forever
+        assert 0.15 <= time.monotonic() - started < 10
+
+
+def test_an_earlier_deadline_wakes_the_sleeping_thread(watchdog: Watchdog) -> None:
+    far_a, far_b = _pair()
+    a, b = _pair()
+    # the thread sleeps towards the far deadline
+    with far_a, far_b, a, b, watchdog.guard(far_a.fileno(), time.monotonic() + 3600):
+        started = time.monotonic()
+        with watchdog.guard(a.fileno(), started + 0.2):
+            assert a.recv(1) == b""
+        assert time.monotonic() - started < 10
+        far_b.sendall(b"x")
+        assert far_a.recv(1) == b"x", "the far deadline's socket was not cut"
+
+
+def test_blocks_that_ended_in_time_are_left_alone(watchdog: Watchdog) -> None:
+    a, b = _pair()
+    with a, b:
+        for _ in range(1000):
+            with watchdog.guard(a.fileno(), time.monotonic() + 0.05):
+                pass
+        with watchdog.guard(a.fileno(), time.monotonic() + 3600):
+            b.sendall(b"y")
+            assert a.recv(1) == b"y"
+        assert len(watchdog._heap) <= 2, "ended guards pile up"
