@@ -185,15 +185,24 @@ class Connections:
             if self._idle:
                 return self._idle.pop(), True
             self._open += 1
-        try:
-            return self._dialect.connect(max(0.001, deadline - time.monotonic())), False
-        except BaseException as exc:
-            with self._cond:
-                self._open -= 1
-                self._cond.notify()
-            if self._dialect.is_driver_error(exc):
-                raise self.translate(exc, self._dialect.classify(exc)) from exc
-            raise
+        delay, longest = self._dialect.retry_delay
+        while True:
+            try:
+                return self._dialect.connect(max(0.001, deadline - time.monotonic())), False
+            except BaseException as exc:
+                kind = self._dialect.classify(exc) if self._dialect.is_driver_error(exc) else None
+                if kind == RETRY and time.monotonic() + delay < deadline:
+                    # a busy database while setting up the connection (SQLite switching to WAL does
+                    # not wait in its busy handler): retried like a statement, within the deadline
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, longest)
+                    continue
+                with self._cond:
+                    self._open -= 1
+                    self._cond.notify()
+                if self._dialect.is_driver_error(exc):
+                    raise self.translate(exc, kind) from exc
+                raise
 
     def _checkin(self, conn: DBAPIConnection) -> None:
         with self._cond:

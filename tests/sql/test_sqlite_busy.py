@@ -94,3 +94,23 @@ def test_waiting_call_goes_through_when_the_other_process_commits(locker: Locker
     call.join(30)
     assert not call.is_alive()
     assert len(result) == 1 and getattr(result[0], "granted", False)
+
+
+def test_first_connection_waits_for_a_lock_taken_before_the_file_was_in_wal_mode(locker: Locker,
+                                                                                make_backend: Factory) -> None:
+    """The tables exist (created through the DDL engine, in the default journal mode) and another process
+    holds the write lock when the first pooled connection switches the file to WAL: that switch waits
+    within the call's deadline like any statement (SQLite itself does not wait for it)."""
+    url, start = locker
+    backend = make_backend(url, timeout=20.0)
+    backend.ensure_schema()
+    proc = start()
+    result: list[object] = []
+    call = threading.Thread(target=lambda: result.append(backend.try_acquire("n", "h", 30)))
+    call.start()
+    call.join(0.3)
+    assert call.is_alive() and not result, result  # waiting for the lock, not failed at once
+    _unlock(proc)
+    call.join(30)
+    assert not call.is_alive()
+    assert len(result) == 1 and getattr(result[0], "granted", False), result
