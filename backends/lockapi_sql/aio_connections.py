@@ -101,7 +101,7 @@ class AsyncConnections:
             session = AsyncSession(d, conn)
             timer = loop.call_at(deadline, session.cut_off)
             try:
-                result = await drive_async(plan(*args), session.run)
+                result = await self._drive(session, plan, args)
             except BaseException as exc:
                 timer.cancel()
                 if not d.is_driver_error(exc):
@@ -130,6 +130,27 @@ class AsyncConnections:
             else:
                 self._checkin(conn)
             return result
+
+    @staticmethod
+    async def _drive(session: AsyncSession, plan: Callable[..., Plan[T]], args: tuple[Any, ...]) -> T:
+        """Run the plan in a task of its own, so that the caller's cancellation never reaches the driver:
+        psycopg answers a cancelled read by asking the server to cancel the query and waiting for that
+        (up to 5 + 5 s on a frozen server) before the CancelledError goes on. Instead the socket is shut
+        down, the pending read fails at once, and the caller's CancelledError is raised (the connection
+        is then dropped)."""
+        work = asyncio.get_running_loop().create_task(drive_async(plan(*args), session.run))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.done():
+                session.cut_off()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait((work,))  # ends at once: its read failed (a further cancel: go now)
+            if work.done() and not work.cancelled():
+                work.exception()  # retrieved: the caller's cancellation is the outcome
+            else:
+                work.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
 
     def close(self) -> None:
         """Close the idle connections; later calls open new ones. Idempotent."""
