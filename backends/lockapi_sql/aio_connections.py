@@ -85,6 +85,7 @@ class AsyncConnections:
         self._idle: list[Any] = []
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
 
     async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
@@ -153,7 +154,10 @@ class AsyncConnections:
             raise
 
     def close(self) -> None:
-        """Close the idle connections; later calls open new ones. Idempotent."""
+        """Close the idle connections, and each busy one when its call ends (it does not go back to the
+        pool, which nobody would close); a later call opens a connection of its own and closes it after
+        it. Idempotent."""
+        self._closed = True
         self._drain()
 
     # -- the pool ---------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ class AsyncConnections:
                 return
 
     def _checkin(self, conn: Any) -> None:
-        if len(self._idle) < self._size:
+        if len(self._idle) < self._size and not self._closed:
             self._idle.append(conn)
             self._wake_one()
             return

@@ -485,3 +485,21 @@ def steps_in_flight(backend: AsyncSQLBackend) -> list[Any]:
     """The pool's connections that are checked out (in use by a call)."""
     pool = backend.connections
     return [None] * (pool._open - len(pool._idle))
+
+
+def test_aclose_during_a_call_leaves_no_pooled_connection(server: Any, name: str) -> None:
+    """A call that is in flight when the backend closes still completes, and its connection is closed
+    after it instead of going back to a pool nobody will close."""
+    async def main() -> None:
+        mgr = connect(server.url, timeout=10.0)
+        backend = native(mgr)
+        await backend.ping()  # the tables exist; one idle connection
+        task = asyncio.create_task(backend.try_acquire_permit(name, 2, "p", 30))
+        while not steps_in_flight(backend):
+            await asyncio.sleep(0)
+        await mgr.aclose()
+        assert (await task).token is not None
+        pool = backend.connections
+        assert pool._idle == [] and pool._open == 0, f"{len(pool._idle)} idle, {pool._open} open after aclose"
+
+    run(main)
