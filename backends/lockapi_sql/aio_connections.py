@@ -4,7 +4,8 @@ own asyncio connections (psycopg's ``AsyncConnection``, aiomysql), for one event
 A call runs a plan (:mod:`lockapi_sql.plans`) with :func:`lockapi.aio.spi.drive_async` under the
 backend's ``timeout`` as one deadline, with the sync pool's rules: retried by running the plan again
 after a deadlock, a lock wait or a busy database while time is left, and once on a fresh connection
-when a pooled one is dead; driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
+when the connection dies during the call (a pooled one, or one this call opened: the reply may be all
+that was lost); driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
 
 The deadline is kept without a thread and without cancelling the driver: a timer on the loop shuts
 down the socket of a connection whose call outlives it (what the sync watchdog does), so the pending
@@ -120,9 +121,13 @@ class AsyncConnections:
                     await asyncio.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 0.2)
                     continue
-                if kind == DEAD and reused and fresh_retry and not late:
+                if kind == DEAD and fresh_retry and not late:
+                    # Once more on a fresh connection, also when this one was fresh: it was open, so the
+                    # server may have done the work and lost only the reply (every plan is idempotent: a
+                    # retry finds the caller's own grant). A server that is really down fails the connect.
                     fresh_retry = False
-                    self._drain()  # its idle siblings are probably dead too (a server restart)
+                    if reused:
+                        self._drain()  # its idle siblings are probably dead too (a server restart)
                     continue
                 raise translate(self._where, exc, kind) from exc
             timer.cancel()

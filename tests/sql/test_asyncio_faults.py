@@ -186,6 +186,27 @@ def test_an_acquire_whose_reply_was_lost_is_held_by_the_caller(server: Any, step
     run(main)
 
 
+def test_an_acquire_whose_reply_was_lost_on_a_fresh_connection_is_held_by_the_caller(server: Any, steps: Steps,
+                                                                                      name: str) -> None:
+    """The connection that loses the reply was opened by this very call (an empty pool: the first call, a
+    burst beyond the idle connections, after a restart): the call is retried too, instead of raising
+    BackendUnavailable while the server keeps a grant nobody knows of until its ttl ends."""
+    async def main() -> None:
+        async with proxied(server) as (backend, proxy):
+            await existing_row(backend, name)
+            backend.connections._drain()  # no idle connection: the next call opens a fresh one
+            cut_before(steps, proxy, backend.plans.sql.claim)
+            token = (await backend.try_acquire(name, "h", 60)).token
+            assert_cut(steps, proxy)
+            assert token is not None, "the retry found the caller's own grant and refused it (orphaned)"
+            info = await backend.inspect(name)
+            assert info is not None and (info.holder, info.token) == ("h", token)
+            assert await backend.release(name, "h", token) is True
+            pool_is_consistent(backend)
+
+    run(main)
+
+
 def test_a_permit_whose_commit_reply_was_lost_is_found_not_taken_twice(server: Any, steps: Steps,
                                                                        name: str) -> None:
     async def main() -> None:
@@ -503,3 +524,25 @@ def test_aclose_during_a_call_leaves_no_pooled_connection(server: Any, name: str
         assert pool._idle == [] and pool._open == 0, f"{len(pool._idle)} idle, {pool._open} open after aclose"
 
     run(main)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mariadb"])
+def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within_timeout(scheme: str,
+                                                                                        name: str) -> None:
+    """More calls than connections: those waiting for a pooled connection keep the same one deadline."""
+    timeout = 1.0
+    with black_hole() as port:
+        async def main() -> None:
+            mgr = connect(f"{scheme}://u@127.0.0.1:{port}/db", timeout=timeout, create_schema="false",
+                          pool_size=1, max_overflow=1)
+            backend = native(mgr)
+            started = time.monotonic()
+            results = await asyncio.gather(*(backend.try_acquire(f"{name}:{i}", "h", 30) for i in range(10)),
+                                           return_exceptions=True)
+            elapsed = time.monotonic() - started
+            assert all(isinstance(r, BackendUnavailable) for r in results), results
+            assert elapsed < timeout * 2 + 1.5, f"10 calls on 2 connections took {elapsed:.2f}s"
+            pool_is_consistent(backend)
+            await mgr.aclose()
+
+        run(main)
