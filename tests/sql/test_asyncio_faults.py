@@ -244,6 +244,26 @@ def test_a_fair_acquire_whose_reply_was_lost_is_held_by_the_caller(server: Any, 
     run(main)
 
 
+def test_a_batch_acquire_and_an_extend_whose_replies_were_lost_keep_the_callers_grants(server: Any, steps: Steps,
+                                                                                       name: str) -> None:
+    async def main() -> None:
+        async with proxied(server) as (backend, proxy):
+            names = [f"{name}:{i}" for i in range(3)]
+            cut_before(steps, proxy, "COMMIT")
+            got = await backend.try_acquire_many(names, "h", 60)
+            assert_cut(steps, proxy)
+            assert sorted(got) == names, f"the retried batch lost grants of its own: {got}"
+            for n, token in got.items():
+                assert await backend.holds(n, "h", token)
+            cut_before(steps, proxy, backend.plans.sql.extend)
+            assert await backend.extend(names[0], "h", got[names[0]], 120) is True, "a lost extend reported a loss"
+            assert_cut(steps, proxy)
+            info = await backend.inspect(names[0])
+            assert info is not None and info.ttl_remaining is not None and info.ttl_remaining > 60
+
+    run(main)
+
+
 # -- 2. cancellation at every statement -----------------------------------------------------------------------
 async def no_row_lock(other: AsyncSQLBackend, name: str, permits: int) -> None:
     """Another backend's fair acquire and permit acquire on ``name`` finish at once (no row lock is left)."""
