@@ -348,9 +348,18 @@ def test_a_manager_acquire_cancelled_at_each_statement_leaves_nothing_behind(ser
             async def permit(n: str) -> Any:
                 return await mgr.semaphore(n, 1).acquire(ttl=30, wait=30)
 
-            for what, call in {"fair": fair, "permit": permit}.items():
+            async def hold(n: str) -> int | None:
+                return (await other.try_acquire(n, "x", 60)).token
+
+            async def free(n: str) -> None:
+                return None
+
+            variants: dict[str, tuple[Callable[[str], Awaitable[Any]], Callable[[str], Awaitable[Any]]]] = {
+                "fair": (free, fair), "fair held": (hold, fair), "permit": (free, permit)}
+            for what, (setup, call) in variants.items():
                 for at in range(12):
                     target = f"{name}:{what}:{at}"
+                    held = await setup(target)
                     task: asyncio.Task[Any] = asyncio.create_task(call(target))
                     cancel_at(steps, lambda task=task: task, at)  # type: ignore[misc]
                     with contextlib.suppress(asyncio.CancelledError):
@@ -362,6 +371,8 @@ def test_a_manager_acquire_cancelled_at_each_statement_leaves_nothing_behind(ser
                     await mgr._background.drain()
                     pool_is_consistent(backend)
                     assert queue_entries(backend, target) == 0, f"{what} at {at}: a queue entry is left"
+                    if held is not None:
+                        assert await other.release(target, "x", held)
                     async with asyncio.timeout(5):
                         if what == "fair":
                             attempt = await other.try_acquire(target, "y", 5, queue_ttl=5)
