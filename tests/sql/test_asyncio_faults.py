@@ -577,3 +577,31 @@ def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within
             await mgr.aclose()
 
         run(main)
+
+
+def test_aclose_on_a_frozen_postgres_with_a_listening_waiter_ends_within_timeout(name: str) -> None:
+    timeout = 2.0
+    with postgres_launcher.postgres_server() as server:
+        async def main() -> None:
+            mgr = connect(server.url, timeout=timeout)
+            backend = native(mgr)
+            listener = backend._listener
+            assert listener is not None
+            holder = await mgr.acquire(name, ttl=60)
+            async with backend.watch(name, lambda: None):
+                deadline = time.monotonic() + 30
+                while not listener.listening:
+                    assert time.monotonic() < deadline, "LISTEN never took effect"
+                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(signal_tree, server.process, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(BackendUnavailable):
+                        await holder.release()
+                    await mgr.aclose()
+                    elapsed = time.monotonic() - started
+                    assert elapsed < timeout * 2 + 1.5, f"release and aclose took {elapsed:.2f}s"
+                finally:
+                    signal_tree(server.process, signal.SIGCONT)
+
+        run(main)
