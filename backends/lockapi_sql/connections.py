@@ -142,9 +142,13 @@ class Connections:
                         continue
                 else:
                     self._discard(conn)
-                if kind == DEAD and reused and fresh_retry and not cut:
+                if kind == DEAD and fresh_retry and not cut:
+                    # Once more on a fresh connection, also when this one was fresh: it was open, so the
+                    # server may have done the work and lost only the reply (every plan is idempotent: a
+                    # retry finds the caller's own grant). A server that is really down fails the connect.
                     fresh_retry = False
-                    self._drain()  # its idle siblings are probably dead too (a server restart)
+                    if reused:
+                        self._drain()  # its idle siblings are probably dead too (a server restart)
                     continue
                 raise self.translate(exc, kind) from exc
             if len(self._idle) < self._size and not self._waiting:

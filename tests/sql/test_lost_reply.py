@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from lockapi_sql import SQLBackend
+from lockapi_sql.connections import Session
+from lockapi_sql.plans import Step
 
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
@@ -82,3 +85,28 @@ def test_permit_whose_reply_was_lost_is_not_taken_twice(proxied: tuple[SQLBacken
     assert token is not None and backend.holds_permit(name, "p", token)
     assert backend.try_acquire_permit(name, 2, "q", 60).token is not None, "the retry took a second permit"
     assert backend.release_permit(name, "p", token)
+
+
+def test_acquire_whose_reply_was_lost_on_a_fresh_connection_is_held_by_the_caller(
+        proxied: tuple[SQLBackend, CutProxy], name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection that lost the reply was opened by this very call (an empty pool: the first call, a
+    burst beyond the idle connections, after a restart): the call is retried on a fresh one too, instead of
+    raising BackendUnavailable while the server keeps a grant nobody knows of until its ttl ends."""
+    backend, proxy = proxied
+    warm = backend.try_acquire(name, "warm", 60).token  # the lease row exists: the claim is what grants
+    assert warm is not None and backend.release(name, "warm", warm)
+    backend.connections._drain()  # no idle connection: the next call opens a fresh one
+    claim, original = backend.plans.sql.claim, Session.run
+
+    def run(session: Session, step: Step) -> Any:
+        if step[1] == claim and not proxy.cut.is_set():
+            proxy.cut_next_reply()  # the reply to exactly this claim is lost
+        return original(session, step)
+
+    monkeypatch.setattr(Session, "run", run)
+    token = backend.try_acquire(name, "h", 60).token
+    assert proxy.cut.is_set(), "the proxy dropped no reply: the test did not test anything"
+    assert token is not None, "the retry found the caller's own grant and refused it (orphaned)"
+    info = backend.inspect(name)
+    assert info is not None and (info.holder, info.token) == ("h", token)
+    assert backend.release(name, "h", token) is True
