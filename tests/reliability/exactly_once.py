@@ -5,17 +5,20 @@ The ledger stands for the outside service the job calls. Per element it keeps th
 it has seen and whether the element was committed. A worker, for each element it got from
 ``lock_many``: ``begin(token)`` (refused if a higher token was seen: a stale holder), does some work,
 ``commit(token)`` (refused unless ``token`` is still the highest and nothing was committed), then
-``successfully_processed``. Every step is journalled with the worker's pid and ``time.monotonic_ns()``.
+``successfully_processed``; after a refused step it unlocks the element instead (the service did nothing,
+so the element must stay to do). Every step is journalled with the worker's pid and ``time.monotonic_ns()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import functools
 import json
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,7 +102,8 @@ class Ledger:
 
 
 def worker(url: str, options: dict[str, Any], ledger_path: str, ttl: float, seed: int) -> None:
-    """Process elements until the ledger has none left uncommitted."""
+    """Process elements until the ledger has none left uncommitted. SIGUSR1 prints its stacks (stderr)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rng = random.Random(seed)
     ledger = Ledger(ledger_path)
     job = Job(JOB, ttl=ttl, done_ttl=3600)
@@ -123,9 +127,16 @@ def worker(url: str, options: dict[str, Any], ledger_path: str, ttl: float, seed
             for element in got:
                 lease = jobs._held[job.lock_name(element)]  # the element's lease: its fencing token
                 was_lost = functools.partial(getattr, lease, "lost")
-                if ledger.begin(element, lease.token, granted_at, was_lost):
+                done = ledger.begin(element, lease.token, granted_at, was_lost)
+                if done:
                     time.sleep(rng.uniform(0.02, 0.08))  # the outside call
-                    ledger.commit(element, lease.token, granted_at, was_lost)
+                    done = ledger.commit(element, lease.token, granted_at, was_lost)
+                if not done:
+                    # The service refused this token: nothing was done, so the element must not be
+                    # marked done (the holder of the higher token may yet die before committing).
+                    with contextlib.suppress(lockapi.BackendUnavailable):
+                        jobs.unlock(job, element)
+                    continue
                 marking = time.monotonic_ns()
                 try:
                     jobs.successfully_processed(job, element)
