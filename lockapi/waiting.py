@@ -97,6 +97,16 @@ def wait_for_grant(
     backoff = Backoff(push=push, fair=fair)
     woken = threading.Event()
     semaphore, name = key
+    # A free lock is granted without subscribing to wake-ups (which costs round trips, and on a backend
+    # that is down would fail only at the subscription's timeout); a denied caller subscribes and then
+    # checks again, so a release between the two checks is never missed.
+    result = attempt()
+    if result.token is not None:
+        return result.token, started
+    if deadline is not None and time.monotonic() >= deadline:
+        raise timed_out("semaphore" if semaphore else "lock", name, wait)
+    if on_wait is not None:
+        on_wait()
     local: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if fair and push else bus.register(key, woken.set))
     with backend.watch(name, woken.set, semaphore=semaphore, holder=fair_holder), local:
@@ -110,7 +120,4 @@ def wait_for_grant(
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise timed_out("semaphore" if semaphore else "lock", name, wait)
-            if on_wait is not None:
-                on_wait()
-                on_wait = None
             woken.wait(backoff.pause(result, now, deadline))

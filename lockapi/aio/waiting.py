@@ -173,6 +173,16 @@ async def wait_for_grant(
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
             loop.call_soon_threadsafe(woken.set)
 
+    # As the sync API: a free lock is granted without subscribing; a denied caller subscribes and
+    # then checks again, so a release between the two checks is never missed.
+    sent = time.monotonic()
+    result = await guarded(attempt, give_back, background, in_flight)
+    if result.token is not None:
+        return result.token, sent
+    if deadline is not None and time.monotonic() >= deadline:
+        raise timed_out(what, name, wait)
+    if on_wait is not None:
+        on_wait()
     local: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if fair and push else bus.register(key, wake))
     async with backend.watch(name, wake, semaphore=semaphore, holder=fair_holder):
@@ -187,9 +197,6 @@ async def wait_for_grant(
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise timed_out(what, name, wait)
-                if on_wait is not None:
-                    on_wait()
-                    on_wait = None
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(backoff.pause(result, now, deadline)):
                         await woken.wait()

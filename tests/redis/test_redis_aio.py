@@ -470,3 +470,16 @@ def test_one_pubsub_connection_per_master_on_a_cluster(redis_cluster_nodes: Redi
             await be.aclose()
 
     run(main)
+
+
+def test_waiting_acquire_on_unreachable_server_fails_at_its_first_attempt() -> None:
+    """As the sync API: the lock is tried before subscribing, so a refused connection is reported at
+    once, not at the subscription's timeout."""
+    async def main() -> None:
+        async with lockapi.aio.connect(f"redis://127.0.0.1:{free_port()}?timeout=3") as mgr:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="connecting to"):
+                await mgr.acquire("x", ttl=5, wait=10)
+            assert time.monotonic() - started < 1.5
+
+    run(main)

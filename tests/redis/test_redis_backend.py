@@ -429,6 +429,30 @@ def test_unreachable_server_is_backend_unavailable_within_timeout() -> None:
         be.close()
 
 
+def test_waiting_acquire_on_unreachable_server_fails_at_its_first_attempt() -> None:
+    """acquire(wait=...) tries the lock before subscribing to wake-ups: a refused connection is reported
+    at once, not after the subscription's timeout (it was: "did not confirm the subscription within 3s")."""
+    with lockapi.connect(f"redis://127.0.0.1:{free_port()}?timeout=3") as mgr:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="connecting to"):
+            mgr.acquire("x", ttl=5, wait=10)
+        assert time.monotonic() - started < 1.5
+
+
+def test_waiting_acquire_of_a_free_lock_does_not_subscribe(redis_standalone: RedisServer) -> None:
+    """A free lock is granted by the first attempt: no SUBSCRIBE/UNSUBSCRIBE round trips."""
+    with lockapi.connect(redis_standalone.url) as mgr:
+        client = redis_standalone.client()
+        try:
+            before = client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+            with mgr.acquire(f"free-{uuid.uuid4().hex}", ttl=5, wait=10):
+                pass
+            after = client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+        finally:
+            client.close()
+        assert after == before
+
+
 def test_frozen_server_is_backend_unavailable_within_timeout() -> None:
     with redis_server() as server:
         be = backend(server.url, timeout=1.0)
