@@ -82,7 +82,7 @@ class MigrationBackend(Backend):
                        "[lockapi.migration] (decision records and the fleet registry live there)")
             refuse_phase(self.node, self.phase, "no_record", message)
             raise ConfigError(message)
-        self.store: RecordStore | None = open_record_store(record) if record else None
+        self.store: RecordStore | None = open_record_store(record, config.timeout) if record else None
         self.registry = Registry(self.store, self.node, self.phase, heartbeat=heartbeat,
                                  live_after=live_after) if self.store else None
         self.sink: RecordSink | None = None

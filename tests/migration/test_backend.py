@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from lockapi_migration.records.model import DROPPED, GRANTED
 from lockapi_migration.strategies.dual import R_MARGIN
 from lockapi_migration.tooling.classify import Verdict, classify
 
+import lockapi
 from lockapi import BackendUnavailable, Capability, Job, LockTimeout
 from tests.migration.conftest import Fleet, backend_of
 from tests.servers.common import free_port
@@ -223,3 +227,15 @@ def test_capabilities_are_the_phases(fleet: Fleet) -> None:
         node = fleet.node(phase)
         assert node.capabilities == caps, phase
         node.close()
+
+
+def test_a_down_record_store_fails_the_node_within_its_timeout(fleet: Fleet) -> None:
+    """The store (and its fleet registry, joined when the node opens) answers within the node's timeout:
+    it used the store URL's default (5 s) whatever connect() was given."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        port = silent.getsockname()[1]
+        options = fleet.options("shadow", record=f"redis://127.0.0.1:{port}", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            lockapi.open_backend("migration://", options)
+        assert time.monotonic() - started < 2.5

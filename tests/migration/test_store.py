@@ -81,3 +81,14 @@ def test_an_unreachable_redis_store_is_unavailable_within_its_timeout() -> None:
         store = open_record_store(f"redis://127.0.0.1:{free_port()}?timeout=0.5")
         store.nodes()
     assert time.monotonic() - started < 5
+
+
+def test_the_store_takes_the_callers_timeout_unless_its_url_sets_one(tmp_path: Path) -> None:
+    """A migration node's store answers within connect()'s timeout (it used the store URL's default, 5 s)."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    for opened, expected in ((open_record_store(url, timeout=1.25), 1.25),
+                             (open_record_store(url + "?timeout=0.75", timeout=1.25), 0.75)):
+        try:
+            assert opened._backend.config.timeout == expected  # type: ignore[attr-defined]
+        finally:
+            opened.close()

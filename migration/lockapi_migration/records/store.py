@@ -3,10 +3,10 @@
 ``open_record_store(url)`` picks the implementation by scheme: SQL URLs (sqlite, postgresql, mysql,
 mariadb) or Redis URLs (redis, rediss, redis+sentinel, redis+cluster). The connection is made by
 lockapi's own backend for that URL (``lockapi.open_backend``), so the store gets exactly its set-up:
-``?timeout=`` (default 5 s) and the other URL options, TLS, sentinel, pool limits, SQLite's WAL and busy
-timeout. The store uses that backend's public connection (``SQLBackend.engine``, ``RedisBackend.client``)
-for its own tables or keys and never its lock tables. Every node of the fleet and the ``lockapi
-migrate`` commands must name the same store.
+``?timeout=`` (default: the caller's timeout, else 5 s) and the other URL options, TLS, sentinel, pool
+limits, SQLite's WAL and busy timeout. The store uses that backend's public connection
+(``SQLBackend.engine``, ``RedisBackend.client``) for its own tables or keys and never its lock tables.
+Every node of the fleet and the ``lockapi migrate`` commands must name the same store.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 from lockapi import open_backend
 from lockapi.spi import ConfigError, redact_url
@@ -112,14 +113,18 @@ SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb")
 REDIS_SCHEMES = ("redis", "rediss")
 
 
-def open_record_store(url: str) -> RecordStore:
-    """The record store for ``url``; :class:`ConfigError` for an unknown scheme or a missing extra."""
+def open_record_store(url: str, timeout: float | None = None) -> RecordStore:
+    """The record store for ``url``; :class:`ConfigError` for an unknown scheme or a missing extra.
+
+    ``timeout`` (seconds) bounds its calls when the URL sets no ``?timeout=`` (the migration backend
+    passes its caller's, so a store that is down fails a node's ``connect()`` within that timeout)."""
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     if scheme not in SQL_SCHEMES + REDIS_SCHEMES:
         raise ConfigError(
             f"migration record store must be a SQL URL ({', '.join(SQL_SCHEMES)}) or a Redis URL "
             f"({', '.join(REDIS_SCHEMES)}, +sentinel, +cluster); got {redact_url(url)!r}")
-    backend = open_backend(url)  # the backend's URL parsing, options and connection set-up
+    options = {} if timeout is None or "timeout" in dict(parse_qsl(urlsplit(url).query)) else {"timeout": timeout}
+    backend = open_backend(url, options)  # the backend's URL parsing, options and connection set-up
     try:
         if scheme in SQL_SCHEMES:
             from lockapi_migration.records.sql_store import SQLRecordStore
