@@ -52,7 +52,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
@@ -357,7 +357,7 @@ class ScheduledLockCore(Generic[RunT]):
         return run
 
     # -- decorator of coroutine functions ------------------------------------------------------------
-    def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Any]]:
+    def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R | Any]]:
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Any:
             try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from lockapi import scheduling
@@ -156,7 +156,7 @@ class AsyncScheduledLock(ScheduledLockCore[AsyncScheduledRun]):
         await self.end(run, error)
 
     # -- the decorator (async with: ScheduledLockCore) ------------------------------------------------
-    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Any]]:
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R | Any]]:
         if not inspect.iscoroutinefunction(fn):
             raise InvalidArgumentType(
                 f"AsyncLockManager.scheduled(...) decorates an async def, got {fn!r}: guard a plain "
