@@ -38,6 +38,10 @@ metrics stay bounded): ``scheduled`` (outcome True taken, False skipped, None er
 ``scheduled_lost`` (outcome False: the lease was lost or ran out at ``at_most`` while the run went on;
 seconds since the grant) and ``scheduled_end`` (outcome True: ran to its end holding the lock, False:
 the lock was lost meanwhile, None: the run raised, ``error`` says what; seconds the run took).
+
+The asyncio API has the same guard on the event loop (:meth:`lockapi.aio.AsyncLockManager.scheduled`,
+:mod:`lockapi.aio.scheduling`). Both share everything but the I/O: :class:`ScheduledLockCore` checks the
+options and makes every decision, :class:`ScheduledLock` and the asyncio guard do the round trips.
 """
 
 from __future__ import annotations
