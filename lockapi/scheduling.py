@@ -38,6 +38,10 @@ metrics stay bounded): ``scheduled`` (outcome True taken, False skipped, None er
 ``scheduled_lost`` (outcome False: the lease was lost or ran out at ``at_most`` while the run went on;
 seconds since the grant) and ``scheduled_end`` (outcome True: ran to its end holding the lock, False:
 the lock was lost meanwhile, None: the run raised, ``error`` says what; seconds the run took).
+
+The asyncio API has the same guard on the event loop (:meth:`lockapi.aio.AsyncLockManager.scheduled`,
+:mod:`lockapi.aio.scheduling`). Both share everything but the I/O: :class:`ScheduledLockCore` checks the
+options and makes every decision, :class:`ScheduledLock` and the asyncio guard do the round trips.
 """
 
 from __future__ import annotations
@@ -52,9 +56,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from lockapi.errors import InvalidArgument, InvalidArgumentType, LeaseLost, LockError, LockTimeout
 from lockapi.events import Event
@@ -64,9 +68,10 @@ from lockapi.validation import check_name, check_ttl, check_wait
 
 if TYPE_CHECKING:
     from lockapi.jobs import JobLockManager
-    from lockapi.lease import Lease
+    from lockapi.lease import Lease, LeaseCore
+    from lockapi.reporting import Reporter
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,18 +102,19 @@ class RunSkipped(LockTimeout):
         super().__init__(f"scheduled run {what} skipped: {why}")
 
 
-_current: contextvars.ContextVar[ScheduledRun | None] = contextvars.ContextVar("lockapi_scheduled_run",
-                                                                                 default=None)
+_current: contextvars.ContextVar[ScheduledRunCore | None] = contextvars.ContextVar("lockapi_scheduled_run",
+                                                                                     default=None)
 
 
-def current_run() -> ScheduledRun | None:
+def current_run() -> ScheduledRunCore | None:
     """The scheduled run the calling code is inside (a decorated function or an integration's job), if
-    any. Use ``current_run().token`` to fence the resource a run writes to."""
+    any: a :class:`ScheduledRun`, or a :class:`lockapi.aio.AsyncScheduledRun` inside a guard of the
+    asyncio API. Use ``current_run().token`` to fence the resource a run writes to."""
     return _current.get()
 
 
 @contextlib.contextmanager
-def as_current(run: ScheduledRun) -> Iterator[ScheduledRun]:
+def as_current(run: ScheduledRunCore) -> Iterator[ScheduledRunCore]:
     """Make ``run`` what :func:`current_run` returns inside the block (for integrations that call the
     job themselves between :meth:`ScheduledLock.begin` and :meth:`ScheduledLock.end`)."""
     token = _current.set(run)
@@ -118,21 +124,26 @@ def as_current(run: ScheduledRun) -> Iterator[ScheduledRun]:
         _current.reset(token)
 
 
-class ScheduledRun:
-    """One run that took the lock: its lease (``token`` to fence with), and how it ends."""
+class ScheduledRunCore:
+    """What a run of the sync API (:class:`ScheduledRun`) and of the asyncio API
+    (:class:`lockapi.aio.AsyncScheduledRun`) share: its lease (``token`` to fence with), whether it
+    lost it, and the reporting of that loss. Only the I/O (``release``) differs."""
 
-    def __init__(self, guard: ScheduledLock, key: str | None) -> None:
+    lease: LeaseCore | None
+
+    def __init__(self, guard: ScheduledLockCore[Any], key: str | None, reporter: Reporter) -> None:
         self.guard = guard
         self.name = guard.name
         self.key = key
-        self.lease: Lease | None = None
+        self.lease = None
         self.granted_at = 0.0
         """time.monotonic() when the grant's answer arrived."""
+        self._reporter = reporter
         self._ended = False
         self._lost_reported = threading.Event()
 
     def __repr__(self) -> str:
-        return f"<ScheduledRun {self.name!r} key={self.key!r} token={self.token}>"
+        return f"<{type(self).__name__} {self.name!r} key={self.key!r} token={self.token}>"
 
     @property
     def token(self) -> int | None:
@@ -148,6 +159,32 @@ class ScheduledRun:
     def lost_reason(self) -> str | None:
         return None if self.lease is None else self.lease.lost_reason
 
+    def _report_lost(self, lease: LeaseCore) -> object:
+        """The lease's ``on_lost``: log, emit ``scheduled_lost`` and call the guard's ``on_lost`` once
+        (its result is returned: the asyncio lease awaits a coroutine's)."""
+        if self._ended or self._lost_reported.is_set():
+            return None
+        self._lost_reported.set()
+        seconds = time.monotonic() - self.granted_at if self.granted_at else 0.0
+        log.warning("lockapi: scheduled run %r lost its lock after %.1f s: %s", self.name, seconds,
+                    lease.lost_reason)
+        self.guard._emit(self._reporter, "scheduled_lost", False, lease.token, seconds)
+        callback = self.guard.on_lost
+        if callback is None:
+            return None
+        try:
+            return callback(self)
+        except Exception:
+            log.exception("lockapi: on_lost callback of scheduled run %r failed", self.name)
+            return None
+
+
+class ScheduledRun(ScheduledRunCore):
+    """One run that took the lock: its lease (``token`` to fence with), and how it ends."""
+
+    lease: Lease | None
+    guard: ScheduledLock
+
     def release(self) -> None:
         """End the guarded part now, as if the run had returned (the rest of it is no longer
         guarded): the lock is kept until ``at_least`` (with a key: the key is marked done first).
@@ -155,19 +192,10 @@ class ScheduledRun:
         self.guard.end(self, None)
 
     def _on_lease_lost(self, lease: Lease) -> None:
-        if self._ended or self._lost_reported.is_set():
-            return
-        self._lost_reported.set()
-        seconds = time.monotonic() - self.granted_at if self.granted_at else 0.0
-        log.warning("lockapi: scheduled run %r lost its lock after %.1f s: %s", self.name, seconds,
-                    lease.lost_reason)
-        self.guard._emit("scheduled_lost", False, lease.token, seconds)
-        callback = self.guard.on_lost
-        if callback is not None:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("lockapi: on_lost callback of scheduled run %r failed", self.name)
+        self._report_lost(lease)
+
+
+RunT = TypeVar("RunT", bound=ScheduledRunCore)
 
 
 def _seconds(value: object, what: str) -> float:
@@ -179,17 +207,27 @@ def _seconds(value: object, what: str) -> float:
     return number
 
 
-class ScheduledLock:
-    """A scheduled-work guard: a context manager (entering raises :class:`RunSkipped` on skip) and a
-    decorator for sync and async functions (a skipped call returns ``on_skip(skipped)``, or None).
+class Ending(NamedTuple):
+    """How a run ends, decided before the I/O that ends it (:meth:`ScheduledLockCore._ending`)."""
 
-    Obtain one with :meth:`LockManager.scheduled` or :func:`lockapi.scheduled`. Every argument is
-    checked here, before any I/O. One object may guard any number of runs, from any thread.
-    """
+    seconds: float
+    """How long the run took."""
+    keep: float | None
+    """Let the lease expire this many seconds from now (``at_least``) instead of releasing it; None:
+    release it now."""
+    lost: bool
+    """The lease was known lost before the run ended."""
+    mark_done: bool
+    """A keyed run that returned holding its lock: mark the key done, then release."""
+
+
+class ScheduledLockCore(Generic[RunT]):
+    """What the guards of the sync and the asyncio API share: the checked options, every decision
+    (skip, keep until ``at_least``, mark done, the outcome and its events), ``async with`` and the
+    decorator of coroutine functions. Subclasses do the I/O: :meth:`_abegin` and :meth:`_aend`."""
 
     def __init__(
         self,
-        manager: LockManager | Callable[[], LockManager],
         name: str,
         *,
         at_most: float,
@@ -199,7 +237,7 @@ class ScheduledLock:
         key: str | KeyOf | None = None,
         remember: float | None = None,
         on_skip: OnSkip | None = None,
-        on_lost: OnRunLost | None = None,
+        on_lost: Callable[[RunT], object] | None = None,
     ) -> None:
         self.name = check_name(name, "scheduled lock name")
         self.at_most = check_ttl(at_most, "at_most")
@@ -224,13 +262,178 @@ class ScheduledLock:
         self._job = Job(self.name, ttl=self.ttl, done_ttl=self.remember)
         if isinstance(key, str):
             self._job.lock_name(key)  # a bad key fails here, before any I/O
-        self._source = manager
-        self._jobs: JobLockManager | None = None
-        self._open: dict[tuple[int, int], list[ScheduledRun]] = {}
+        self._open: dict[tuple[int, int], list[RunT]] = {}
         self._guard = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<ScheduledLock {self.name!r} at_most={self.at_most:g} at_least={self.at_least:g}>"
+        return f"<{type(self).__name__} {self.name!r} at_most={self.at_most:g} at_least={self.at_least:g}>"
+
+    def lock_name(self, key: str | None = None) -> str:
+        """The lock name a run takes: the guard's name, or with a key the job API's per-key name."""
+        return self.name if key is None else self._job.lock_name(key)
+
+    # -- the I/O, done by subclasses ---------------------------------------------------------------
+    async def _abegin(self, key: str | None) -> RunT:
+        raise NotImplementedError
+
+    async def _aend(self, run: RunT, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+    # -- the decisions around it ---------------------------------------------------------------------
+    def _skip(self, key: str | None, started: float, done: bool = False) -> RunSkipped:
+        """The skip of a run whose lock another node holds (``done``: whose key is done)."""
+        return RunSkipped(self.name, key, "done" if done else "held", time.monotonic() - started)
+
+    def _begun(self, run: RunT, lease: LeaseCore, started: float) -> RunT:
+        """Record the grant of ``run`` (emits ``scheduled`` True)."""
+        run.lease = lease
+        run.granted_at = time.monotonic()
+        self._emit(run._reporter, "scheduled", True, lease.token, run.granted_at - started)
+        return run
+
+    def _refused(self, run: RunT, exc: LockError, started: float) -> None:
+        """Record that ``run`` did not start: skipped (``scheduled`` False) or failed (None)."""
+        if isinstance(exc, RunSkipped):
+            self._emit(run._reporter, "scheduled", False, None, time.monotonic() - started)
+            log.info("lockapi: %s", exc)
+        else:
+            self._emit(run._reporter, "scheduled", None, None, time.monotonic() - started, repr(exc))
+
+    def _ending(self, run: RunT, error: BaseException | None, hold: bool) -> Ending | None:
+        """Decide how ``run`` ends (None: it has ended already, or never began). Marks it ended."""
+        if run._ended or run.lease is None:
+            return None
+        now = time.monotonic()
+        keep = run.granted_at + self.at_least - now if hold else 0.0
+        run._ended = True
+        lost = run.lease.lost
+        return Ending(now - run.granted_at, keep if keep > 0 and not lost else None, lost,
+                      run.key is not None and error is None and not lost)
+
+    def _end_failed(self, run: RunT, error: BaseException | None, exc: LockError) -> bool:
+        """Record that ending ``run`` failed with ``exc``; True if the caller must raise it (the run
+        itself did not raise)."""
+        assert run.lease is not None
+        seconds = time.monotonic() - run.granted_at
+        self._emit(run._reporter, "scheduled_end", None, run.lease.token, seconds,
+                   repr(exc if error is None else error))
+        if error is None:
+            return True
+        log.warning("lockapi: could not end scheduled run %r while handling %r: %s", self.name, error, exc)
+        return False
+
+    def _ended(self, run: RunT, ending: Ending, error: BaseException | None, held: bool) -> None:
+        """Record the end of ``run`` (``held``: it still held its lock at the end): emits
+        ``scheduled_end``; raises :class:`LeaseLost` if the lock was lost during a run that did not raise."""
+        lease = run.lease
+        assert lease is not None
+        lost = ending.lost or not held
+        outcome = None if error is not None else not lost
+        self._emit(run._reporter, "scheduled_end", outcome, lease.token, ending.seconds,
+                   None if error is None else repr(error))
+        if lost and error is None:
+            raise LeaseLost(
+                f"scheduled run {self.name!r} (token {lease.token}) lost its lock before it ended "
+                f"({lease.lost_reason or 'it expired'}): another node may have run it too; raise at_most, "
+                "or fence the resource with the run's token"
+            )
+
+    # -- async with ----------------------------------------------------------------------------------
+    async def __aenter__(self) -> RunT:
+        return self._push(await self._abegin(None))
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._aend(self._pop(), exc)
+
+    def _push(self, run: RunT) -> RunT:
+        with self._guard:
+            self._open.setdefault(_where(), []).append(run)
+        return run
+
+    def _pop(self) -> RunT:
+        where = _where()
+        with self._guard:
+            runs = self._open[where]
+            run = runs.pop()
+            if not runs:
+                del self._open[where]
+        return run
+
+    # -- decorator of coroutine functions ------------------------------------------------------------
+    def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R | Any]]:
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Any:
+            try:
+                run = await self._abegin(self._key_of(args, kwargs))
+            except RunSkipped as skipped:
+                result = self._skipped(skipped)
+                return await result if inspect.isawaitable(result) else result
+            try:
+                with as_current(run):
+                    value = await fn(*args, **kwargs)
+            except BaseException as exc:
+                await self._aend(run, exc)
+                raise
+            await self._aend(run, None)
+            return value
+
+        guarded.lockapi_guard = self  # type: ignore[attr-defined]
+        return guarded
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _skipped(self, skipped: RunSkipped) -> Any:
+        return None if self.on_skip is None else self.on_skip(skipped)
+
+    def _fixed_key(self, key: str | None) -> str | None:
+        if key is None and isinstance(self.key, str):
+            key = self.key
+        if key is not None:
+            if not isinstance(key, str):
+                raise InvalidArgumentType(f"a scheduled run's key must be a str, got {type(key).__name__}")
+            self._job.lock_name(key)
+        return key
+
+    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        if self.key is None or isinstance(self.key, str):
+            return self.key
+        return self.key(*args, **kwargs)
+
+    def _emit(self, reporter: Reporter, op: str, outcome: bool | None, token: int | None, seconds: float,
+              error: str | None = None) -> None:
+        listeners = reporter.listeners
+        if listeners:
+            listeners.emit(Event(op, self.name, outcome, token, seconds, error))
+
+
+class ScheduledLock(ScheduledLockCore[ScheduledRun]):
+    """A scheduled-work guard: a context manager (entering raises :class:`RunSkipped` on skip) and a
+    decorator for sync and async functions (a skipped call returns ``on_skip(skipped)``, or None).
+
+    Obtain one with :meth:`LockManager.scheduled` or :func:`lockapi.scheduled`. Every argument is
+    checked here, before any I/O. One object may guard any number of runs, from any thread. An
+    ``async def`` it decorates (or ``async with``) runs the sync API's calls on a thread; the asyncio
+    API's :meth:`lockapi.aio.AsyncLockManager.scheduled` does them on the event loop.
+    """
+
+    def __init__(
+        self,
+        manager: LockManager | Callable[[], LockManager],
+        name: str,
+        *,
+        at_most: float,
+        at_least: float = 0.0,
+        wait: float | None = 0.0,
+        ttl: float | None = None,
+        key: str | KeyOf | None = None,
+        remember: float | None = None,
+        on_skip: OnSkip | None = None,
+        on_lost: OnRunLost | None = None,
+    ) -> None:
+        super().__init__(name, at_most=at_most, at_least=at_least, wait=wait, ttl=ttl, key=key,
+                         remember=remember, on_skip=on_skip, on_lost=on_lost)
+        self._source = manager
+        self._jobs: JobLockManager | None = None
 
     @property
     def manager(self) -> LockManager:
@@ -243,21 +446,14 @@ class ScheduledLock:
         :class:`RunSkipped` if this node must not run it. Pair every begin with :meth:`end`."""
         key = self._fixed_key(key)
         manager = self.manager
-        run = ScheduledRun(self, key)
+        run = ScheduledRun(self, key, manager._reporter)
         started = time.monotonic()
         try:
             lease = self._take(manager, run, key)
-        except RunSkipped as skipped:
-            self._emit("scheduled", False, None, time.monotonic() - started, manager=manager)
-            log.info("lockapi: %s", skipped)
-            raise
         except LockError as exc:
-            self._emit("scheduled", None, None, time.monotonic() - started, repr(exc), manager=manager)
+            self._refused(run, exc, started)
             raise
-        run.lease = lease
-        run.granted_at = time.monotonic()
-        self._emit("scheduled", True, lease.token, run.granted_at - started, manager=manager)
-        return run
+        return self._begun(run, lease, started)
 
     def _take(self, manager: LockManager, run: ScheduledRun, key: str | None) -> Lease:
         started = time.monotonic()
@@ -266,92 +462,57 @@ class ScheduledLock:
                 return manager.acquire(self.name, ttl=self.ttl, wait=self.wait, auto_renew=True,
                                        on_lost=run._on_lease_lost, at_most=self.at_most)
             except LockTimeout:
-                raise RunSkipped(self.name, None, "held", time.monotonic() - started) from None
+                raise self._skip(None, started) from None
         jobs = self._job_locks(manager)
         if not jobs.lock(self._job, key, wait=self.wait, auto_renew=True, on_lost=run._on_lease_lost,
                          at_most=self.at_most):
-            reason = "done" if jobs.is_processed(self._job, key) else "held"
-            raise RunSkipped(self.name, key, reason, time.monotonic() - started)
+            raise self._skip(key, started, jobs.is_processed(self._job, key))
         return jobs.lease(self._job, key)
-
-    def lock_name(self, key: str | None = None) -> str:
-        """The lock name a run takes: the guard's name, or with a key the job API's per-key name."""
-        return self.name if key is None else self._job.lock_name(key)
 
     def end(self, run: ScheduledRun, error: BaseException | None, *, hold: bool = True) -> None:
         """End ``run``: keep the lock until ``at_least`` after the grant, never releasing it sooner
         (with a key and no ``error``: mark the key done first, then release). ``hold=False`` releases
         at once (the work never started). Raises :class:`LeaseLost` if the lock was lost during a run
         that did not raise. Idempotent."""
-        if run._ended or run.lease is None:
-            return
         lease = run.lease
-        seconds = time.monotonic() - run.granted_at
-        keep = run.granted_at + self.at_least - time.monotonic() if hold else 0.0
-        run._ended = True
-        lost = lease.lost
-        try:
-            if run.key is None:
-                held = lease.release(keep=keep if keep > 0 and not lost else None)
-            else:
-                jobs = self._job_locks(self.manager)
-                if error is None and not lost:
-                    try:
-                        jobs.successfully_processed(self._job, run.key)
-                        held = True
-                    except LeaseLost:
-                        held = False
-                else:
-                    jobs.unlock(self._job, run.key, keep=keep if keep > 0 and not lost else None)
-                    held = not lost
-        except LockError as exc:
-            self._emit("scheduled_end", None, lease.token, seconds, repr(exc if error is None else error))
-            if error is None:
-                raise
-            log.warning("lockapi: could not end scheduled run %r while handling %r: %s", self.name, error, exc)
+        ending = self._ending(run, error, hold)
+        if lease is None or ending is None:
             return
-        lost = lost or not held
-        outcome = None if error is not None else not lost
-        self._emit("scheduled_end", outcome, lease.token, seconds, None if error is None else repr(error))
-        if lost and error is None:
-            raise LeaseLost(
-                f"scheduled run {self.name!r} (token {lease.token}) lost its lock before it ended "
-                f"({lease.lost_reason or 'it expired'}): another node may have run it too; raise at_most, "
-                "or fence the resource with the run's token"
-            )
+        try:
+            held = self._send_end(run, lease, ending)
+        except LockError as exc:
+            if self._end_failed(run, error, exc):
+                raise
+            return
+        self._ended(run, ending, error, held)
+
+    def _send_end(self, run: ScheduledRun, lease: Lease, ending: Ending) -> bool:
+        """Release, keep or mark done as ``ending`` says; True if the lock was still held."""
+        if run.key is None:
+            return lease.release(keep=ending.keep)
+        jobs = self._job_locks(self.manager)
+        if ending.mark_done:
+            try:
+                jobs.successfully_processed(self._job, run.key)
+            except LeaseLost:
+                return False
+            return True
+        jobs.unlock(self._job, run.key, keep=ending.keep)
+        return not ending.lost
 
     # -- context manager ---------------------------------------------------------------------------
     def __enter__(self) -> ScheduledRun:
-        run = self.begin()
-        with self._guard:
-            self._open.setdefault(_where(), []).append(run)
-        return run
+        return self._push(self.begin())
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        where = _where()
-        with self._guard:
-            runs = self._open[where]
-            run = runs.pop()
-            if not runs:
-                del self._open[where]
-        self.end(run, exc)
+        self.end(self._pop(), exc)
 
-    async def __aenter__(self) -> ScheduledRun:
-        run = await asyncio.to_thread(self.begin)
-        with self._guard:
-            self._open.setdefault(_where(), []).append(run)
-        return run
+    async def _abegin(self, key: str | None) -> ScheduledRun:
+        return await asyncio.to_thread(self.begin, key)
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        where = _where()
-        with self._guard:
-            runs = self._open[where]
-            run = runs.pop()
-            if not runs:
-                del self._open[where]
-        await asyncio.to_thread(self.end, run, exc)
+    async def _aend(self, run: ScheduledRun, error: BaseException | None) -> None:
+        await asyncio.to_thread(self.end, run, error)
 
     # -- decorator ---------------------------------------------------------------------------------
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R | Any]:
@@ -378,55 +539,11 @@ class ScheduledLock:
         guarded.lockapi_guard = self  # type: ignore[attr-defined]
         return guarded
 
-    def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Any]]:
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Any:
-            try:
-                run = await asyncio.to_thread(self.begin, self._key_of(args, kwargs))
-            except RunSkipped as skipped:
-                result = self._skipped(skipped)
-                return await result if inspect.isawaitable(result) else result
-            try:
-                with as_current(run):
-                    value = await fn(*args, **kwargs)
-            except BaseException as exc:
-                await asyncio.to_thread(self.end, run, exc)
-                raise
-            await asyncio.to_thread(self.end, run, None)
-            return value
-
-        guarded.lockapi_guard = self  # type: ignore[attr-defined]
-        return guarded
-
-    # -- internals ---------------------------------------------------------------------------------
-    def _skipped(self, skipped: RunSkipped) -> Any:
-        return None if self.on_skip is None else self.on_skip(skipped)
-
-    def _fixed_key(self, key: str | None) -> str | None:
-        if key is None and isinstance(self.key, str):
-            key = self.key
-        if key is not None:
-            if not isinstance(key, str):
-                raise InvalidArgumentType(f"a scheduled run's key must be a str, got {type(key).__name__}")
-            self._job.lock_name(key)
-        return key
-
-    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        if self.key is None or isinstance(self.key, str):
-            return self.key
-        return self.key(*args, **kwargs)
-
     def _job_locks(self, manager: LockManager) -> JobLockManager:
         with self._guard:
             if self._jobs is None:
                 self._jobs = manager.jobs()
             return self._jobs
-
-    def _emit(self, op: str, outcome: bool | None, token: int | None, seconds: float,
-              error: str | None = None, *, manager: LockManager | None = None) -> None:
-        listeners = (manager or self.manager)._reporter.listeners
-        if listeners:
-            listeners.emit(Event(op, self.name, outcome, token, seconds, error))
 
 
 def _where() -> tuple[int, int]:

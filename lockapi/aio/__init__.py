@@ -9,7 +9,9 @@
             await send(invoice, fence=lease.token)
 
 Backends with a native asyncio driver use it; the others run their sync driver on a small bounded thread
-pool (option ``async_threads``, default 8). Waiting never occupies a thread. See docs/asyncio.md.
+pool (option ``async_threads``, default 8). Waiting never occupies a thread. Scheduled work runs on one
+node per trigger with ``@mgr.scheduled(...)`` on an ``async def`` (:mod:`lockapi.aio.scheduling`). See
+docs/asyncio.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lockapi.aio.jobs import AsyncJobLockManager, AsyncJobSemaphore
 from lockapi.aio.lease import AsyncLease, AsyncPermit
 from lockapi.aio.manager import AsyncLockManager, AsyncSemaphore
 from lockapi.aio.plugins import open_async_backend
+from lockapi.aio.scheduling import AsyncScheduledLock, AsyncScheduledRun, current_run
 from lockapi.config import backend_target, resolve
 
 __all__ = [
@@ -28,8 +31,11 @@ __all__ = [
     "AsyncLease",
     "AsyncLockManager",
     "AsyncPermit",
+    "AsyncScheduledLock",
+    "AsyncScheduledRun",
     "AsyncSemaphore",
     "connect",
+    "current_run",
 ]
 
 

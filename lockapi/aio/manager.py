@@ -24,6 +24,8 @@ from lockapi.waiting import LocalBus
 
 if TYPE_CHECKING:
     from lockapi.aio.jobs import AsyncJobLockManager, AsyncJobSemaphore
+    from lockapi.aio.scheduling import AsyncOnRunLost, AsyncScheduledLock
+    from lockapi.scheduling import KeyOf, OnSkip
 
 
 class Acquiring:
@@ -234,6 +236,29 @@ class AsyncLockManager:
         from lockapi.aio.jobs import AsyncJobSemaphore
 
         return AsyncJobSemaphore(self)
+
+    # -- scheduled work ------------------------------------------------------------------------------
+    def scheduled(
+        self,
+        name: str,
+        *,
+        at_most: float,
+        at_least: float = 0.0,
+        wait: float | None = 0.0,
+        ttl: float | None = None,
+        key: str | KeyOf | None = None,
+        remember: float | None = None,
+        on_skip: OnSkip | None = None,
+        on_lost: AsyncOnRunLost | None = None,
+    ) -> AsyncScheduledLock:
+        """A guard for scheduled work on the event loop: ``@mgr.scheduled("nightly", at_most=1800)`` on an
+        ``async def``, or ``async with mgr.scheduled(...) as run:``, runs on one node; the others skip
+        (:class:`lockapi.RunSkipped`). The options of :meth:`lockapi.LockManager.scheduled`, checked here
+        before any I/O; ``on_skip`` and ``on_lost`` may be coroutine functions."""
+        from lockapi.aio.scheduling import AsyncScheduledLock
+
+        return AsyncScheduledLock(self, name, at_most=at_most, at_least=at_least, wait=wait, ttl=ttl, key=key,
+                                  remember=remember, on_skip=on_skip, on_lost=on_lost)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def ping(self) -> None:

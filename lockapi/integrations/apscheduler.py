@@ -45,7 +45,7 @@ from lockapi.manager import LockManager
 from lockapi.scheduling import RunSkipped, ScheduledLock, as_current, scheduled
 from lockapi.validation import check_name
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 
 def trigger_key(run_time: datetime) -> str:

@@ -45,7 +45,7 @@ from lockapi.errors import LockError
 from lockapi.manager import LockManager
 from lockapi.scheduling import RunSkipped, as_current, scheduled, shared_manager
 
-log = logging.getLogger("lockapi")
+log = logging.getLogger(__name__)
 
 ONCE_HEADER = "lockapi_once"
 """The message header that carries the enqueue lease (name, holder id, token) to the worker."""

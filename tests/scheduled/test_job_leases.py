@@ -3,13 +3,16 @@ and job semaphore slots released by identity, without breaking the older calls."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import lockapi
 from lockapi import InvalidArgument, Job, LockManager
+from lockapi.testing.suite import WaitingCount
 
 
 @pytest.fixture
@@ -66,12 +69,37 @@ def test_lock_waits_for_a_holder_and_still_refuses_a_done_element(manager: LockM
     job = Job(lock_name, ttl=30)
     jobs, other_jobs = manager.jobs(), other.jobs()
     assert jobs.lock(job, "e")
-    threading.Timer(0.2, lambda: jobs.successfully_processed(job, "e")).start()
-    assert other_jobs.lock(job, "e", wait=30) is False, "done markers are read after the lock is held"
+    with once_waiting(other, job.lock_name("e"), lambda: jobs.successfully_processed(job, "e")):
+        assert other_jobs.lock(job, "e", wait=30) is False, "done markers are read after the lock is held"
     assert jobs.lock(job, "f")
-    threading.Timer(0.2, lambda: jobs.unlock(job, "f")).start()
-    assert other_jobs.lock(job, "f", wait=30) is True
+    with once_waiting(other, job.lock_name("f"), lambda: jobs.unlock(job, "f")):
+        assert other_jobs.lock(job, "f", wait=30) is True
     other_jobs.unlock(job, "f")
+
+
+@contextlib.contextmanager
+def once_waiting(waiter: LockManager, name: str, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` on a thread as soon as an acquire of ``name`` by ``waiter`` waits; the thread is
+    joined (and its failure raised) before the block's end, so nothing outlives the test."""
+    errors: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            waiting.wait_for(1, 60, "the other node never waited")
+            action()
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiting = WaitingCount(name)
+    thread = threading.Thread(target=act)
+    with waiting.on(waiter):
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join(90)
+    assert not thread.is_alive(), "the action never finished"
+    assert not errors, errors
 
 
 def test_unlock_with_keep_holds_the_element_for_a_while(manager: LockManager, other: LockManager,
