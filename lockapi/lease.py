@@ -26,7 +26,6 @@ from lockapi.observers import (
     EXTENDED,
     NOT_HELD,
     RELEASED,
-    LeaseEnd,
     Operation,
 )
 from lockapi.renewal import renewer
@@ -66,6 +65,7 @@ class LeaseCore:
         "_lost",
         "_observer",
         "_on_lost",
+        "_recorders",
         "_released",
         "_renew_ttl",
         "_reporter",
@@ -96,9 +96,12 @@ class LeaseCore:
         self._auto_renew = auto_renew
         self._renew_ttl = ttl
         self._cap = None if at_most is None else requested_at + at_most
-        self._observer: Observer | None = reporter.observers.observer
-        """Who saw this lease granted, and so is told once how it ended (None: nobody)."""
-        self._granted_at = time.monotonic() if self._observer is not None else 0.0
+        chain = reporter.observers
+        self._observer: Observer | None = chain.observer
+        """Who saw this lease granted, and so is told once how it ended (None: nobody)..."""
+        self._recorders: tuple[Observer, ...] = chain.recorders
+        """... and the records-only observers that did (told likewise)."""
+        self._granted_at = time.monotonic() if self._observer is not None or self._recorders else 0.0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} token={self.token} holder={self.holder!r}>"
@@ -152,7 +155,7 @@ class LeaseCore:
                     self.lost_reason = CAUSES[CAUSE_EXPIRED]
         self._reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
         if ok:
-            if self._observer is not None:
+            if self._observer is not None or self._recorders:
                 self._ended(END_RELEASED)
         elif not was_lost:
             self._lost_now(CAUSE_EXPIRED)
@@ -185,17 +188,18 @@ class LeaseCore:
         self._ended(END_LOST, cause)
 
     def _ended(self, end: str, cause: str | None = None) -> None:
-        if self._observer is None:  # nobody to tell (it only ever goes from set to None)
+        if self._observer is None and not self._recorders:  # nobody to tell (they only ever go to None/())
             return
         with self._flags:  # told once, whichever of release and loss comes first
-            observer, self._observer = self._observer, None
-        if observer is None:
+            observer, recorders = self._observer, self._recorders
+            self._observer, self._recorders = None, ()
+        if observer is None and not recorders:
             return
         now = time.monotonic()
         held = (now if end == END_RELEASED else min(now, self._deadline)) - self._granted_at
-        self._reporter.lease_ended(observer, LeaseEnd("permit" if self._semaphore else "lock", self.name,
-                                                      self._reporter.backend, self.token, max(held, 0.0), end,
-                                                      cause))
+        reporter = self._reporter
+        reporter.lease_ended(observer, recorders, ("permit" if self._semaphore else "lock", self.name,
+                                                   reporter.backend, self.token, max(held, 0.0), end, cause))
 
     # -- the renewal plan ----------------------------------------------------------------------------
     def _renewal_ttl(self, now: float) -> float | None:
