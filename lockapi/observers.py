@@ -265,7 +265,11 @@ def _combine(observers: tuple[Observer, ...]) -> Observer | None:
     return observers[0] if len(observers) == 1 else Fanout(observers)
 
 
-def _split(observers: tuple[Observer, ...]) -> tuple[Observer | None, tuple[Observer, ...]]:
+Observers = tuple["Observer | None", tuple["Observer", ...]]
+"""(the full-protocol observer, or None; the records-only observers), as a :class:`Chain` has them."""
+
+
+def _split(observers: tuple[Observer, ...]) -> Observers:
     """(the full-protocol observers combined into one, or None; the records-only ones)."""
     return (_combine(tuple(o for o in observers if not o.records_only)),
             tuple(o for o in observers if o.records_only))
@@ -277,12 +281,14 @@ class Chain:
     ``observer`` is None when no full-protocol observer is installed (the hot path tests only that before
     it builds an :class:`Operation`), the observer itself when there is one, else a :class:`Fanout`.
     ``recorders`` are the records-only observers, in the same order (empty when there are none).
+    ``current`` is both, or None when there are no observers at all (what a lease keeps).
     """
 
     def __init__(self) -> None:
         self._own: tuple[Observer, ...] = ()
         self.observer: Observer | None = None
         self.recorders: tuple[Observer, ...] = ()
+        self.current: Observers | None = None
         with _lock:
             _chains.add(self)
             self._refresh()
@@ -299,7 +305,9 @@ class Chain:
             self._refresh()
 
     def _refresh(self) -> None:
-        self.observer, self.recorders = _split(_process + tuple(o for o in self._own if o not in _process))
+        current = _split(_process + tuple(o for o in self._own if o not in _process))
+        self.observer, self.recorders = current
+        self.current = current if current[0] is not None or current[1] else None
 
 
 _lock = threading.RLock()

@@ -14,7 +14,17 @@ import time
 
 from lockapi.errors import BackendUnavailable
 from lockapi.events import Event, Listeners
-from lockapi.observers import Chain, EndRecord, LeaseEnd, Observer, Operation, _guarded, tell, tell_end, tell_waiting
+from lockapi.observers import (
+    Chain,
+    EndRecord,
+    LeaseEnd,
+    Observer,
+    Observers,
+    Operation,
+    _guarded,
+    tell_end,
+    tell_waiting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +93,21 @@ class Reporter:
         if recorders:
             if not now:
                 now = time.monotonic()
-            tell(recorders, (op, name, self.backend, outcome, started, now, None if waiting is None else waiting.at,
-                             token, error, names, granted))
+            record = (op, name, self.backend, outcome, started, now, None if waiting is None else waiting.at, token,
+                      error, names, granted)
+            for recorder in recorders:  # tell(), inlined: this runs on every operation
+                try:
+                    recorder.record(record)
+                except Exception:
+                    _guarded("record", recorder)
         if self.listeners.items:
             self.listeners.emit(Event(op, name, decision, token, (now or time.monotonic()) - started,
                                       None if error is None else repr(error), outcome))
 
-    def lease_ended(self, observer: Observer | None, recorders: tuple[Observer, ...], end: EndRecord) -> None:
-        """A lease ended: tell the observers that saw it granted (``end`` as :class:`LeaseEnd` to ``observer``)."""
+    def lease_ended(self, told: Observers, end: EndRecord) -> None:
+        """A lease ended: tell the observers that saw it granted (``end`` as a :class:`LeaseEnd` to the
+        full-protocol one)."""
+        observer, recorders = told
         if observer is not None:
             try:
                 observer.lease_ended(LeaseEnd(*end))

@@ -43,7 +43,14 @@ class Deferred:
         """Held for a whole drain: a drain at exit waits for the thread's pass instead of racing it (an
         item the thread popped must be applied before the interpreter freezes daemon threads)."""
         self.closed = False
+        self._started = False
         _live.add(self)
+
+    @property
+    def queue(self) -> deque[tuple[Callable[[Any], None], Any]]:
+        """The queue itself, for a hot path that appends inline (after :meth:`start`, and calling
+        :meth:`drain` itself past :data:`LIMIT` items, as :meth:`put` does)."""
+        return self._queue
 
     def put(self, item: tuple[Callable[[Any], None], Any]) -> None:
         queue = self._queue
@@ -52,6 +59,13 @@ class Deferred:
             self._start()
         if len(queue) > LIMIT:
             self.drain()
+
+    def start(self) -> None:
+        """Make sure the drainer thread runs, now and in every process forked from this one later (an
+        inline appender then needs no check of its own)."""
+        self._started = True
+        if self._thread_pid != _pid:
+            self._start()
 
     def drain(self) -> None:
         """Apply every queued item now, on this thread."""
@@ -88,6 +102,9 @@ class Deferred:
 def _forked() -> None:
     global _pid
     _pid = os.getpid()
+    for deferred in list(_live):  # a forked child has no thread: those that must run start again
+        if deferred._started and not deferred.closed:
+            deferred._start()
 
 
 def _drain_all() -> None:

@@ -27,7 +27,7 @@ from lockapi.observability.catalogue import (
     WAITING,
     Metric,
 )
-from lockapi.observability.deferred import Deferred
+from lockapi.observability.deferred import LIMIT, Deferred
 from lockapi.observability.families import Families
 from lockapi.observers import DENIED, END_LOST, ERROR, GRANTED, EndRecord, Observer, Record, Signal
 
@@ -99,6 +99,8 @@ class MetricsObserver(Observer):
         self.drain = self._deferred.drain
         """Apply every queued update of the sink now (readers call it before they read)."""
         self._put = self._deferred.put  # the hooks' bound methods, made once (not on every operation)
+        self._queue = self._deferred.queue
+        self._deferred.start()  # the hot hooks append to the queue inline
         self._apply_finish = self._finish
         self._apply_end = self._lease_ended
 
@@ -108,13 +110,19 @@ class MetricsObserver(Observer):
     # -- hooks: queue only ---------------------------------------------------------------------------
     def record(self, record: Record) -> None:
         if record[0] in COUNTED:
-            self._put((self._apply_finish, record))
+            queue = self._queue  # Deferred.put, inlined (the drainer thread was started in __init__)
+            queue.append((self._apply_finish, record))
+            if len(queue) > LIMIT:
+                self.drain()
 
     def record_waiting(self, record: tuple[str, str, str]) -> None:
         self._put((self._waiting, record))
 
     def record_end(self, record: EndRecord) -> None:
-        self._put((self._apply_end, record))
+        queue = self._queue
+        queue.append((self._apply_end, record))
+        if len(queue) > LIMIT:
+            self.drain()
 
     def signal(self, signal: Signal) -> None:
         if signal.kind == MISMATCH_SIGNAL:
