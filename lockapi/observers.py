@@ -416,15 +416,6 @@ def tell_waiting(recorders: tuple[Observer, ...], record: tuple[str, str, str]) 
             _guarded("record_waiting", recorder)
 
 
-def tell_end(recorders: tuple[Observer, ...], record: EndRecord) -> None:
-    """Hand a lease end to each records-only observer."""
-    for recorder in recorders:
-        try:
-            recorder.record_end(record)
-        except Exception:
-            _guarded("record_end", recorder)
-
-
 def _start(observer: Observer, op: Operation) -> Any:
     try:
         return observer.start(op)

@@ -22,7 +22,6 @@ from lockapi.observers import (
     Observers,
     Operation,
     _guarded,
-    tell_end,
     tell_waiting,
 )
 
@@ -113,8 +112,11 @@ class Reporter:
                 observer.lease_ended(LeaseEnd(*end))
             except Exception:
                 _guarded("lease_ended", observer)
-        if recorders:
-            tell_end(recorders, end)
+        for recorder in recorders:  # inlined: this runs for every lease
+            try:
+                recorder.record_end(end)
+            except Exception:
+                _guarded("record_end", recorder)
 
     # -- backend health in the log -------------------------------------------------------------------
     def _unavailable(self, op: str, error: BaseException) -> None:

@@ -6,7 +6,10 @@ microseconds) runs on a daemon thread every :data:`INTERVAL` seconds, mostly whi
 backend's socket. Readers call :meth:`Deferred.drain` before they read (a scrape or an OpenTelemetry
 collection), so they never see a value late; the queue is drained at interpreter exit too (short-lived
 processes writing prometheus_client's multi-process files), and inline by the caller past
-:data:`LIMIT` items, which bounds memory if the thread falls behind.
+:data:`LIMIT` items, which bounds memory if the thread falls behind. The metrics observer's records go
+to channels (:meth:`Deferred.channel`: one function per queue, so the caller appends the bare record,
+with no ``(function, argument)`` pair to build); the drainer thread of a queue with channels is
+started when the channel is made, and again in each forked child.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ _live: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 class Deferred:
-    """A queue of calls, ``(function, argument)`` pairs, made off the caller's thread. Thread-safe; one
-    drain runs at a time, so no two queued calls ever run concurrently."""
+    """A queue of calls, ``(function, argument)`` pairs, made off the caller's thread, and channels: a
+    queue of arguments for one function each (the hot path appends the bare argument, no pair). Thread-
+    safe; one drain runs at a time, so no two queued calls ever run concurrently. A drain applies the
+    queue first, then each channel in the order they were made."""
 
     def __init__(self) -> None:
         self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._channels: list[tuple[deque[Any], Callable[[Any], None]]] = []
         self._thread_pid = 0
         self._lock = threading.Lock()
         self.draining = threading.Lock()
@@ -46,12 +52,6 @@ class Deferred:
         self._started = False
         _live.add(self)
 
-    @property
-    def queue(self) -> deque[tuple[Callable[[Any], None], Any]]:
-        """The queue itself, for a hot path that appends inline (after :meth:`start`, and calling
-        :meth:`drain` itself past :data:`LIMIT` items, as :meth:`put` does)."""
-        return self._queue
-
     def put(self, item: tuple[Callable[[Any], None], Any]) -> None:
         queue = self._queue
         queue.append(item)
@@ -60,12 +60,17 @@ class Deferred:
         if len(queue) > LIMIT:
             self.drain()
 
-    def start(self) -> None:
-        """Make sure the drainer thread runs, now and in every process forked from this one later (an
-        inline appender then needs no check of its own)."""
+    def channel(self, function: Callable[[Any], None]) -> deque[Any]:
+        """A new queue whose items are applied as ``function(item)``. Its appender appends inline: the
+        drainer thread runs from now on (in forked children too), and the appender calls :meth:`drain`
+        itself past :data:`LIMIT` items, as :meth:`put` does."""
+        queue: deque[Any] = deque()
+        with self.draining:
+            self._channels = [*self._channels, (queue, function)]
         self._started = True
         if self._thread_pid != _pid:
             self._start()
+        return queue
 
     def drain(self) -> None:
         """Apply every queued item now, on this thread."""
@@ -75,12 +80,22 @@ class Deferred:
                 try:
                     function, argument = queue.popleft()
                 except IndexError:
-                    return
+                    break
                 try:
                     function(argument)
                 except Exception:
-                    log.exception("lockapi: a deferred metric update failed",
-                                  extra={"lockapi_event": "metric_failed"})
+                    _failed()
+            for items, function in self._channels:
+                pop = items.popleft
+                while True:
+                    try:
+                        argument = pop()
+                    except IndexError:
+                        break
+                    try:
+                        function(argument)
+                    except Exception:
+                        _failed()
 
     def _start(self) -> None:
         with self._lock:
@@ -97,6 +112,10 @@ class Deferred:
                 wait(INTERVAL)
 
         threading.Thread(target=run, name="lockapi-metrics", daemon=True).start()
+
+
+def _failed() -> None:
+    log.exception("lockapi: a deferred metric update failed", extra={"lockapi_event": "metric_failed"})
 
 
 def _forked() -> None:

@@ -82,7 +82,7 @@ class MetricsObserver(Observer):
     """Counts what core reports. Plugin steps (``op`` not a core operation) are left to tracing.
 
     Records-only: core calls ``record``/``record_waiting``/``record_end`` with plain tuples, which are
-    queued as they are. Each label set's updates are bound once, on first use (``_finishes``, ``_ends``:
+    queued as they are. Each label set's updates are bound once, on first use (``_finishes``, ``_bound_ends``:
     at most one entry per operation, backend, family and outcome, so bounded like the families):
     applying an operation is then a dict lookup and a few calls, without building labels or looking up
     instruments again.
@@ -94,15 +94,14 @@ class MetricsObserver(Observer):
         self.sink = sink
         self.family = families
         self._finishes: dict[tuple[str, str, str, str], _Finish] = {}
-        self._ends: dict[tuple[str, str, str, str, str | None], _End] = {}
+        self._bound_ends: dict[tuple[str, str, str, str, str | None], _End] = {}
         self._deferred = sink.deferred
         self.drain = self._deferred.drain
         """Apply every queued update of the sink now (readers call it before they read)."""
         self._put = self._deferred.put  # the hooks' bound methods, made once (not on every operation)
-        self._queue = self._deferred.queue
-        self._deferred.start()  # the hot hooks append to the queue inline
-        self._apply_finish = self._finish
-        self._apply_end = self._lease_ended
+        self._records = self._deferred.channel(self._finish)  # the hot hooks append the bare tuples inline
+        self._ends = self._deferred.channel(self._lease_ended)
+        self._family = families.cache.get
 
     def __repr__(self) -> str:
         return f"<MetricsObserver {type(self.sink).__name__}>"
@@ -110,8 +109,8 @@ class MetricsObserver(Observer):
     # -- hooks: queue only ---------------------------------------------------------------------------
     def record(self, record: Record) -> None:
         if record[0] in COUNTED:
-            queue = self._queue  # Deferred.put, inlined (the drainer thread was started in __init__)
-            queue.append((self._apply_finish, record))
+            queue = self._records
+            queue.append(record)
             if len(queue) > LIMIT:
                 self.drain()
 
@@ -119,8 +118,8 @@ class MetricsObserver(Observer):
         self._put((self._waiting, record))
 
     def record_end(self, record: EndRecord) -> None:
-        queue = self._queue
-        queue.append((self._apply_end, record))
+        queue = self._ends
+        queue.append(record)
         if len(queue) > LIMIT:
             self.drain()
 
@@ -138,7 +137,7 @@ class MetricsObserver(Observer):
         if names:
             self._batch(op, backend, outcome, ended - started, error, names, granted)
             return
-        family = self.family(name)
+        family = self._family(name) or self.family(name)
         key = (op, backend, family, outcome)
         updates = self._finishes.get(key)
         if updates is None:  # only the drainer runs this: no lock needed
@@ -184,10 +183,10 @@ class MetricsObserver(Observer):
 
     def _lease_ended(self, end: EndRecord) -> None:
         kind, name, backend, _, seconds, how, cause = end
-        key = (backend, kind, self.family(name), how, cause)
-        updates = self._ends.get(key)
+        key = (backend, kind, self._family(name) or self.family(name), how, cause)
+        updates = self._bound_ends.get(key)
         if updates is None:
-            updates = self._ends[key] = self._bind_end(*key)
+            updates = self._bound_ends[key] = self._bind_end(*key)
         held, hold, lost = updates
         held(-1)
         hold(seconds)

@@ -3,11 +3,19 @@ histogram value on a bucket bound lands in that bucket (Prometheus ``le``)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+
+import pytest
 from prometheus_client import CollectorRegistry
 
 import lockapi
+from lockapi.observability import metrics
 from lockapi.observability.aggregate import Aggregate
 from lockapi.observability.catalogue import ATTEMPTS, WAIT
+from lockapi.observability.deferred import Deferred
+from lockapi.observability.families import Families
 from lockapi.observability.prometheus import _sink
 from tests.observability.conftest import wait_until
 
@@ -36,3 +44,67 @@ def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
     assert histogram[bounds.index(0.001)] == 1 and histogram[bounds.index(0.0025)] == 1
     assert histogram[len(bounds)] == 1  # +Inf
     assert histogram[-1] == 3 and histogram[-2] > 1e6
+
+
+def test_channels_are_applied_after_the_queue_in_order_and_a_failing_item_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    deferred = Deferred()
+    deferred.closed = True  # no thread: this test drains by hand
+    seen: list[tuple[str, int]] = []
+
+    def second(item: int) -> None:
+        if item == 2:
+            raise RuntimeError("boom")
+        seen.append(("b", item))
+
+    first = deferred.channel(lambda item: seen.append(("a", item)))
+    other = deferred.channel(second)
+    other.extend([1, 2, 3])
+    first.extend([1, 2])
+    deferred.put((lambda item: seen.append(("q", item)), 0))
+    with caplog.at_level(logging.ERROR):
+        deferred.drain()
+    assert seen == [("q", 0), ("a", 1), ("a", 2), ("b", 1), ("b", 3)]
+    assert not first and not other
+    assert [getattr(r, "lockapi_event", None) for r in caplog.records] == ["metric_failed"]
+
+
+def test_a_caller_past_the_limit_applies_the_metrics_queue_itself(prefix: str, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    monkeypatch.setattr(metrics, "LIMIT", 3)
+    aggregate = Aggregate()
+    aggregate.deferred.closed = True  # no drainer thread: only the caller can apply what it queued
+    observer = metrics.MetricsObserver(aggregate, Families(None, 10))
+
+    def attempts() -> float:
+        return sum(v for labels, v in aggregate.values(ATTEMPTS) if prefix in labels)
+
+    for _ in range(5):
+        observer.record(("try_acquire", f"{prefix}:1", "memory", "denied", 0.0, 0.001, None, None, None, (), ()))
+    assert attempts() == 4  # the 4th record went past the limit: the caller drained the queue
+    observer.drain()
+    assert attempts() == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_applies_channel_items_on_its_own_thread() -> None:
+    deferred = Deferred()
+    applied = threading.Event()
+    channel = deferred.channel(lambda item: applied.set())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its drainer thread must run again, without anyone draining
+        ok = False
+        try:
+            channel.append(1)
+            ok = applied.wait(30)
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1", "the child's drainer thread did not apply the item"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+        deferred.closed = True
