@@ -35,14 +35,14 @@ _live: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 class Deferred:
-    """A queue of calls, ``(function, argument)`` pairs, made off the caller's thread, and channels: a
-    queue of arguments for one function each (the hot path appends the bare argument, no pair). Thread-
-    safe; one drain runs at a time, so no two queued calls ever run concurrently. A drain applies the
-    queue first, then each channel in the order they were made."""
+    """A queue of calls, ``(function, argument)`` pairs, made off the caller's thread, and channels:
+    queues of bare items that one function applies in bulk (the hot path appends the item, no pair).
+    Thread-safe; one drain runs at a time, so no two queued calls ever run concurrently. A drain applies
+    the queue first, then each channel in the order they were made."""
 
     def __init__(self) -> None:
         self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()
-        self._channels: list[tuple[deque[Any], Callable[[Any], None]]] = []
+        self._channels: list[tuple[deque[Any], Callable[[deque[Any]], None]]] = []
         self._thread_pid = 0
         self._lock = threading.Lock()
         self.draining = threading.Lock()
@@ -60,8 +60,9 @@ class Deferred:
         if len(queue) > LIMIT:
             self.drain()
 
-    def channel(self, function: Callable[[Any], None]) -> deque[Any]:
-        """A new queue whose items are applied as ``function(item)``. Its appender appends inline: the
+    def channel(self, function: Callable[[deque[Any]], None]) -> deque[Any]:
+        """A new queue that a drain hands to ``function``, which pops and applies every item in it (and
+        logs with :func:`failed`, not raises, for one that fails). Its appender appends inline: the
         drainer thread runs from now on (in forked children too), and the appender calls :meth:`drain`
         itself past :data:`LIMIT` items, as :meth:`put` does."""
         queue: deque[Any] = deque()
@@ -84,18 +85,13 @@ class Deferred:
                 try:
                     function(argument)
                 except Exception:
-                    _failed()
-            for items, function in self._channels:
-                pop = items.popleft
-                while True:
+                    failed()
+            for items, apply in self._channels:
+                if items:
                     try:
-                        argument = pop()
-                    except IndexError:
-                        break
-                    try:
-                        function(argument)
+                        apply(items)
                     except Exception:
-                        _failed()
+                        failed()
 
     def _start(self) -> None:
         with self._lock:
@@ -114,7 +110,8 @@ class Deferred:
         threading.Thread(target=run, name="lockapi-metrics", daemon=True).start()
 
 
-def _failed() -> None:
+def failed() -> None:
+    """Log the exception being handled: a queued update that failed (the others are applied all the same)."""
     log.exception("lockapi: a deferred metric update failed", extra={"lockapi_event": "metric_failed"})
 
 

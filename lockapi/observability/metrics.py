@@ -10,7 +10,7 @@ a time (so a sink needs no lock of its own), and every reader drains the queue b
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from lockapi.observability.catalogue import (
     WAITING,
     Metric,
 )
-from lockapi.observability.deferred import LIMIT, Deferred
+from lockapi.observability.deferred import LIMIT, Deferred, failed
 from lockapi.observability.families import Families
 from lockapi.observers import DENIED, END_LOST, ERROR, GRANTED, EndRecord, Observer, Record, Signal
 
@@ -99,8 +99,8 @@ class MetricsObserver(Observer):
         self.drain = self._deferred.drain
         """Apply every queued update of the sink now (readers call it before they read)."""
         self._put = self._deferred.put  # the hooks' bound methods, made once (not on every operation)
-        self._records = self._deferred.channel(self._finish)  # the hot hooks append the bare tuples inline
-        self._ends = self._deferred.channel(self._lease_ended)
+        self._records = self._deferred.channel(self._finish_all)  # the hot hooks append the bare tuples inline
+        self._ends = self._deferred.channel(self._lease_ended_all)
         self._family = families.cache.get
 
     def __repr__(self) -> str:
@@ -132,26 +132,33 @@ class MetricsObserver(Observer):
         op, name, backend = record
         self.sink.add(WAITING, (backend, op, self.family(name)), 1)
 
-    def _finish(self, record: Record) -> None:
-        op, name, backend, outcome, started, ended, waited, _, error, names, granted = record
-        if names:
-            self._batch(op, backend, outcome, ended - started, error, names, granted)
-            return
-        family = self._family(name) or self.family(name)
-        key = (op, backend, family, outcome)
-        updates = self._finishes.get(key)
-        if updates is None:  # only the drainer runs this: no lock needed
-            updates = self._finishes[key] = self._bind_finish(*key)
-        count, wait, held = updates
-        count(1)
-        if wait is not None:
-            wait(ended - started)
-            if waited is not None:
-                self.sink.add(WAITING, (backend, op, family), -1)
-            if held is not None:
-                held(1)
-        if error is not None:
-            self.sink.add(ERRORS, (backend, op, family, type(error).__name__), 1)
+    def _finish_all(self, queue: deque[Record]) -> None:
+        """Apply every queued record (one call per drain: the loop's lookups are made once)."""
+        pop, cached, family_of, bound = queue.popleft, self._family, self.family, self._finishes
+        while queue:
+            record = pop()
+            try:
+                op, name, backend, outcome, started, ended, waited, _, error, names, granted = record
+                if names:
+                    self._batch(op, backend, outcome, ended - started, error, names, granted)
+                    continue
+                family = cached(name) or family_of(name)
+                key = (op, backend, family, outcome)
+                updates = bound.get(key)
+                if updates is None:  # only the drainer runs this: no lock needed
+                    updates = bound[key] = self._bind_finish(*key)
+                count, wait, held = updates
+                count(1)
+                if wait is not None:
+                    wait(ended - started)
+                    if waited is not None:
+                        self.sink.add(WAITING, (backend, op, family), -1)
+                    if held is not None:
+                        held(1)
+                if error is not None:
+                    self.sink.add(ERRORS, (backend, op, family, type(error).__name__), 1)
+            except Exception:
+                failed()
 
     def _bind_finish(self, op: str, backend: str, family: str, outcome: str) -> _Finish:
         sink = self.sink
@@ -181,17 +188,24 @@ class MetricsObserver(Observer):
             elif result == ERROR and error is not None:
                 sink.add(ERRORS, (backend, op, fam, type(error).__name__), count)
 
-    def _lease_ended(self, end: EndRecord) -> None:
-        kind, name, backend, _, seconds, how, cause = end
-        key = (backend, kind, self._family(name) or self.family(name), how, cause)
-        updates = self._bound_ends.get(key)
-        if updates is None:
-            updates = self._bound_ends[key] = self._bind_end(*key)
-        held, hold, lost = updates
-        held(-1)
-        hold(seconds)
-        if lost is not None:
-            lost(1)
+    def _lease_ended_all(self, queue: deque[EndRecord]) -> None:
+        """Apply every queued lease end."""
+        pop, cached, family_of, bound = queue.popleft, self._family, self.family, self._bound_ends
+        while queue:
+            end = pop()
+            try:
+                kind, name, backend, _, seconds, how, cause = end
+                key = (backend, kind, cached(name) or family_of(name), how, cause)
+                updates = bound.get(key)
+                if updates is None:
+                    updates = bound[key] = self._bind_end(*key)
+                held, hold, lost = updates
+                held(-1)
+                hold(seconds)
+                if lost is not None:
+                    lost(1)
+            except Exception:
+                failed()
 
     def _bind_end(self, backend: str, kind: str, family: str, end: str, cause: str | None) -> _End:
         sink = self.sink
