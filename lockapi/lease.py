@@ -26,7 +26,6 @@ from lockapi.observers import (
     EXTENDED,
     NOT_HELD,
     RELEASED,
-    LeaseEnd,
     Operation,
 )
 from lockapi.renewal import renewer
@@ -34,7 +33,7 @@ from lockapi.validation import check_ttl
 from lockapi.waiting import BusKey, LocalBus
 
 if TYPE_CHECKING:
-    from lockapi.observers import Observer
+    from lockapi.observers import Observers
     from lockapi.reporting import Reporter
     from lockapi.spi import Backend
 
@@ -64,11 +63,11 @@ class LeaseCore:
         "_flags",
         "_granted_at",
         "_lost",
-        "_observer",
         "_on_lost",
         "_released",
         "_renew_ttl",
         "_reporter",
+        "_told",
         "holder",
         "lost_reason",
         "name",
@@ -96,9 +95,10 @@ class LeaseCore:
         self._auto_renew = auto_renew
         self._renew_ttl = ttl
         self._cap = None if at_most is None else requested_at + at_most
-        self._observer: Observer | None = reporter.observers.observer
+        told = reporter.observers.current
+        self._told: Observers | None = told
         """Who saw this lease granted, and so is told once how it ended (None: nobody)."""
-        self._granted_at = time.monotonic() if self._observer is not None else 0.0
+        self._granted_at = time.monotonic() if told is not None else 0.0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} token={self.token} holder={self.holder!r}>"
@@ -143,18 +143,20 @@ class LeaseCore:
                         kept: bool) -> bool:
         """A release (or, ``kept``, the extend of ``release(keep=)``) answered ``ok``; True if the local
         bus should wake this name's waiters."""
+        told = None
         with self._flags:
             self._released = True
             was_lost = self._lost
-            if not ok:
+            if ok:  # told once, whichever of release and loss comes first: taken here, under the same lock
+                told, self._told = self._told, None
+            else:
                 self._lost = True
                 if not was_lost:
                     self.lost_reason = CAUSES[CAUSE_EXPIRED]
         self._reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
-        if ok:
-            if self._observer is not None:
-                self._ended(END_RELEASED)
-        elif not was_lost:
+        if told is not None:
+            self._tell_end(told, END_RELEASED, None)
+        elif not ok and not was_lost:
             self._lost_now(CAUSE_EXPIRED)
         return ok and not kept
 
@@ -185,17 +187,20 @@ class LeaseCore:
         self._ended(END_LOST, cause)
 
     def _ended(self, end: str, cause: str | None = None) -> None:
-        if self._observer is None:  # nobody to tell (it only ever goes from set to None)
+        if self._told is None:  # nobody to tell (it only ever goes from set to None)
             return
         with self._flags:  # told once, whichever of release and loss comes first
-            observer, self._observer = self._observer, None
-        if observer is None:
-            return
+            told, self._told = self._told, None
+        if told is not None:
+            self._tell_end(told, end, cause)
+
+    def _tell_end(self, told: Observers, end: str, cause: str | None) -> None:
+        """Tell the observers taken from this lease (once) how it ended."""
         now = time.monotonic()
         held = (now if end == END_RELEASED else min(now, self._deadline)) - self._granted_at
-        self._reporter.lease_ended(observer, LeaseEnd("permit" if self._semaphore else "lock", self.name,
-                                                      self._reporter.backend, self.token, max(held, 0.0), end,
-                                                      cause))
+        reporter = self._reporter
+        reporter.lease_ended(told, ("permit" if self._semaphore else "lock", self.name, reporter.backend, self.token,
+                                    max(held, 0.0), end, cause))
 
     # -- the renewal plan ----------------------------------------------------------------------------
     def _renewal_ttl(self, now: float) -> float | None:

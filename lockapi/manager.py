@@ -216,6 +216,7 @@ class LockManager:
         name = key[1]
         reporter = self._reporter
         observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
+        waiting = None
         try:
             if wait == 0.0:
                 token = attempt().token
@@ -223,15 +224,15 @@ class LockManager:
                     raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
                 sent = started
             else:
+                waiting = reporter.waiting_hook(observed, op, name)
                 token, sent = wait_for_grant(self._backend, self._bus, key, attempt, wait,
-                                             fair_holder=holder if fair else None,
-                                             on_wait=reporter.waiting_hook(observed))
+                                             fair_holder=holder if fair else None, on_wait=waiting)
         except LockError as exc:
             outcome, decision, error = failed(exc)
-            reporter.finish(observed, op, name, started, outcome, decision, error=error)
+            reporter.finish(observed, op, name, started, outcome, decision, error=error, waiting=waiting)
             self._give_up(fair, name, holder)
             raise
-        reporter.finish(observed, op, name, started, GRANTED, True, token)
+        reporter.finish(observed, op, name, started, GRANTED, True, token, waiting=waiting)
         return token, sent
 
     def _give_up(self, fair: bool, name: str, holder: str) -> None:
@@ -257,15 +258,16 @@ class LockManager:
         reporter = self._reporter
         label = f"<{len(names)} names>"
         started = time.monotonic()
-        observed = reporter.start("acquire_many", label, started, tuple(names)) \
+        asked = tuple(names)
+        observed = reporter.start("acquire_many", label, started, asked) \
             if reporter.observers.observer is not None else None
         try:
             granted = self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done)
         except LockError as exc:
-            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
+            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc, names=asked)
             raise
         reporter.finish(observed, "acquire_many", label, started, GRANTED if granted else DENIED, bool(granted),
-                        granted=tuple(granted))
+                        granted=tuple(granted), names=asked)
         return {
             name: Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started,
                         auto_renew=auto_renew, on_lost=on_lost, at_most=at_most)

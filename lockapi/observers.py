@@ -7,10 +7,17 @@ its own spans under it. An observer also sees each lease **end** (released or lo
 was held and why it was lost) and one-off **signals** (facts without a duration, e.g. a migration
 mismatch, sent by plugins through :func:`lockapi.spi.signal`).
 
+An observer that needs no span (a metrics-only one) sets :attr:`Observer.records_only`: core then
+builds no :class:`Operation` for it and calls no ``start``/``waiting``/``finish``/``lease_ended``;
+it hands over each finished operation as one plain tuple (:data:`Record`, to :meth:`Observer.record`),
+each lease end likewise (:data:`EndRecord`, to :meth:`Observer.record_end`) and each caller that starts
+to wait as ``(op, name, backend)`` (:meth:`Observer.record_waiting`). Observers that trace keep the
+full protocol; both kinds may be installed together.
+
 Observers are installed process-wide (:func:`add`, seen by every manager, existing and future) or on
 one manager (:meth:`lockapi.LockManager.add_observer`). Core imports no telemetry library: the
 OpenTelemetry and Prometheus adapters live in :mod:`lockapi.observability`. With no observer installed,
-an operation pays one attribute read and a ``None`` test; hooks are called only when one is.
+an operation pays two attribute reads and their tests; hooks are called only when one is.
 
 Every hook runs inside the operation: it must be quick and must not raise (an exception is logged
 and dropped, never reaches the caller).
@@ -25,7 +32,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lockapi import spi
 from lockapi.errors import InvalidArgumentType
@@ -63,6 +70,15 @@ CAUSE_AT_MOST = "at_most"
 """The lease ran out at its ``at_most`` cap while still held: renewals never extend past it."""
 
 Attributes = Mapping[str, "str | int | float | bool"]
+
+Record = tuple[str, str, str, str, float, float, "float | None", "int | None", "BaseException | None",
+               tuple[str, ...], tuple[str, ...]]
+"""A finished operation as a records-only observer gets it: ``(op, name, backend, outcome, started,
+ended, waited, token, error, names, granted)``, the fields of :class:`Operation` in that order
+(``names``/``granted`` are empty but for acquire_many)."""
+EndRecord = tuple[str, str, str, int, float, str, "str | None"]
+"""A lease end as a records-only observer gets it: ``(kind, name, backend, token, held, end, cause)``,
+the fields of :class:`LeaseEnd` in that order."""
 
 
 class Operation:
@@ -145,8 +161,15 @@ class Observer:
     """Base class of observers: every hook does nothing; adapters override the ones they need.
 
     ``start`` returns the observer's own state for the operation (e.g. its span), which is handed back
-    to ``waiting`` and ``finish``.
+    to ``waiting`` and ``finish``. An observer with :attr:`records_only` set gets ``record``,
+    ``record_waiting`` and ``record_end`` instead of ``start``, ``waiting``, ``finish`` and
+    ``lease_ended``; ``signal`` and ``context`` are called for both kinds.
     """
+
+    records_only: ClassVar[bool] = False
+    """True for an observer that needs no span and no hook at an operation's start (metrics): core then
+    hands it plain tuples once things are over, which costs the caller far less than the
+    :class:`Operation` protocol. Read when the observer is installed."""
 
     def start(self, op: Operation) -> Any:
         return None
@@ -162,6 +185,17 @@ class Observer:
 
     def signal(self, signal: Signal) -> None:
         """A one-off fact from core or a plugin."""
+
+    def record(self, record: Record) -> None:
+        """Records-only observers: an operation is over (on the caller's thread, after its last round trip)."""
+
+    def record_waiting(self, record: tuple[str, str, str]) -> None:
+        """Records-only observers: the caller of an acquire starts to wait, ``(op, name, backend)``; the
+        operation's :data:`Record` then has ``waited`` set."""
+
+    def record_end(self, record: EndRecord) -> None:
+        """Records-only observers: a lease granted while this observer was installed was released or lost
+        (once per lease)."""
 
     def context(self) -> Any:
         """What :func:`lockapi.spi.trace_context` captures for this observer (e.g. the current span)."""
@@ -231,16 +265,30 @@ def _combine(observers: tuple[Observer, ...]) -> Observer | None:
     return observers[0] if len(observers) == 1 else Fanout(observers)
 
 
+Observers = tuple["Observer | None", tuple["Observer", ...]]
+"""(the full-protocol observer, or None; the records-only observers), as a :class:`Chain` has them."""
+
+
+def _split(observers: tuple[Observer, ...]) -> Observers:
+    """(the full-protocol observers combined into one, or None; the records-only ones)."""
+    return (_combine(tuple(o for o in observers if not o.records_only)),
+            tuple(o for o in observers if o.records_only))
+
+
 class Chain:
     """The observers one manager reports to: the process-wide ones, then its own.
 
-    ``observer`` is None when there are none (the hot path tests only that), the observer itself when
-    there is one, else a :class:`Fanout`.
+    ``observer`` is None when no full-protocol observer is installed (the hot path tests only that before
+    it builds an :class:`Operation`), the observer itself when there is one, else a :class:`Fanout`.
+    ``recorders`` are the records-only observers, in the same order (empty when there are none).
+    ``current`` is both, or None when there are no observers at all (what a lease keeps).
     """
 
     def __init__(self) -> None:
         self._own: tuple[Observer, ...] = ()
         self.observer: Observer | None = None
+        self.recorders: tuple[Observer, ...] = ()
+        self.current: Observers | None = None
         with _lock:
             _chains.add(self)
             self._refresh()
@@ -257,7 +305,9 @@ class Chain:
             self._refresh()
 
     def _refresh(self) -> None:
-        self.observer = _combine(_process + tuple(o for o in self._own if o not in _process))
+        current = _split(_process + tuple(o for o in self._own if o not in _process))
+        self.observer, self.recorders = current
+        self.current = current if current[0] is not None or current[1] else None
 
 
 _lock = threading.RLock()
@@ -293,21 +343,21 @@ def installed() -> tuple[Observer, ...]:
 def _changed() -> None:
     for chain in list(_chains):
         chain._refresh()
-    spi.set_observer_hook(_PluginHooks(_combine(_process)) if _process else None)
+    spi.set_observer_hook(_PluginHooks(_process) if _process else None)
 
 
 class _PluginHooks:
     """What :mod:`lockapi.spi`'s plugin-facing functions call while process-wide observers exist."""
 
-    def __init__(self, observer: Observer | None) -> None:
-        self.observer = observer
+    def __init__(self, observers: tuple[Observer, ...]) -> None:
+        self.all = _combine(observers)
+        self.observer, self.recorders = _split(observers)
 
     @contextlib.contextmanager
     def step(self, op: str, name: str, backend: str, parent: Any, attributes: Attributes) -> Iterator[spi.Step]:
-        observer = self.observer
-        assert observer is not None
+        observer, recorders = self.observer, self.recorders
         operation = Operation(op, name, backend, time.monotonic(), attributes=attributes, parent=parent)
-        state = _start(observer, operation)
+        state = None if observer is None else _start(observer, operation)
         step = spi.Step()
         try:
             yield step
@@ -318,10 +368,13 @@ class _PluginHooks:
             operation.outcome = step.outcome or OK
         finally:
             operation.ended = time.monotonic()
-            _finish(observer, operation, state)
+            if observer is not None:
+                _finish(observer, operation, state)
+            if recorders:
+                tell(recorders, as_record(operation))
 
     def signal(self, kind: str, name: str, attributes: Attributes) -> None:
-        observer = self.observer
+        observer = self.all
         assert observer is not None
         try:
             observer.signal(Signal(kind, name, attributes))
@@ -329,13 +382,38 @@ class _PluginHooks:
             _guarded("signal", observer)
 
     def context(self) -> Any:
-        observer = self.observer
-        assert observer is not None
+        observer = self.observer  # records-only observers take no parent
+        if observer is None:
+            return None
         try:
             return observer.context()
         except Exception:
             _guarded("context", observer)
             return None
+
+
+def as_record(op: Operation) -> Record:
+    """``op`` as a records-only observer gets it."""
+    return (op.op, op.name, op.backend, op.outcome, op.started, op.ended, op.waited, op.token, op.error,
+            op.names, op.granted)
+
+
+def tell(recorders: tuple[Observer, ...], record: Record) -> None:
+    """Hand a finished operation to each records-only observer (one that raises is logged and skipped)."""
+    for recorder in recorders:
+        try:
+            recorder.record(record)
+        except Exception:
+            _guarded("record", recorder)
+
+
+def tell_waiting(recorders: tuple[Observer, ...], record: tuple[str, str, str]) -> None:
+    """Tell each records-only observer that a caller, ``(op, name, backend)``, starts to wait."""
+    for recorder in recorders:
+        try:
+            recorder.record_waiting(record)
+        except Exception:
+            _guarded("record_waiting", recorder)
 
 
 def _start(observer: Observer, op: Operation) -> Any:

@@ -1,20 +1,29 @@
 """Reporting: where a manager and its leases send what happened.
 
 One :class:`Reporter` per manager routes each operation to the manager's listeners (a finished
-:class:`~lockapi.events.Event`), to its observers (start/finish hooks, :mod:`lockapi.observers`) and to
-the log (backend unavailable / reachable again, lease lost; one line each, with structured ``extra``
-fields prefixed ``lockapi_``). Nothing is built for a destination nobody listens on.
+:class:`~lockapi.events.Event`), to its observers (start/finish hooks; one tuple per finished
+operation for records-only observers, :mod:`lockapi.observers`) and to the log (backend unavailable /
+reachable again, lease lost; one line each, with structured ``extra`` fields prefixed ``lockapi_``).
+Nothing is built for a destination nobody listens on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from lockapi.errors import BackendUnavailable
 from lockapi.events import Event, Listeners
-from lockapi.observers import Chain, LeaseEnd, Observer, Operation, _guarded
+from lockapi.observers import (
+    Chain,
+    EndRecord,
+    LeaseEnd,
+    Observer,
+    Observers,
+    Operation,
+    _guarded,
+    tell_waiting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +59,17 @@ class Reporter:
             _guarded("start", observer)
         return operation
 
-    def waiting_hook(self, operation: Operation | None) -> Callable[[], None] | None:
-        """The callback :func:`lockapi.waiting.wait_for_grant` calls when the caller starts to wait."""
-        if operation is None:
+    def waiting_hook(self, operation: Operation | None, op: str, name: str) -> Waiting | None:
+        """The callback :func:`lockapi.waiting.wait_for_grant` calls when the caller starts to wait (None
+        when nobody observes); hand it to :meth:`finish` as ``waiting``."""
+        recorders = self.observers.recorders
+        if operation is None and not recorders:
             return None
-        observer = operation.observer
-
-        def waiting() -> None:
-            operation.waited = time.monotonic()
-            if observer is not None:
-                try:
-                    observer.waiting(operation, operation.state)
-                except Exception:
-                    _guarded("waiting", observer)
-
-        return waiting
+        return Waiting(operation, recorders, (op, name, self.backend))
 
     def finish(self, operation: Operation | None, op: str, name: str, started: float, outcome: str,
                decision: bool | None, token: int | None = None, error: BaseException | None = None,
-               granted: tuple[str, ...] = ()) -> None:
+               granted: tuple[str, ...] = (), names: tuple[str, ...] = (), waiting: Waiting | None = None) -> None:
         """The operation ended: tell the log (backend health), the observers and the listeners."""
         if error is None:
             if self.down:
@@ -87,15 +88,35 @@ class Reporter:
                     observer.finish(operation, operation.state)
                 except Exception:
                     _guarded("finish", observer)
+        recorders = self.observers.recorders
+        if recorders:
+            if not now:
+                now = time.monotonic()
+            record = (op, name, self.backend, outcome, started, now, None if waiting is None else waiting.at, token,
+                      error, names, granted)
+            for recorder in recorders:  # tell(), inlined: this runs on every operation
+                try:
+                    recorder.record(record)
+                except Exception:
+                    _guarded("record", recorder)
         if self.listeners.items:
             self.listeners.emit(Event(op, name, decision, token, (now or time.monotonic()) - started,
                                       None if error is None else repr(error), outcome))
 
-    def lease_ended(self, observer: Observer, end: LeaseEnd) -> None:
-        try:
-            observer.lease_ended(end)
-        except Exception:
-            _guarded("lease_ended", observer)
+    def lease_ended(self, told: Observers, end: EndRecord) -> None:
+        """A lease ended: tell the observers that saw it granted (``end`` as a :class:`LeaseEnd` to the
+        full-protocol one)."""
+        observer, recorders = told
+        if observer is not None:
+            try:
+                observer.lease_ended(LeaseEnd(*end))
+            except Exception:
+                _guarded("lease_ended", observer)
+        for recorder in recorders:  # inlined: this runs for every lease
+            try:
+                recorder.record_end(end)
+            except Exception:
+                _guarded("record_end", recorder)
 
     # -- backend health in the log -------------------------------------------------------------------
     def _unavailable(self, op: str, error: BaseException) -> None:
@@ -113,3 +134,30 @@ class Reporter:
                  extra={"lockapi_event": "backend_reachable", "lockapi_backend": self.backend,
                         "lockapi_url": self.url})
 
+
+class Waiting:
+    """An acquire's "caller starts to wait" callback: stamps the time and tells the observers."""
+
+    __slots__ = ("at", "operation", "recorders", "what")
+
+    def __init__(self, operation: Operation | None, recorders: tuple[Observer, ...], what: tuple[str, str, str]
+                 ) -> None:
+        self.operation = operation
+        self.recorders = recorders
+        self.what = what
+        self.at: float | None = None
+        """When the caller started to wait (None: it did not)."""
+
+    def __call__(self) -> None:
+        self.at = now = time.monotonic()
+        operation = self.operation
+        if operation is not None:
+            operation.waited = now
+            observer = operation.observer
+            if observer is not None:
+                try:
+                    observer.waiting(operation, operation.state)
+                except Exception:
+                    _guarded("waiting", observer)
+        if self.recorders:
+            tell_waiting(self.recorders, self.what)

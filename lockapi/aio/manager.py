@@ -146,6 +146,7 @@ class AsyncLockManager:
         reporter = self._reporter
         observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
         in_flight: list[asyncio.Task[object]] = []  # an attempt that runs on after a cancellation
+        waiting = None
         try:
             if wait == 0.0:
                 token = (await guarded(attempt, give_back, self._background, in_flight)).token
@@ -154,14 +155,15 @@ class AsyncLockManager:
                 sent = started
             else:
                 deadline = None if wait is None else started + wait
-                on_wait = once(reporter.waiting_hook(observed))  # queued for the turn, or denied once
+                waiting = reporter.waiting_hook(observed, op, name)
+                on_wait = once(waiting)  # queued for the turn, or denied once
                 async with self._turns.turn((key, fair), deadline, what, name, wait, on_wait, exclusive=not fair):
                     token, sent = await wait_for_grant(
                         self._backend, self._bus, key, attempt, deadline, wait, give_back, self._background,
                         fair_holder=holder if fair else None, on_wait=on_wait, in_flight=in_flight)
         except LockError as exc:
             outcome, decision, error = failed(exc)
-            reporter.finish(observed, op, name, started, outcome, decision, error=error)
+            reporter.finish(observed, op, name, started, outcome, decision, error=error, waiting=waiting)
             await self._give_up(fair, name, holder)
             raise
         except asyncio.CancelledError:
@@ -169,7 +171,7 @@ class AsyncLockManager:
                 # any, which may still be joining the queue
                 self._background.spawn(self._give_up_after(in_flight, name, holder))
             raise
-        reporter.finish(observed, op, name, started, GRANTED, True, token)
+        reporter.finish(observed, op, name, started, GRANTED, True, token, waiting=waiting)
         return token, sent
 
     async def _give_up_after(self, in_flight: list[asyncio.Task[object]], name: str, holder: str) -> None:
@@ -195,16 +197,17 @@ class AsyncLockManager:
         reporter = self._reporter
         label = f"<{len(names)} names>"
         started = time.monotonic()
-        observed = reporter.start("acquire_many", label, started, tuple(names)) \
+        asked = tuple(names)
+        observed = reporter.start("acquire_many", label, started, asked) \
             if reporter.observers.observer is not None else None
         try:
             granted = await finish_anyway(self._backend.try_acquire_many(names, holder, ttl, skip_done=skip_done),
                                           self._background, functools.partial(self._give_back_many, holder))
         except LockError as exc:
-            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc)
+            reporter.finish(observed, "acquire_many", label, started, ERROR, None, error=exc, names=asked)
             raise
         reporter.finish(observed, "acquire_many", label, started, GRANTED if granted else DENIED, bool(granted),
-                        granted=tuple(granted))
+                        granted=tuple(granted), names=asked)
         return {name: AsyncLease(self, name, holder, token, ttl, started, auto_renew=auto_renew, on_lost=on_lost,
                                  at_most=at_most)
                 for name, token in granted.items()}

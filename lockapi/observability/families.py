@@ -64,12 +64,13 @@ class Families:
         self._function = function or lock_family
         self._limit = limit
         self._known: set[str] = set()
-        self._cache: dict[str, str] = {}
+        self.cache: dict[str, str] = {}
+        """name -> family of the names seen lately (a hot path may look here first, then call)."""
         self._lock = threading.Lock()
         self._warned = False
 
     def __call__(self, name: str) -> str:
-        family = self._cache.get(name)
+        family = self.cache.get(name)
         if family is not None:
             return family
         try:
@@ -87,9 +88,9 @@ class Families:
                     family = OTHER
                 else:
                     self._known.add(family)
-            if len(self._cache) >= _CACHE:
-                self._cache.clear()
-            self._cache[name] = family
+            if len(self.cache) >= _CACHE:
+                self.cache.clear()
+            self.cache[name] = family
         return family
 
     def _overflow(self, family: str) -> None:

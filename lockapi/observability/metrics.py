@@ -2,16 +2,17 @@
 
 The OpenTelemetry and Prometheus adapters differ only in their sink; what is counted, when and with
 which labels is decided here, once. Labels are passed as tuples in the order of ``Metric.labels``.
-The hooks only queue what happened on the sink's queue (:mod:`lockapi.observability.deferred`); the
-sink is updated off the caller's thread by one drainer at a time (so a sink needs no lock of its own),
-and every reader drains the queue before it reads.
+It is a records-only observer (:attr:`lockapi.observers.Observer.records_only`): core hands it each
+finished operation and lease end as one tuple, and the hooks only queue that tuple on the sink's queue
+(:mod:`lockapi.observability.deferred`); the sink is updated off the caller's thread by one drainer at
+a time (so a sink needs no lock of its own), and every reader drains the queue before it reads.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from lockapi.observability.catalogue import (
     ATTEMPTS,
@@ -26,9 +27,9 @@ from lockapi.observability.catalogue import (
     WAITING,
     Metric,
 )
-from lockapi.observability.deferred import Deferred
+from lockapi.observability.deferred import LIMIT, Deferred, failed
 from lockapi.observability.families import Families
-from lockapi.observers import DENIED, END_LOST, ERROR, GRANTED, LeaseEnd, Observer, Operation, Signal
+from lockapi.observers import DENIED, END_LOST, ERROR, GRANTED, EndRecord, Observer, Record, Signal
 
 ACQUIRES = {"acquire": "lock", "try_acquire": "lock", "permit_acquire": "permit", "permit_try_acquire": "permit",
             "acquire_many": "lock"}
@@ -80,64 +81,84 @@ _End = tuple[Update, Update, "Update | None"]
 class MetricsObserver(Observer):
     """Counts what core reports. Plugin steps (``op`` not a core operation) are left to tracing.
 
-    Each label set's updates are bound once, on first use (``_finishes``, ``_ends``: at most one entry
-    per operation, backend, family and outcome, so bounded like the families): applying an operation is
-    then a dict lookup and a few calls, without building labels or looking up instruments again.
+    Records-only: core calls ``record``/``record_waiting``/``record_end`` with plain tuples, which are
+    queued as they are. Each label set's updates are bound once, on first use (``_finishes``, ``_bound_ends``:
+    at most one entry per operation, backend, family and outcome, so bounded like the families):
+    applying an operation is then a dict lookup and a few calls, without building labels or looking up
+    instruments again.
     """
+
+    records_only = True
 
     def __init__(self, sink: Sink, families: Families) -> None:
         self.sink = sink
         self.family = families
         self._finishes: dict[tuple[str, str, str, str], _Finish] = {}
-        self._ends: dict[tuple[str, str, str, str, str | None], _End] = {}
+        self._bound_ends: dict[tuple[str, str, str, str, str | None], _End] = {}
         self._deferred = sink.deferred
         self.drain = self._deferred.drain
         """Apply every queued update of the sink now (readers call it before they read)."""
         self._put = self._deferred.put  # the hooks' bound methods, made once (not on every operation)
-        self._apply_finish = self._finish
-        self._apply_end = self._lease_ended
+        self._records = self._deferred.channel(self._finish_all)  # the hot hooks append the bare tuples inline
+        self._ends = self._deferred.channel(self._lease_ended_all)
+        self._family = families.cache.get
 
     def __repr__(self) -> str:
         return f"<MetricsObserver {type(self.sink).__name__}>"
 
     # -- hooks: queue only ---------------------------------------------------------------------------
-    def waiting(self, op: Operation, state: Any) -> None:
-        self._deferred.put((self._waiting, op))
+    def record(self, record: Record) -> None:
+        if record[0] in COUNTED:
+            queue = self._records
+            queue.append(record)
+            if len(queue) > LIMIT:
+                self.drain()
 
-    def finish(self, op: Operation, state: Any) -> None:
-        if op.op in COUNTED:
-            self._put((self._apply_finish, op))
+    def record_waiting(self, record: tuple[str, str, str]) -> None:
+        self._put((self._waiting, record))
 
-    def lease_ended(self, end: LeaseEnd) -> None:
-        self._put((self._apply_end, end))
+    def record_end(self, record: EndRecord) -> None:
+        queue = self._ends
+        queue.append(record)
+        if len(queue) > LIMIT:
+            self.drain()
 
     def signal(self, signal: Signal) -> None:
         if signal.kind == MISMATCH_SIGNAL:
-            self._deferred.put((self._mismatch, signal))
+            self._put((self._mismatch, signal))
 
     # -- applied off the caller's thread --------------------------------------------------------------
-    def _waiting(self, op: Operation) -> None:
-        self.sink.add(WAITING, (op.backend, op.op, self.family(op.name)), 1)
+    def _waiting(self, record: tuple[str, str, str]) -> None:
+        op, name, backend = record
+        self.sink.add(WAITING, (backend, op, self.family(name)), 1)
 
-    def _finish(self, op: Operation) -> None:
-        if op.names:
-            self._batch(op)
-            return
-        family = self.family(op.name)
-        key = (op.op, op.backend, family, op.outcome)
-        updates = self._finishes.get(key)
-        if updates is None:  # only the drainer runs this: no lock needed
-            updates = self._finishes[key] = self._bind_finish(*key)
-        count, wait, held = updates
-        count(1)
-        if wait is not None:
-            wait(op.seconds)
-            if op.waited is not None:
-                self.sink.add(WAITING, (op.backend, op.op, family), -1)
-            if held is not None:
-                held(1)
-        if op.error is not None:
-            self.sink.add(ERRORS, (op.backend, op.op, family, type(op.error).__name__), 1)
+    def _finish_all(self, queue: deque[Record]) -> None:
+        """Apply every queued record (one call per drain: the loop's lookups are made once)."""
+        pop, cached, family_of, bound = queue.popleft, self._family, self.family, self._finishes
+        while queue:
+            record = pop()
+            try:
+                op, name, backend, outcome, started, ended, waited, _, error, names, granted = record
+                if names:
+                    self._batch(op, backend, outcome, ended - started, error, names, granted)
+                    continue
+                family = cached(name) or family_of(name)
+                key = (op, backend, family, outcome)
+                updates = bound.get(key)
+                if updates is None:  # only the drainer runs this: no lock needed
+                    updates = bound[key] = self._bind_finish(*key)
+                count, wait, held = updates
+                count(1)
+                if wait is not None:
+                    wait(ended - started)
+                    if waited is not None:
+                        self.sink.add(WAITING, (backend, op, family), -1)
+                    if held is not None:
+                        held(1)
+                if error is not None:
+                    self.sink.add(ERRORS, (backend, op, family, type(error).__name__), 1)
+            except Exception:
+                failed()
 
     def _bind_finish(self, op: str, backend: str, family: str, outcome: str) -> _Finish:
         sink = self.sink
@@ -150,33 +171,41 @@ class MetricsObserver(Observer):
             return sink.counter(RENEWALS, (backend, family, outcome)), None, None
         return sink.counter(OPERATIONS, (backend, op, family, outcome)), None, None
 
-    def _batch(self, op: Operation) -> None:
+    def _batch(self, op: str, backend: str, outcome: str, seconds: float, error: BaseException | None,
+               names: tuple[str, ...], granted_names: tuple[str, ...]) -> None:
         """acquire_many: every name is an attempt; the call's duration is one wait per family."""
-        sink, backend, family = self.sink, op.backend, self.family
-        granted = frozenset(op.granted)
+        sink, family = self.sink, self.family
+        granted = frozenset(granted_names)
         outcomes: Counter[tuple[str, str]] = Counter()
-        for name in op.names:
-            outcome = op.outcome if op.outcome == ERROR else GRANTED if name in granted else DENIED
-            outcomes[(family(name), outcome)] += 1
-        for (fam, outcome), count in outcomes.items():
-            labels = (backend, op.op, fam, outcome)
+        for name in names:
+            outcomes[(family(name), outcome if outcome == ERROR else GRANTED if name in granted else DENIED)] += 1
+        for (fam, result), count in outcomes.items():
+            labels = (backend, op, fam, result)
             sink.add(ATTEMPTS, labels, count)
-            sink.record(WAIT, labels, op.seconds)
-            if outcome == GRANTED:
+            sink.record(WAIT, labels, seconds)
+            if result == GRANTED:
                 sink.add(HELD, (backend, "lock", fam), count)
-            elif outcome == ERROR and op.error is not None:
-                sink.add(ERRORS, (backend, op.op, fam, type(op.error).__name__), count)
+            elif result == ERROR and error is not None:
+                sink.add(ERRORS, (backend, op, fam, type(error).__name__), count)
 
-    def _lease_ended(self, end: LeaseEnd) -> None:
-        key = (end.backend, end.kind, self.family(end.name), end.end, end.cause)
-        updates = self._ends.get(key)
-        if updates is None:
-            updates = self._ends[key] = self._bind_end(*key)
-        held, hold, lost = updates
-        held(-1)
-        hold(end.held)
-        if lost is not None:
-            lost(1)
+    def _lease_ended_all(self, queue: deque[EndRecord]) -> None:
+        """Apply every queued lease end."""
+        pop, cached, family_of, bound = queue.popleft, self._family, self.family, self._bound_ends
+        while queue:
+            end = pop()
+            try:
+                kind, name, backend, _, seconds, how, cause = end
+                key = (backend, kind, cached(name) or family_of(name), how, cause)
+                updates = bound.get(key)
+                if updates is None:
+                    updates = bound[key] = self._bind_end(*key)
+                held, hold, lost = updates
+                held(-1)
+                hold(seconds)
+                if lost is not None:
+                    lost(1)
+            except Exception:
+                failed()
 
     def _bind_end(self, backend: str, kind: str, family: str, end: str, cause: str | None) -> _End:
         sink = self.sink
