@@ -12,7 +12,9 @@ down the socket of a connection whose call outlives it (what the sync watchdog d
 read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
 would make it ask the server to cancel and wait for that, up to ten more seconds on a frozen server.)
 A call cancelled by its caller drops its connection (its state is unknown), as does a call that failed
-inside a transaction. Not fork-safe (asyncio objects are not): a child process opens its own backend.
+inside a transaction; on PostgreSQL the connection closes itself as the cancellation reaches psycopg,
+instead of that cancel protocol (the dialect's ``async_connect``). Not fork-safe (asyncio objects are
+not): a child process opens its own backend.
 """
 
 from __future__ import annotations
@@ -87,9 +89,6 @@ class AsyncConnections:
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
-        self._isolate = dialect.async_driver == "psycopg"
-        """Whether a call runs in a task of its own (:meth:`_drive`): psycopg only; aiomysql just stops
-        reading when cancelled, and the task costs two loop hops (about 30 us) per call."""
 
     async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
@@ -106,10 +105,7 @@ class AsyncConnections:
             session = AsyncSession(d, conn)
             timer = loop.call_at(deadline, session.cut_off)
             try:
-                if self._isolate:
-                    result = await self._drive(session, plan, args)
-                else:
-                    result = await drive_async(plan(*args), session.run)
+                result = await drive_async(plan(*args), session.run)
             except BaseException as exc:
                 timer.cancel()
                 if not d.is_driver_error(exc):
@@ -142,27 +138,6 @@ class AsyncConnections:
             else:
                 self._checkin(conn)
             return result
-
-    @staticmethod
-    async def _drive(session: AsyncSession, plan: Callable[..., Plan[T]], args: tuple[Any, ...]) -> T:
-        """Run the plan in a task of its own, so that the caller's cancellation never reaches psycopg:
-        psycopg answers a cancelled read by asking the server to cancel the query and waiting for that
-        (up to 5 + 5 s on a frozen server) before the CancelledError goes on. Instead the socket is shut
-        down, the pending read fails at once, and the caller's CancelledError is raised (the connection
-        is then dropped)."""
-        work = asyncio.get_running_loop().create_task(drive_async(plan(*args), session.run))
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            if not work.done():
-                session.cut_off()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait((work,))  # ends at once: its read failed (a further cancel: go now)
-            if work.done() and not work.cancelled():
-                work.exception()  # retrieved: the caller's cancellation is the outcome
-            else:
-                work.add_done_callback(lambda done: done.cancelled() or done.exception())
-            raise
 
     def close(self) -> None:
         """Close the idle connections, and each busy one when its call ends (it does not go back to the

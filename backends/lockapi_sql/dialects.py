@@ -289,10 +289,8 @@ class PostgreSQL(_OnConflict):
     async_driver = "psycopg"
 
     async def async_connect(self, remaining: float) -> Any:
-        import psycopg
-
-        return await psycopg.AsyncConnection.connect(**self.connect_params(remaining),
-                                                     options=self._session_options(), autocommit=True)
+        return await _dropping_async_connection().connect(**self.connect_params(remaining),
+                                                          options=self._session_options(), autocommit=True)
 
     async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
         return await conn.execute(statement, params)
@@ -331,6 +329,34 @@ class PostgreSQL(_OnConflict):
         import psycopg
 
         return isinstance(exc, psycopg.Error)
+
+
+@functools.cache
+def _dropping_async_connection() -> Any:
+    """psycopg's ``AsyncConnection``, except that a wait interrupted by a cancellation (or
+    KeyboardInterrupt/SystemExit) closes the connection at once and lets the interruption go on.
+
+    psycopg itself answers one by asking the server to cancel the query and waiting for that (up to
+    5 + 5 s, which a frozen server never grants) before the CancelledError goes on; the pool drops a
+    cancelled call's connection anyway (its state is unknown), and the server rolls back whatever it
+    had open when the connection ends. Doing it here, in the one method every one of psycopg's
+    asyncio round trips goes through, costs nothing per call (a task per call that kept the
+    cancellation away from psycopg cost three loop iterations, about 12 us a call).
+    """
+    import asyncio
+
+    import psycopg
+    from psycopg import waiting
+
+    class DroppingAsyncConnection(psycopg.AsyncConnection[Any]):
+        async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await waiting.wait_async(gen, self.pgconn.socket, *args, **kwargs)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                self.pgconn.finish()
+                raise
+
+    return DroppingAsyncConnection
 
 
 class MySQL(Dialect):
