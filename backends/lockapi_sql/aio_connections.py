@@ -7,9 +7,9 @@ after a deadlock, a lock wait or a busy database while time is left, and once on
 when the connection dies during the call (a pooled one, or one this call opened: the reply may be all
 that was lost); driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
 
-The deadline is kept without a thread and without cancelling the driver: a timer on the loop shuts
-down the socket of a connection whose call outlives it (what the sync watchdog does), so the pending
-read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
+The deadline is kept without a thread and without cancelling the driver: the pool's one timer on the
+loop shuts down the socket of a connection whose call outlives it (what the sync watchdog does), so the
+pending read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
 would make it ask the server to cancel and wait for that, up to ten more seconds on a frozen server.)
 A call cancelled by its caller drops its connection (its state is unknown), as does a call that failed
 inside a transaction; on PostgreSQL the connection closes itself as the cancellation reaches psycopg,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -89,6 +90,11 @@ class AsyncConnections:
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._calls: dict[AsyncSession, float] = {}
+        """The calls in flight and their deadlines (:meth:`_expire` cuts those past theirs)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """The pool's one deadline timer (see :meth:`_expire`), pending while calls may be in flight."""
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
@@ -103,11 +109,14 @@ class AsyncConnections:
             else:
                 conn, reused = await self._checkout(deadline)
             session = AsyncSession(d, conn)
-            timer = loop.call_at(deadline, session.cut_off)
+            calls = self._calls
+            calls[session] = deadline
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
             try:
                 result = await drive_async(plan(*args), session.run)
             except BaseException as exc:
-                timer.cancel()
+                calls.pop(session, None)
                 if not d.is_driver_error(exc):
                     # the plan's own error, or the caller cancelled: keep the connection only if it is idle
                     keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
@@ -132,12 +141,31 @@ class AsyncConnections:
                         self._drain()  # its idle siblings are probably dead too (a server restart)
                     continue
                 raise translate(self._where, exc, kind) from exc
-            timer.cancel()
+            calls.pop(session, None)
             if session.cut:
                 self._discard(conn)
             else:
                 self._checkin(conn)
             return result
+
+    def _expire(self) -> None:
+        """The pool's deadline timer: cut the calls whose deadline passed, then wait for the earliest
+        deadline left. One timer per pool instead of one per call: a call that starts while it is
+        pending ends no earlier than it fires (every call's deadline is its start plus the one
+        ``timeout``), so at most one expiry per ``timeout`` is spent on calls that ended in time."""
+        loop = self._timer_loop
+        assert loop is not None
+        self._timer = None
+        now = loop.time() + 0.001  # a timer fires up to the loop's clock resolution early
+        earliest = math.inf
+        for session, deadline in list(self._calls.items()):
+            if deadline <= now:
+                del self._calls[session]
+                session.cut_off()
+            else:
+                earliest = min(earliest, deadline)
+        if earliest < math.inf:
+            self._timer = loop.call_at(earliest, self._expire)
 
     def close(self) -> None:
         """Close the idle connections, and each busy one when its call ends (it does not go back to the
@@ -145,6 +173,9 @@ class AsyncConnections:
         it. Idempotent."""
         self._closed = True
         self._drain()
+        if self._timer is not None and not self._calls:
+            self._timer.cancel()
+            self._timer = None
 
     # -- the pool ---------------------------------------------------------------------------------------
     async def _checkout(self, deadline: float) -> tuple[Any, bool]:
