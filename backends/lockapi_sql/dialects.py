@@ -344,14 +344,18 @@ def _dropping_async_connection() -> Any:
     cancellation away from psycopg cost three loop iterations, about 12 us a call).
     """
     import asyncio
+    import inspect
 
     import psycopg
     from psycopg import waiting
 
+    interval = inspect.signature(psycopg.AsyncConnection.wait).parameters["interval"].default
+    # psycopg's own default (0.1 s): wait_async's (0) would wake the loop at once, a busy wait
+
     class DroppingAsyncConnection(psycopg.AsyncConnection[Any]):
-        async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        async def wait(self, gen: Any, interval: float = interval, *args: Any, **kwargs: Any) -> Any:
             try:
-                return await waiting.wait_async(gen, self.pgconn.socket, *args, **kwargs)
+                return await waiting.wait_async(gen, self.pgconn.socket, interval, *args, **kwargs)
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 self.pgconn.finish()
                 raise
