@@ -2,10 +2,11 @@
 own asyncio connections (psycopg's ``AsyncConnection``, aiomysql), for one event loop.
 
 A call runs a plan (:mod:`lockapi_sql.plans`) with :func:`lockapi.aio.spi.drive_async` under the
-backend's ``timeout`` as one deadline, with the sync pool's rules: retried by running the plan again
-after a deadlock, a lock wait or a busy database while time is left, and once on a fresh connection
-when the connection dies during the call (a pooled one, or one this call opened: the reply may be all
-that was lost); driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
+backend's ``timeout`` as one deadline, with the sync pool's rules (:class:`lockapi_sql.connections.Retries`,
+shared): retried by running the plan again after a deadlock, a lock wait or a busy database while time
+is left, and once on a fresh connection when the connection dies during the call (a pooled one, or one
+this call opened: the reply may be all that was lost); driver errors become the same lockapi errors
+(:func:`lockapi_sql.connections.translate`).
 
 The deadline is kept without a thread and without cancelling the driver: the pool's one timer on the
 loop shuts down the socket of a connection whose call outlives it (what the sync watchdog does), so the
@@ -23,14 +24,13 @@ import asyncio
 import collections
 import contextlib
 import math
-import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lockapi.aio.spi import drive_async
 from lockapi.errors import BackendUnavailable
-from lockapi_sql.connections import translate
-from lockapi_sql.dialects import DEAD, RETRY, Dialect
+from lockapi_sql.connections import AGAIN, FRESH, Retries, translate
+from lockapi_sql.dialects import Dialect
 from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
 from lockapi_sql.watchdog import cut
 
@@ -101,8 +101,7 @@ class AsyncConnections:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         d = self._dialect
-        delay, longest = d.retry_delay
-        fresh_retry = True
+        retries: Retries | None = None
         while True:
             if self._idle:
                 conn, reused = self._idle.pop(), True
@@ -123,22 +122,17 @@ class AsyncConnections:
                     (self._checkin if keep else self._discard)(conn)
                     raise
                 kind = d.classify(exc)
-                late = session.cut or loop.time() >= deadline
-                if kind == RETRY and not late and not session.in_transaction:
-                    self._checkin(conn)
-                else:
-                    self._discard(conn)
-                if kind == RETRY and not late and loop.time() + delay < deadline:
-                    await asyncio.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, longest)
+                if retries is None:
+                    retries = Retries(d, deadline)
+                keep, then, pause = retries.after(kind, loop.time(), cut=session.cut,
+                                                  in_transaction=session.in_transaction)
+                (self._checkin if keep else self._discard)(conn)
+                if then == AGAIN:
+                    await asyncio.sleep(pause)
                     continue
-                if kind == DEAD and fresh_retry and not late:
-                    # Once more on a fresh connection, also when this one was fresh: it was open, so the
-                    # server may have done the work and lost only the reply (every plan is idempotent: a
-                    # retry finds the caller's own grant). A server that is really down fails the connect.
-                    fresh_retry = False
+                if then == FRESH:
                     if reused:
-                        self._drain()  # its idle siblings are probably dead too (a server restart)
+                        self._drain()
                     continue
                 raise translate(self._where, exc, kind) from exc
             calls.pop(session, None)
