@@ -145,8 +145,8 @@ class AsyncConnections:
     def _expire(self) -> None:
         """The pool's deadline timer: cut the calls whose deadline passed, then wait for the earliest
         deadline left. One timer per pool instead of one per call: a call that starts while it is
-        pending ends no earlier than it fires (every call's deadline is its start plus the one
-        ``timeout``), so at most one expiry per ``timeout`` is spent on calls that ended in time."""
+        pending has a deadline no earlier than the timer's (every call's deadline is its start plus
+        the one ``timeout``), so at most one expiry per ``timeout`` is spent on calls that ended in time."""
         loop = self._timer_loop
         assert loop is not None
         self._timer = None
