@@ -2,17 +2,20 @@
 own asyncio connections (psycopg's ``AsyncConnection``, aiomysql), for one event loop.
 
 A call runs a plan (:mod:`lockapi_sql.plans`) with :func:`lockapi.aio.spi.drive_async` under the
-backend's ``timeout`` as one deadline, with the sync pool's rules: retried by running the plan again
-after a deadlock, a lock wait or a busy database while time is left, and once on a fresh connection
-when the connection dies during the call (a pooled one, or one this call opened: the reply may be all
-that was lost); driver errors become the same lockapi errors (:func:`lockapi_sql.connections.translate`).
+backend's ``timeout`` as one deadline, with the sync pool's rules (:class:`lockapi_sql.connections.Retries`,
+shared): retried by running the plan again after a deadlock, a lock wait or a busy database while time
+is left, and once on a fresh connection when the connection dies during the call (a pooled one, or one
+this call opened: the reply may be all that was lost); driver errors become the same lockapi errors
+(:func:`lockapi_sql.connections.translate`).
 
-The deadline is kept without a thread and without cancelling the driver: a timer on the loop shuts
-down the socket of a connection whose call outlives it (what the sync watchdog does), so the pending
-read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
+The deadline is kept without a thread and without cancelling the driver: the pool's one timer on the
+loop shuts down the socket of a connection whose call outlives it (what the sync watchdog does), so the
+pending read fails at once and the call ends with :class:`BackendUnavailable`. (Cancelling psycopg mid-query
 would make it ask the server to cancel and wait for that, up to ten more seconds on a frozen server.)
 A call cancelled by its caller drops its connection (its state is unknown), as does a call that failed
-inside a transaction. Not fork-safe (asyncio objects are not): a child process opens its own backend.
+inside a transaction; on PostgreSQL the connection closes itself as the cancellation reaches psycopg,
+instead of that cancel protocol (the dialect's ``async_connect``). Not fork-safe (asyncio objects are
+not): a child process opens its own backend.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import random
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lockapi.aio.spi import drive_async
 from lockapi.errors import BackendUnavailable
-from lockapi_sql.connections import translate
-from lockapi_sql.dialects import DEAD, RETRY, Dialect
+from lockapi_sql.connections import AGAIN, FRESH, Retries, translate
+from lockapi_sql.dialects import Dialect
 from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
 from lockapi_sql.watchdog import cut
 
@@ -87,82 +90,76 @@ class AsyncConnections:
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
-        self._isolate = dialect.async_driver == "psycopg"
-        """Whether a call runs in a task of its own (:meth:`_drive`): psycopg only; aiomysql just stops
-        reading when cancelled, and the task costs two loop hops (about 30 us) per call."""
+        self._calls: dict[AsyncSession, float] = {}
+        """The calls in flight and their deadlines (:meth:`_expire` cuts those past theirs)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """The pool's one deadline timer (see :meth:`_expire`), pending while calls may be in flight."""
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         d = self._dialect
-        delay, longest = d.retry_delay
-        fresh_retry = True
+        retries: Retries | None = None
         while True:
             if self._idle:
                 conn, reused = self._idle.pop(), True
             else:
                 conn, reused = await self._checkout(deadline)
             session = AsyncSession(d, conn)
-            timer = loop.call_at(deadline, session.cut_off)
+            calls = self._calls
+            calls[session] = deadline
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
             try:
-                if self._isolate:
-                    result = await self._drive(session, plan, args)
-                else:
-                    result = await drive_async(plan(*args), session.run)
+                result = await drive_async(plan(*args), session.run)
             except BaseException as exc:
-                timer.cancel()
+                calls.pop(session, None)
                 if not d.is_driver_error(exc):
                     # the plan's own error, or the caller cancelled: keep the connection only if it is idle
                     keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
                     (self._checkin if keep else self._discard)(conn)
                     raise
                 kind = d.classify(exc)
-                late = session.cut or loop.time() >= deadline
-                if kind == RETRY and not late and not session.in_transaction:
-                    self._checkin(conn)
-                else:
-                    self._discard(conn)
-                if kind == RETRY and not late and loop.time() + delay < deadline:
-                    await asyncio.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, longest)
+                if retries is None:
+                    retries = Retries(d, deadline)
+                keep, then, pause = retries.after(kind, loop.time(), cut=session.cut,
+                                                  in_transaction=session.in_transaction)
+                (self._checkin if keep else self._discard)(conn)
+                if then == AGAIN:
+                    await asyncio.sleep(pause)
                     continue
-                if kind == DEAD and fresh_retry and not late:
-                    # Once more on a fresh connection, also when this one was fresh: it was open, so the
-                    # server may have done the work and lost only the reply (every plan is idempotent: a
-                    # retry finds the caller's own grant). A server that is really down fails the connect.
-                    fresh_retry = False
+                if then == FRESH:
                     if reused:
-                        self._drain()  # its idle siblings are probably dead too (a server restart)
+                        self._drain()
                     continue
                 raise translate(self._where, exc, kind) from exc
-            timer.cancel()
+            calls.pop(session, None)
             if session.cut:
                 self._discard(conn)
             else:
                 self._checkin(conn)
             return result
 
-    @staticmethod
-    async def _drive(session: AsyncSession, plan: Callable[..., Plan[T]], args: tuple[Any, ...]) -> T:
-        """Run the plan in a task of its own, so that the caller's cancellation never reaches psycopg:
-        psycopg answers a cancelled read by asking the server to cancel the query and waiting for that
-        (up to 5 + 5 s on a frozen server) before the CancelledError goes on. Instead the socket is shut
-        down, the pending read fails at once, and the caller's CancelledError is raised (the connection
-        is then dropped)."""
-        work = asyncio.get_running_loop().create_task(drive_async(plan(*args), session.run))
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            if not work.done():
+    def _expire(self) -> None:
+        """The pool's deadline timer: cut the calls whose deadline passed, then wait for the earliest
+        deadline left. One timer per pool instead of one per call: a call that starts while it is
+        pending has a deadline no earlier than the timer's (every call's deadline is its start plus
+        the one ``timeout``), so at most one expiry per ``timeout`` is spent on calls that ended in time."""
+        loop = self._timer_loop
+        assert loop is not None
+        self._timer = None
+        now = loop.time() + 0.001  # a timer fires up to the loop's clock resolution early
+        earliest = math.inf
+        for session, deadline in list(self._calls.items()):
+            if deadline <= now:
+                del self._calls[session]
                 session.cut_off()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait((work,))  # ends at once: its read failed (a further cancel: go now)
-            if work.done() and not work.cancelled():
-                work.exception()  # retrieved: the caller's cancellation is the outcome
             else:
-                work.add_done_callback(lambda done: done.cancelled() or done.exception())
-            raise
+                earliest = min(earliest, deadline)
+        if earliest < math.inf:
+            self._timer = loop.call_at(earliest, self._expire)
 
     def close(self) -> None:
         """Close the idle connections, and each busy one when its call ends (it does not go back to the
@@ -170,6 +167,9 @@ class AsyncConnections:
         it. Idempotent."""
         self._closed = True
         self._drain()
+        if self._timer is not None and not self._calls:
+            self._timer.cancel()
+            self._timer = None
 
     # -- the pool ---------------------------------------------------------------------------------------
     async def _checkout(self, deadline: float) -> tuple[Any, bool]:

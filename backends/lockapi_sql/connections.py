@@ -5,10 +5,12 @@ A call (:meth:`Connections.call`) gets a connection (pooled, or a new one connec
 left), runs a plan (:mod:`lockapi_sql.plans`) on it under the backend's ``timeout`` as one deadline (a
 watchdog cuts a connection whose server stopped answering), and gives the connection back (dropped if
 the call failed inside a transaction). It is retried, by running the plan again, while time is left
-after a deadlock, a lock wait or a busy database, and once on a fresh connection when a pooled one turns
-out dead (the server restarted): every request the backend sends is idempotent, so a retry after a reply
-that was lost never doubles an effect. Driver errors leave as :class:`BackendUnavailable` (or
-:class:`ConfigError` for wrong credentials or a missing database), one line, the cause chained.
+after a deadlock, a lock wait or a busy database, and once on a fresh connection when its connection
+dies (a pooled one after a server restart, or one it had just opened): every request the backend sends
+is idempotent, so a retry after a reply that was lost never doubles an effect. Those rules are
+:class:`Retries`, which the asyncio pool (:mod:`lockapi_sql.aio_connections`) follows too. Driver
+errors leave as :class:`BackendUnavailable` (or :class:`ConfigError` for wrong credentials or a missing
+database), one line, the cause chained.
 """
 
 from __future__ import annotations
@@ -41,6 +43,56 @@ def translate(where: str, exc: BaseException, kind: str | None = None) -> Except
     if kind == CONFIG:
         return ConfigError(f"{where}: {detail} (check the URL's user, password and database)")
     return BackendUnavailable(f"{where}: {detail}")
+
+
+AGAIN, FRESH, RAISE = "again", "fresh", "raise"
+"""What a call does after a driver error (:meth:`Retries.after`): run the plan again (after a pause) on a
+connection from the pool; run it again on a new connection (the failed one came from the pool: drop
+the idle ones too, they are probably dead as well, e.g. after a server restart); raise the error."""
+
+
+class Retries:
+    """The retry rules of one call, shared by the sync and the asyncio pool; no I/O (the pools sleep,
+    check connections in and out, and raise). Made on a call's first driver error (the hot path makes
+    none); the call keeps it across its attempts.
+
+    * A deadlock, a lock wait or a busy database (:data:`RETRY`) is retried after a jittered pause
+      (:attr:`Dialect.retry_delay`, doubling) while the pause still ends before the deadline; the
+      connection is kept unless the call failed inside a transaction (never rolled back on a connection
+      whose caller gave up).
+    * A dead connection (:data:`DEAD`) is retried once on a fresh connection, also when the dead one was
+      fresh: it was open, so the server may have done the work and lost only the reply (every plan is
+      idempotent: a retry finds the caller's own grant). A server that is really down fails the connect.
+    * Nothing is retried once the deadline passed or the call's connection was cut for it.
+    """
+
+    __slots__ = ("_delay", "_fresh", "_longest", "deadline")
+
+    def __init__(self, dialect: Dialect, deadline: float) -> None:
+        self.deadline = deadline
+        self._delay, self._longest = dialect.retry_delay
+        self._fresh = True
+
+    def pause(self, now: float) -> float | None:
+        """Seconds to sleep before the next retry of a :data:`RETRY` error, or None: no time left."""
+        if now + self._delay >= self.deadline:
+            return None
+        pause = self._delay * (1 + random.random())
+        self._delay = min(self._delay * 2, self._longest)
+        return pause
+
+    def after(self, kind: str | None, now: float, *, cut: bool, in_transaction: bool) -> tuple[bool, str, float]:
+        """After a driver error of ``kind`` (:meth:`Dialect.classify`) at ``now``: (keep the connection,
+        :data:`AGAIN`/:data:`FRESH`/:data:`RAISE`, seconds to sleep first). ``cut``: the deadline cut the
+        call's connection."""
+        late = cut or now >= self.deadline
+        if kind == RETRY and not late:
+            pause = self.pause(now)
+            return not in_transaction, RAISE if pause is None else AGAIN, pause or 0.0
+        if kind == DEAD and self._fresh and not late:
+            self._fresh = False
+            return False, FRESH, 0.0
+        return False, RAISE, 0.0
 
 
 class Session:
@@ -112,8 +164,7 @@ class Connections:
     def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
         deadline = time.monotonic() + self._timeout
-        delay, longest = self._dialect.retry_delay
-        fresh_retry = True
+        retries: Retries | None = None
         while True:
             try:
                 conn, reused = self._idle.pop(), True  # the fast path: list.pop is atomic
@@ -132,23 +183,17 @@ class Connections:
                     (self._discard if session.in_transaction else self._checkin)(conn)
                     raise
                 kind = self._dialect.classify(exc)
-                cut = time.monotonic() >= deadline
-                if kind == RETRY and not cut:
-                    # a failed transaction is not rolled back on a connection the caller gave up on: dropped
-                    (self._discard if session.in_transaction else self._checkin)(conn)
-                    if time.monotonic() + delay < deadline:
-                        time.sleep(delay * (1 + random.random()))
-                        delay = min(delay * 2, longest)
-                        continue
-                else:
-                    self._discard(conn)
-                if kind == DEAD and fresh_retry and not cut:
-                    # Once more on a fresh connection, also when this one was fresh: it was open, so the
-                    # server may have done the work and lost only the reply (every plan is idempotent: a
-                    # retry finds the caller's own grant). A server that is really down fails the connect.
-                    fresh_retry = False
+                if retries is None:
+                    retries = Retries(self._dialect, deadline)
+                keep, then, pause = retries.after(kind, time.monotonic(), cut=False,
+                                                  in_transaction=session.in_transaction)
+                (self._checkin if keep else self._discard)(conn)
+                if then == AGAIN:
+                    time.sleep(pause)
+                    continue
+                if then == FRESH:
                     if reused:
-                        self._drain()  # its idle siblings are probably dead too (a server restart)
+                        self._drain()
                     continue
                 raise self.translate(exc, kind) from exc
             if len(self._idle) < self._size and not self._waiting:
@@ -189,17 +234,17 @@ class Connections:
             if self._idle:
                 return self._idle.pop(), True
             self._open += 1
-        delay, longest = self._dialect.retry_delay
+        retries = Retries(self._dialect, deadline)
         while True:
             try:
                 return self._dialect.connect(max(0.001, deadline - time.monotonic())), False
             except BaseException as exc:
                 kind = self._dialect.classify(exc) if self._dialect.is_driver_error(exc) else None
-                if kind == RETRY and time.monotonic() + delay < deadline:
-                    # a busy database while setting up the connection (SQLite switching to WAL does
-                    # not wait in its busy handler): retried like a statement, within the deadline
-                    time.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, longest)
+                # a busy database while setting up the connection (SQLite switching to WAL does not
+                # wait in its busy handler): retried like a statement, within the deadline
+                pause = retries.pause(time.monotonic()) if kind == RETRY else None
+                if pause is not None:
+                    time.sleep(pause)
                     continue
                 with self._cond:
                     self._open -= 1

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from lockapi.spi import Wake, Watchers
 from lockapi_sql.schema import HEAD_SEPARATOR
+from lockapi_sql.watchdog import cut
 
 MAX_BACKOFF = 5.0
 
@@ -40,6 +41,8 @@ class Listener:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._conn: psycopg.Connection[Any] | None = None
+        """The listening connection while the thread reads it (under ``_lock``; :meth:`close` cuts it)."""
 
     @contextlib.contextmanager
     def watch(self, payload: str, wake: Wake, holder: str | None = None) -> Iterator[None]:
@@ -61,8 +64,12 @@ class Listener:
         return self._listening.is_set()
 
     def close(self) -> None:
-        """Stop the thread (it closes its connection). Idempotent."""
-        self._stopping.set()
+        """Stop the thread (it closes its connection) and wait for it: at once while it listens or polls
+        (its socket is shut down under it), within the ``timeout`` while it is connecting. Idempotent."""
+        with self._lock:
+            self._stopping.set()
+            if self._conn is not None and self._pid == os.getpid():  # (a forked child's is its parent's)
+                cut(self._conn.fileno())  # the thread's read fails now instead of at its next poll
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._poll_interval + self._timeout + 1)
@@ -75,7 +82,7 @@ class Listener:
         if self._pid != os.getpid():  # forked: the parent's connection is not ours to use or close
             self._pid = os.getpid()
             self._listening.clear()
-            self._thread = None
+            self._thread = self._conn = None
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="lockapi-sql-listen", daemon=True)
             self._thread.start()
@@ -87,11 +94,19 @@ class Listener:
             if time.monotonic() >= next_attempt:
                 try:
                     with psycopg.connect(**self._params) as conn:
-                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                        backoff = self._poll_interval
-                        self._listening.set()
-                        self._watchers.wake_all()  # notifications sent while we were not listening are lost
-                        self._listen(conn)
+                        with self._lock:
+                            if self._stopping.is_set():
+                                break
+                            self._conn = conn
+                        try:
+                            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                            backoff = self._poll_interval
+                            self._listening.set()
+                            self._watchers.wake_all()  # notifications sent while not listening are lost
+                            self._listen(conn)
+                        finally:
+                            with self._lock:  # before it closes: close() never cuts a reused descriptor
+                                self._conn = None
                 except psycopg.Error:
                     pass
                 finally:

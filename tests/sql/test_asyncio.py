@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from lockapi_sql import MariaDBBackend, PostgresBackend
 from lockapi_sql.aio_backend import AsyncMariaDBBackend, AsyncPostgresBackend, AsyncSQLBackend
+from lockapi_sql.plans import one
 from lockapi_sql.schema import name_hash
 
 import lockapi
@@ -170,6 +171,23 @@ def test_sync_and_async_managers_share_locks(server_url: str, name: str) -> None
                 third = sync_mgr.acquire(name, ttl=30)
                 assert third.token > second.token
                 assert third.release()
+
+    run(main)
+
+
+def test_a_slow_statement_costs_the_client_no_cpu_while_it_waits(pg: PostgresServer) -> None:
+    """The asyncio pool's PostgreSQL connections (psycopg's AsyncConnection with lockapi's own wait, which
+    drops the connection on a cancellation) wait for a reply on the loop at psycopg's pace, not in a busy
+    loop (a wait interval of 0 made every wait spin until the reply came)."""
+    async def main() -> None:
+        async with lockapi.aio.connect(pg.url, listen="false") as mgr:
+            backend = mgr.backend
+            assert isinstance(backend, AsyncSQLBackend)
+            await backend.ping()  # connected: the call below only waits
+            cpu = time.process_time()
+            await backend.connections.call(one, "SELECT pg_sleep(0.6)", {})
+            used = time.process_time() - cpu
+            assert used < 0.2, f"the client used {used:.2f} s of CPU while the server slept 0.6 s"
 
     run(main)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from lockapi_sql import SQLBackend
+from lockapi_sql.listener import Listener
 
 from lockapi.spi import Capability
 from tests.servers.common import wait_until
@@ -144,3 +146,24 @@ def test_a_fair_release_wakes_only_the_next_live_waiter(pg_url: str, make_backen
             assert woken["plain"].is_set(), "a watcher without a holder hears every release"
             assert not woken["w2"].is_set() and not woken["gone"].is_set()
     assert backend.try_acquire(name, "w1", 60, queue_ttl=60).token is not None
+
+
+def test_close_stops_a_listening_thread_at_once(pg_url: str, make_backend: Factory, name: str) -> None:
+    """close() does not wait for the thread's next poll (30 s here): it shuts the listening connection's
+    socket down under the thread, which then ends and closes it."""
+    backend = make_backend(pg_url)
+    backend.ensure_schema()
+    listener = Listener(backend.dialect.connect_params(10.0), backend.tables.notify_channel, timeout=10.0,
+                        poll_interval=30.0)
+    with listener.watch(name, lambda: None):
+        wait_until(lambda: listener.listening and len(listener_backends(backend)) == 1, 30,
+                   "LISTEN to be in effect")
+        thread = listener._thread
+        assert thread is not None
+        started = time.monotonic()
+        listener.close()
+        elapsed = time.monotonic() - started
+        assert not thread.is_alive(), "close() returned while the thread still runs"
+        assert elapsed < 5.0, f"close() took {elapsed:.1f} s (the thread waited for its next poll)"
+    wait_until(lambda: not listener_backends(backend), 30, "the LISTEN connection to end")
+    listener.close()  # idempotent
