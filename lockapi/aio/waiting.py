@@ -94,7 +94,11 @@ class Background:
 
     async def drain(self) -> None:
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            tasks = list(self._tasks)
+            # a finished task leaves the set by a callback not run yet; from Python 3.12 gather() of
+            # finished tasks returns without a turn of the loop, so without this the loop would spin
+            self._tasks.difference_update(task for task in tasks if task.done())
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def finish_anyway(work: Awaitable[T], background: Background,
