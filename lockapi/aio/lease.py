@@ -66,7 +66,9 @@ class AsyncLease(LeaseCore):
 
     async def _release(self, hold: float | None) -> bool:
         op = self._op("release")
-        async with self._state:
+        state = self._state
+        await state.acquire()  # not ``async with``: two coroutines fewer per call
+        try:
             if self._released:
                 return False
             self._cancel_renewal()
@@ -77,6 +79,8 @@ class AsyncLease(LeaseCore):
                 self._record_error(op, started, observed, exc)
                 raise
             wake = self._record_release(op, started, observed, ok, kept=hold is not None)
+        finally:
+            state.release()
         if wake:
             self._manager._bus.wake(self._bus_key)
         return ok

@@ -15,7 +15,7 @@ from lockapi.aio.spi import AsyncBackend
 from lockapi.aio.waiting import Background, Turns, finish_anyway, guarded, once, wait_for_grant
 from lockapi.errors import LockError
 from lockapi.events import Listener
-from lockapi.manager import _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
+from lockapi.manager import LockRequest, _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
 from lockapi.observers import DENIED, ERROR, GRANTED, Observer
 from lockapi.reporting import Reporter
 from lockapi.spi import Attempt, Capability, LockInfo
@@ -112,31 +112,34 @@ class AsyncLockManager:
     async def try_acquire(self, name: str, *, ttl: float = 30.0, fair: bool = False, auto_renew: bool = False,
                           on_lost: AsyncOnLost | None = None, at_most: float | None = None) -> AsyncLease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
+        request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
+        callback = None if on_lost is None else check_callback(on_lost)
         try:
-            return await self._lock_start("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)()
+            return await self._lock("try_acquire", request, 0.0, fair, auto_renew, callback)
         except _NotGranted:
             return None
 
     def _lock_start(self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
                     on_lost: AsyncOnLost | None, at_most: float | None) -> Callable[[], Awaitable[AsyncLease]]:
+        """The arguments checked now (before any I/O); the acquire itself when the result is called."""
         request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
-        callback = check_callback(on_lost)
+        callback = None if on_lost is None else check_callback(on_lost)
+        return functools.partial(self._lock, op, request, wait, fair, auto_renew, callback)
+
+    async def _lock(self, op: str, request: LockRequest, wait: float | None, fair: bool, auto_renew: bool,
+                    on_lost: AsyncOnLost | None) -> AsyncLease:
         backend = self._backend
+        name, ttl, queue_ttl = request.name, request.ttl, request.queue_ttl
+        holder = new_holder_id()
 
-        async def start() -> AsyncLease:
-            holder = new_holder_id()
+        def attempt() -> Awaitable[Attempt]:
+            return backend.try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
 
-            def attempt() -> Awaitable[Attempt]:
-                return backend.try_acquire(request.name, holder, request.ttl, queue_ttl=request.queue_ttl)
-
-            give_back = functools.partial(backend.release, request.name, holder)
-            started = time.monotonic()
-            token, sent = await self._wait(op, (False, request.name), attempt, give_back, wait, started,
-                                           fair=fair, holder=holder)
-            return AsyncLease(self, request.name, holder, token, request.ttl, sent, auto_renew=bool(auto_renew),
-                              on_lost=callback, at_most=request.at_most)
-
-        return start
+        give_back = functools.partial(backend.release, name, holder)
+        started = time.monotonic()
+        token, sent = await self._wait(op, (False, name), attempt, give_back, wait, started, fair=fair, holder=holder)
+        return AsyncLease(self, name, holder, token, ttl, sent, auto_renew=bool(auto_renew), on_lost=on_lost,
+                          at_most=request.at_most)
 
     async def _wait(self, op: str, key: tuple[bool, str], attempt: Callable[[], Awaitable[Attempt]],
                     give_back: Callable[[int], Awaitable[object]], wait: float | None, started: float, *,
