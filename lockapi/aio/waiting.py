@@ -52,11 +52,14 @@ class Turns:
             if not exclusive:
                 yield
                 return
-            try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
-                    await lock.acquire()
-            except TimeoutError:
-                raise timed_out(what, name, wait) from None
+            if users == 0:  # nobody holds or awaits this turn: taken without waiting, so without a timeout
+                await lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout_at(_loop_time(deadline)):
+                        await lock.acquire()
+                except TimeoutError:
+                    raise timed_out(what, name, wait) from None
             try:
                 yield
             finally:
@@ -165,8 +168,19 @@ async def wait_for_grant(
     ``on_wait`` is called once, when the first attempt was denied and the caller starts to wait.
     ``in_flight`` as in :func:`guarded`.
     """
+    # As the sync API: a free lock is granted without subscribing; a denied caller subscribes and
+    # then checks again, so a release between the two checks is never missed.
+    sent = time.monotonic()
+    result = await guarded(attempt, give_back, background, in_flight)
+    if result.token is not None:
+        return result.token, sent
     semaphore, name = key
     what = "semaphore" if semaphore else "lock"
+    if deadline is not None and time.monotonic() >= deadline:
+        raise timed_out(what, name, wait)
+    if on_wait is not None:
+        on_wait()
+    # what waiting needs, made only by a caller that waits
     push = Capability.PUSH_WAKEUP in backend.capabilities
     fair = fair_holder is not None
     backoff = Backoff(push=push, fair=fair)
@@ -177,16 +191,6 @@ async def wait_for_grant(
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
             loop.call_soon_threadsafe(woken.set)
 
-    # As the sync API: a free lock is granted without subscribing; a denied caller subscribes and
-    # then checks again, so a release between the two checks is never missed.
-    sent = time.monotonic()
-    result = await guarded(attempt, give_back, background, in_flight)
-    if result.token is not None:
-        return result.token, sent
-    if deadline is not None and time.monotonic() >= deadline:
-        raise timed_out(what, name, wait)
-    if on_wait is not None:
-        on_wait()
     local: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if fair and push else bus.register(key, wake))
     async with backend.watch(name, wake, semaphore=semaphore, holder=fair_holder):
