@@ -297,6 +297,67 @@ def test_a_frozen_server_is_backend_unavailable_within_timeout_on_every_call() -
         run(main)
 
 
+def test_a_grant_answered_after_its_caller_was_cancelled_is_given_back(
+        redis_standalone: RedisServer, name: str) -> None:
+    """The attempt runs inside the caller's task (no task of its own): a cancellation between send and
+    reply returns the caller at once, the reply is still read (the connection stays usable) and the grant
+    in it given back."""
+    async def main() -> None:
+        client = redis_standalone.client()
+        async with lockapi.aio.connect(redis_standalone.url) as mgr:
+            await mgr.ping()
+            client.client_pause(30_000, all=False)  # write commands (the acquire script) wait, unanswered
+            try:
+                caller = asyncio.create_task(mgr.try_acquire(name, ttl=30))
+                await eventually(lambda: client.info("clients")["blocked_clients"] == 1, "the attempt to be sent")
+                caller.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await caller  # at once: the server has not answered yet
+                assert client.info("clients")["blocked_clients"] == 1, "the caller waited for the reply"
+            finally:
+                client.client_unpause()
+            await mgr._background.drain()
+            assert await mgr.inspect(name) is None, "the grant nobody heard about was not given back"
+            lease = await mgr.try_acquire(name, ttl=30)
+            assert lease is not None and await lease.release()
+        client.close()
+
+    run(main)
+
+
+def test_a_frozen_server_is_backend_unavailable_through_the_manager_and_the_callers_deadline_holds(
+        name: str) -> None:
+    """The client's own read timeout interrupts an attempt run inside the caller's task (it is the
+    attempt's, not the caller's), and the caller's own asyncio.timeout ends its wait on time."""
+    with redis_server() as server:
+        async def main() -> None:
+            async with lockapi.aio.connect(server.url, timeout=0.5) as mgr:
+                held = await mgr.try_acquire(f"{name}:held", ttl=30)
+                assert held is not None
+                assert server.process is not None
+                server.process.signal(signal.SIGSTOP)
+                try:
+                    for what, call in [("try_acquire", lambda: mgr.try_acquire(name, ttl=30)),
+                                       ("release", held.release)]:
+                        started = time.monotonic()
+                        with pytest.raises(BackendUnavailable):
+                            await call()
+                        elapsed = time.monotonic() - started
+                        assert elapsed < 0.5 + 1.0, f"{what} took {elapsed:.2f}s with a 0.5s timeout"
+                        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+                    started = time.monotonic()
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(0.05):
+                            await mgr.try_acquire(name, ttl=30)
+                    elapsed = time.monotonic() - started
+                    assert elapsed < 0.4, f"the caller's 0.05s deadline ended its wait after {elapsed:.2f}s"
+                finally:
+                    server.process.signal(signal.SIGCONT)
+                await mgr._background.drain()  # the attempt left behind ends (timeout or reply, given back)
+
+        run(main)
+
+
 async def _enter(watch: Any) -> None:
     async with watch:
         pass
