@@ -331,7 +331,7 @@ def test_a_frozen_server_is_backend_unavailable_through_the_manager_and_the_call
     attempt's, not the caller's), and the caller's own asyncio.timeout ends its wait on time."""
     with redis_server() as server:
         async def main() -> None:
-            async with lockapi.aio.connect(server.url, timeout=0.5) as mgr:
+            async with lockapi.aio.connect(server.url, timeout=2.0) as mgr:
                 held = await mgr.try_acquire(f"{name}:held", ttl=30)
                 assert held is not None
                 assert server.process is not None
@@ -343,14 +343,14 @@ def test_a_frozen_server_is_backend_unavailable_through_the_manager_and_the_call
                         with pytest.raises(BackendUnavailable):
                             await call()
                         elapsed = time.monotonic() - started
-                        assert elapsed < 0.5 + 1.0, f"{what} took {elapsed:.2f}s with a 0.5s timeout"
+                        assert elapsed < 2.0 + 1.5, f"{what} took {elapsed:.2f}s with a 2s timeout"
                         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
                     started = time.monotonic()
                     with pytest.raises(TimeoutError):
                         async with asyncio.timeout(0.05):
                             await mgr.try_acquire(name, ttl=30)
                     elapsed = time.monotonic() - started
-                    assert elapsed < 0.4, f"the caller's 0.05s deadline ended its wait after {elapsed:.2f}s"
+                    assert elapsed < 1.0, f"the caller's 0.05s deadline ended its wait after {elapsed:.2f}s (client: 2s)"
                 finally:
                     server.process.signal(signal.SIGCONT)
                 await mgr._background.drain()  # the attempt left behind ends (timeout or reply, given back)
