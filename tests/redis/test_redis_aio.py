@@ -350,7 +350,7 @@ def test_a_frozen_server_is_backend_unavailable_through_the_manager_and_the_call
                         async with asyncio.timeout(0.05):
                             await mgr.try_acquire(name, ttl=30)
                     elapsed = time.monotonic() - started
-                    assert elapsed < 1.0, f"the caller's 0.05s deadline ended its wait after {elapsed:.2f}s (client: 2s)"
+                    assert elapsed < 1.0, f"the caller's 0.05s deadline ended its wait after {elapsed:.2f}s (client 2s)"
                 finally:
                     server.process.signal(signal.SIGCONT)
                 await mgr._background.drain()  # the attempt left behind ends (timeout or reply, given back)
