@@ -139,7 +139,8 @@ class Session:
         if kind == COUNT:
             return int(cursor.rowcount)
         if kind == ONE:
-            return cursor.fetchone()
+            rows = cursor.fetchall()  # to the end: no statement left open on the connection's cursor
+            return rows[0] if rows else None
         if kind == ALL:
             return list(cursor.fetchall())
         return None
@@ -171,12 +172,16 @@ class Connections:
             except IndexError:
                 conn, reused = self._checkout(deadline)
             session = Session(self._dialect, conn)
+            watchdog = self._watchdog
             try:
-                if self._watchdog is None:
+                if watchdog is None:
                     result = session.drive(plan(*args))
                 else:
-                    with self._watchdog.guard(self._dialect.fileno(conn), deadline):
+                    watch = watchdog.watch(self._dialect.fileno(conn), deadline)
+                    try:
                         result = session.drive(plan(*args))
+                    finally:
+                        watchdog.unwatch(watch)
             except BaseException as exc:
                 if not self._dialect.is_driver_error(exc):
                     # an error raised by the plan itself: the connection is fine unless a transaction is open
@@ -218,6 +223,8 @@ class Connections:
         _ABANDONED.extend(self._idle)
         self._idle, self._open, self._waiting = [], 0, 0
         self._cond = threading.Condition()
+        if self._watchdog is not None:
+            self._watchdog.after_fork()
 
     def _checkout(self, deadline: float) -> tuple[DBAPIConnection, bool]:
         with self._cond:
