@@ -23,7 +23,7 @@ The hot single-statement operations are also written as *direct* plans (``Plans.
 :data:`First` ``(step, finish)``, where ``finish(answer, step)`` is the call's result, or a :class:`Then`
 naming the plan that continues the call (a denied claim's follow-up statements). A runner with a direct
 path (:meth:`lockapi_sql.connections.Connections.direct`) runs the step without a generator, a session
-object or an exception to end it (about 2 us of client CPU per acquire+release cycle); the generator form
+object or an exception to end it (about 1.2 us less client CPU per acquire+release cycle); the generator form
 of the same operation is :func:`unfold` of it, so each operation is written once.
 """
 
@@ -43,7 +43,6 @@ Step = tuple[int, str, Any]
 Plan = Generator[Step, Any, T]
 COMMIT: Step = (END, "COMMIT", None)
 ROLLBACK: Step = (END, "ROLLBACK", None)
-
 
 
 class Then(NamedTuple):
