@@ -32,7 +32,7 @@ from lockapi.spi import (
 )
 from lockapi_sql.connections import Connections
 from lockapi_sql.dialects import DIALECTS, Dialect, MySQL, PostgreSQL, SQLite
-from lockapi_sql.plans import CHUNK, Plan, Plans, seconds
+from lockapi_sql.plans import CHUNK, First, Plan, Plans, seconds
 from lockapi_sql.schema import DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, key_of
 from lockapi_sql.statements import Statements, payload
 
@@ -41,6 +41,10 @@ T = TypeVar("T")
 
 class _Runner(Protocol):
     def __call__(self, plan: Callable[..., Plan[T]], /, *args: Any) -> T: ...
+
+
+class _DirectRunner(Protocol):
+    def __call__(self, first: Callable[..., First[T]], /, *args: Any) -> T: ...
 
 
 class SQLBackend(Backend):
@@ -108,6 +112,9 @@ class SQLBackend(Backend):
         self._schema_ready = not self._create_schema
         self._call: _Runner = self.connections.call if self._schema_ready else self._first_call
         """Runs one call's plan (``self._call(plan, *args)``)."""
+        self._direct: _DirectRunner = self.connections.direct if self._schema_ready else self._first_direct
+        """Runs one call's direct plan (``self._direct(plans.x_first, *args)``; the hot single-statement
+        operations, see :mod:`lockapi_sql.plans`)."""
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def ensure_schema(self, *, force: bool = False) -> None:
@@ -127,6 +134,7 @@ class SQLBackend(Backend):
                 raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
             self._schema_ready = True
             self._call = self.connections.call  # the hot path: straight to the pool
+            self._direct = self.connections.direct
 
     @property
     def schema_ready(self) -> bool:
@@ -138,29 +146,34 @@ class SQLBackend(Backend):
         self.ensure_schema()
         return self.connections.call(plan, *args)
 
+    def _first_direct(self, first: Callable[..., First[T]], *args: Any) -> T:
+        """:attr:`_direct` until the tables exist: creates them first."""
+        self.ensure_schema()
+        return self.connections.direct(first, *args)
+
     def _call_step(self, call: tuple[Any, ...]) -> Any:
         return self._call(*call)
 
     # -- locks ------------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
         if queue_ttl is None:
-            return self._call(self.plans.acquire, name, holder, ttl)
+            return self._direct(self.plans.acquire_first, name, holder, ttl)
         return drive(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
 
     def cancel_wait(self, name: str, holder: str) -> None:
         self._call(self.plans.cancel_wait, name, holder)
 
     def release(self, name: str, holder: str, token: int) -> bool:
-        return self._call(self.plans.release, name, holder, token)
+        return self._direct(self.plans.release_first, name, holder, token)
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return self._call(self.plans.extend, name, holder, token, ttl)
+        return self._direct(self.plans.extend_first, name, holder, token, ttl)
 
     def inspect(self, name: str) -> LockInfo | None:
         return lock_info(name, self._call(self.plans.inspect, name))
 
     def holds(self, name: str, holder: str, token: int) -> bool:
-        return self._call(self.plans.holds, name, holder, token)
+        return self._direct(self.plans.holds_first, name, holder, token)
 
     def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -176,13 +189,13 @@ class SQLBackend(Backend):
         return self._call(self.plans.acquire_permit, name, permits, holder, ttl)
 
     def release_permit(self, name: str, holder: str, token: int) -> bool:
-        return self._call(self.plans.release, name, holder, token, True)
+        return self._direct(self.plans.release_first, name, holder, token, True)
 
     def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return self._call(self.plans.extend, name, holder, token, ttl, True)
+        return self._direct(self.plans.extend_first, name, holder, token, ttl, True)
 
     def holds_permit(self, name: str, holder: str, token: int) -> bool:
-        return self._call(self.plans.holds, name, holder, token, True)
+        return self._direct(self.plans.holds_first, name, holder, token, True)
 
     # -- done markers -----------------------------------------------------------------------------------
     def mark_done(self, name: str, ttl: float) -> None:

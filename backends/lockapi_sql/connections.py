@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from lockapi.errors import BackendUnavailable, ConfigError
 from lockapi_sql.dialects import CONFIG, DEAD, RETRY, DBAPIConnection, Dialect
-from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
+from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, First, Plan, Step, Then
 from lockapi_sql.watchdog import Watchdog
 
 T = TypeVar("T")
@@ -130,19 +130,25 @@ class Session:
             self._dialect.command(self._conn, statement)
             self.in_transaction = kind == BEGIN
             return None
-        cursor = self._dialect.execute(self._conn, statement, params)
-        if kind == TOKEN:
-            if self._returning:
-                row = cursor.fetchone()
-                return None if row is None else int(row[0])
-            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
-        if kind == COUNT:
-            return int(cursor.rowcount)
-        if kind == ONE:
-            return cursor.fetchone()
-        if kind == ALL:
-            return list(cursor.fetchall())
-        return None
+        return read(kind, self._dialect.execute(self._conn, statement, params), self._returning)
+
+
+def read(kind: int, cursor: Any, returning: bool) -> Any:
+    """The result of a statement step of ``kind`` (see :mod:`lockapi_sql.plans`) from the cursor that ran
+    it; ``returning``: the dialect's :attr:`~lockapi_sql.dialects.Dialect.returning`."""
+    if kind == TOKEN:
+        if returning:
+            row = cursor.fetchone()
+            return None if row is None else int(row[0])
+        return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+    if kind == COUNT:
+        return int(cursor.rowcount)
+    if kind == ONE:
+        rows = cursor.fetchall()  # to the end: no statement left open on the connection's cursor
+        return rows[0] if rows else None
+    if kind == ALL:
+        return list(cursor.fetchall())
+    return None
 
 
 class Connections:
@@ -163,44 +169,97 @@ class Connections:
 
     def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
+        return self._call(time.monotonic() + self._timeout, plan, args)
+
+    def direct(self, first: Callable[..., First[T]], *args: Any) -> T:
+        """Run direct plan ``first(*args)`` (see :mod:`lockapi_sql.plans`): :meth:`call` of its
+        :func:`~lockapi_sql.plans.unfold`, without a generator or a session for its one statement (the
+        same retries and errors); a :class:`~lockapi_sql.plans.Then` goes on as a call within the same
+        deadline."""
         deadline = time.monotonic() + self._timeout
+        step, finish = first(*args)
+        kind, statement, params = step
+        dialect = self._dialect
         retries: Retries | None = None
         while True:
             try:
                 conn, reused = self._idle.pop(), True  # the fast path: list.pop is atomic
             except IndexError:
                 conn, reused = self._checkout(deadline)
-            session = Session(self._dialect, conn)
+            watchdog = self._watchdog
             try:
-                if self._watchdog is None:
-                    result = session.drive(plan(*args))
+                if watchdog is None:
+                    answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
                 else:
-                    with self._watchdog.guard(self._dialect.fileno(conn), deadline):
-                        result = session.drive(plan(*args))
+                    watch = watchdog.watch(dialect.fileno(conn), deadline)
+                    try:
+                        answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
+                    finally:
+                        watchdog.unwatch(watch)  # before a retry's pause: the connection may be pooled by then
             except BaseException as exc:
-                if not self._dialect.is_driver_error(exc):
-                    # an error raised by the plan itself: the connection is fine unless a transaction is open
-                    (self._discard if session.in_transaction else self._checkin)(conn)
-                    raise
-                kind = self._dialect.classify(exc)
-                if retries is None:
-                    retries = Retries(self._dialect, deadline)
-                keep, then, pause = retries.after(kind, time.monotonic(), cut=False,
-                                                  in_transaction=session.in_transaction)
-                (self._checkin if keep else self._discard)(conn)
-                if then == AGAIN:
-                    time.sleep(pause)
-                    continue
-                if then == FRESH:
-                    if reused:
-                        self._drain()
-                    continue
-                raise self.translate(exc, kind) from exc
+                retries = self._failed(exc, conn, reused, retries, deadline, in_transaction=False)
+                continue
             if len(self._idle) < self._size and not self._waiting:
                 self._idle.append(conn)  # the fast path back
             else:
                 self._checkin(conn)
+            result = finish(answer, step)
+            if isinstance(result, Then):
+                then: T = self._call(deadline, result.plan, result.args)
+                return then
             return result
+
+    def _call(self, deadline: float, plan: Callable[..., Plan[T]], args: tuple[Any, ...]) -> T:
+        """:meth:`call` with its deadline (:meth:`direct` goes on with a call within its own); the same
+        attempt loop as :meth:`direct`'s, with a session per attempt for the plan's steps."""
+        retries: Retries | None = None
+        while True:
+            try:
+                conn, reused = self._idle.pop(), True
+            except IndexError:
+                conn, reused = self._checkout(deadline)
+            session = Session(self._dialect, conn)
+            watchdog = self._watchdog
+            try:
+                if watchdog is None:
+                    result = session.drive(plan(*args))
+                else:
+                    watch = watchdog.watch(self._dialect.fileno(conn), deadline)
+                    try:
+                        result = session.drive(plan(*args))
+                    finally:
+                        watchdog.unwatch(watch)
+            except BaseException as exc:
+                retries = self._failed(exc, conn, reused, retries, deadline, in_transaction=session.in_transaction)
+                continue
+            if len(self._idle) < self._size and not self._waiting:
+                self._idle.append(conn)
+            else:
+                self._checkin(conn)
+            return result
+
+    def _failed(self, exc: BaseException, conn: DBAPIConnection, reused: bool, retries: Retries | None,
+                deadline: float, *, in_transaction: bool) -> Retries:
+        """After an attempt of a call failed with ``exc`` on ``conn`` (``reused``: from the pool): keep
+        or drop the connection, then raise, or return the call's :class:`Retries` to attempt it again
+        (after the pause, or on a fresh connection)."""
+        if not self._dialect.is_driver_error(exc):
+            # an error raised by the plan itself: the connection is fine unless a transaction is open
+            (self._discard if in_transaction else self._checkin)(conn)
+            raise exc
+        kind = self._dialect.classify(exc)
+        if retries is None:
+            retries = Retries(self._dialect, deadline)
+        keep, then, pause = retries.after(kind, time.monotonic(), cut=False, in_transaction=in_transaction)
+        (self._checkin if keep else self._discard)(conn)
+        if then == AGAIN:
+            time.sleep(pause)
+            return retries
+        if then == FRESH:
+            if reused:
+                self._drain()
+            return retries
+        raise self.translate(exc, kind) from exc
 
     def translate(self, exc: BaseException, kind: str | None = None) -> Exception:
         """The lockapi error for driver error ``exc``: one line, where and what to do."""
@@ -218,6 +277,8 @@ class Connections:
         _ABANDONED.extend(self._idle)
         self._idle, self._open, self._waiting = [], 0, 0
         self._cond = threading.Condition()
+        if self._watchdog is not None:
+            self._watchdog.after_fork()
 
     def _checkout(self, deadline: float) -> tuple[DBAPIConnection, bool]:
         with self._cond:

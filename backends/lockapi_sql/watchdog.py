@@ -10,7 +10,6 @@ operation outlives its deadline; the blocked read then fails at once, and the ba
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import math
 import socket
@@ -26,39 +25,56 @@ class Watchdog:
     guard's deadline is earlier (calls share one timeout, so hardly ever): a thread wake-up per call
     cost each call a context switch and a GIL hand-off (the client CPU of a PostgreSQL or MariaDB
     acquire+release cycle went from about 290 to 200 µs without them).
-    Guards that ended are dropped lazily, when they reach the top of the heap.
+    A guard is one entry in a dict (set and deleted under one plain lock, no heap per call); the thread
+    looks for the earliest deadline only when it wakes.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, int]] = []  # (deadline, id, file descriptor)
-        self._live: set[int] = set()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        """Guards all state; the thread waits on it."""
+        self._live: dict[int, tuple[float, int]] = {}
+        """id -> (deadline, file descriptor) of every guard in force."""
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._wakes_at = 0.0
-        """When the thread next looks at the heap: +inf while it waits for a first guard, 0 while it runs."""
+        """When the thread next looks at the guards: +inf while there are none, 0 while it runs."""
+
+    def watch(self, fileno: int, deadline: float) -> int:
+        """Shut down the socket ``fileno`` if it is still watched at ``deadline`` (monotonic); the id to
+        :meth:`unwatch` it with. The hot path of every guarded call: no generator, one plain lock."""
+        ident = next(self._ids)
+        with self._lock:
+            self._live[ident] = (deadline, fileno)
+            if self._thread is None:
+                if not self._closed:
+                    self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
+                    self._thread.start()
+            elif deadline < self._wakes_at:
+                self._cond.notify()
+        return ident
+
+    def unwatch(self, ident: int) -> None:
+        """End :meth:`watch` ``ident``; once this returns its socket is not cut (the thread cuts under the
+        same lock)."""
+        with self._lock:
+            self._live.pop(ident, None)
 
     @contextlib.contextmanager
     def guard(self, fileno: int, deadline: float) -> Iterator[None]:
-        """Shut down the socket ``fileno`` if the block is still running at ``deadline`` (monotonic)."""
-        ident = next(self._ids)
-        with self._cond:
-            heap, live = self._heap, self._live
-            while heap and heap[0][1] not in live:
-                heapq.heappop(heap)  # finished in time: keeps the heap as small as the calls in flight
-            live.add(ident)
-            heapq.heappush(heap, (deadline, ident, fileno))
-            if not self._closed and (self._thread is None or not self._thread.is_alive()):
-                self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
-                self._thread.start()
-            elif deadline < self._wakes_at:
-                self._cond.notify()
+        """:meth:`watch` for the duration of a block."""
+        ident = self.watch(fileno, deadline)
         try:
             yield
         finally:
-            with self._cond:
-                self._live.discard(ident)
+            self.unwatch(ident)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread and guards are not ours (the next watch starts a thread)."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._live, self._thread, self._wakes_at = {}, None, 0.0
 
     def close(self) -> None:
         """Stop the thread (after the backend's last operation). Idempotent."""
@@ -74,23 +90,24 @@ class Watchdog:
             with self._cond:
                 if self._closed:
                     return
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)  # finished in time
-                if not self._heap:
+                if not self._live:
                     self._wakes_at = math.inf
                     self._cond.wait()
                     self._wakes_at = 0.0
                     continue
-                deadline, ident, fileno = self._heap[0]
+                ident, (deadline, fileno) = min(self._live.items(), key=_deadline)  # a few calls in flight
                 wait = deadline - time.monotonic()
                 if wait > 0:
                     self._wakes_at = deadline
                     self._cond.wait(wait)
                     self._wakes_at = 0.0
                     continue
-                heapq.heappop(self._heap)
-                self._live.discard(ident)
+                del self._live[ident]
                 cut(fileno)  # under the lock: the guarded block cannot end and hand the socket on
+
+
+def _deadline(entry: tuple[int, tuple[float, int]]) -> float:
+    return entry[1][0]
 
 
 def cut(fileno: int) -> None:

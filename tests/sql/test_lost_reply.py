@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 from lockapi_sql import SQLBackend
-from lockapi_sql.connections import Session
-from lockapi_sql.plans import Step
 
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
@@ -96,14 +94,14 @@ def test_acquire_whose_reply_was_lost_on_a_fresh_connection_is_held_by_the_calle
     warm = backend.try_acquire(name, "warm", 60).token  # the lease row exists: the claim is what grants
     assert warm is not None and backend.release(name, "warm", warm)
     backend.connections._drain()  # no idle connection: the next call opens a fresh one
-    claim, original = backend.plans.sql.claim, Session.run
+    claim, original = backend.plans.sql.claim, backend.dialect.execute
 
-    def run(session: Session, step: Step) -> Any:
-        if step[1] == claim and not proxy.cut.is_set():
+    def execute(conn: Any, statement: str, params: dict[str, Any]) -> Any:
+        if statement == claim and not proxy.cut.is_set():
             proxy.cut_next_reply()  # the reply to exactly this claim is lost
-        return original(session, step)
+        return original(conn, statement, params)
 
-    monkeypatch.setattr(Session, "run", run)
+    monkeypatch.setattr(backend.dialect, "execute", execute)  # every statement of both runner paths
     token = backend.try_acquire(name, "h", 60).token
     assert proxy.cut.is_set(), "the proxy dropped no reply: the test did not test anything"
     assert token is not None, "the retry found the caller's own grant and refused it (orphaned)"

@@ -4,6 +4,8 @@ sockets of blocks that ended alone."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -56,4 +58,26 @@ def test_blocks_that_ended_in_time_are_left_alone(watchdog: Watchdog) -> None:
         with watchdog.guard(a.fileno(), time.monotonic() + 3600):
             b.sendall(b"y")
             assert a.recv(1) == b"y"
-        assert len(watchdog._heap) <= 2, "ended guards pile up"
+        assert not watchdog._live, "ended guards pile up"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_guards_with_a_thread_of_its_own(watchdog: Watchdog) -> None:
+    """The parent's thread does not exist in a forked child (and its lock may have been copied while
+    held): after the pool's at-fork hook (:meth:`Watchdog.after_fork`) the child's first guard starts a
+    thread of its own, and its deadline still cuts."""
+    far_a, far_b = _pair()
+    with far_a, far_b, watchdog.guard(far_a.fileno(), time.monotonic() + 3600):  # the parent's thread runs
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 1
+            signal.alarm(20)  # a child that hangs (e.g. on a lock copied while held) dies instead
+            try:
+                watchdog.after_fork()
+                a, b = _pair()
+                with a, b, watchdog.guard(a.fileno(), time.monotonic() + 0.2):
+                    code = 0 if a.recv(1) == b"" else 2  # cut: the read ends at once, empty
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's guard hung or never cut its socket"
