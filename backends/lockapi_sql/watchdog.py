@@ -37,7 +37,8 @@ class Watchdog:
         """id -> (deadline, file descriptor) of every guard in force."""
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._generation = 0
+        """The running thread's number: :meth:`close` moves it on, which stops that thread."""
         self._wakes_at = 0.0
         """When the thread next looks at the guards: +inf while there are none, 0 while it runs."""
 
@@ -47,10 +48,10 @@ class Watchdog:
         ident = next(self._ids)
         with self._lock:
             self._live[ident] = (deadline, fileno)
-            if self._thread is None:
-                if not self._closed:
-                    self._thread = threading.Thread(target=self._run, name="lockapi-sql-watchdog", daemon=True)
-                    self._thread.start()
+            if self._thread is None:  # first use, or the first after close(): a backend may be used again
+                self._thread = threading.Thread(target=self._run, args=(self._generation,),
+                                                name="lockapi-sql-watchdog", daemon=True)
+                self._thread.start()
             elif deadline < self._wakes_at:
                 self._cond.notify()
         return ident
@@ -77,18 +78,19 @@ class Watchdog:
         self._live, self._thread, self._wakes_at = {}, None, 0.0
 
     def close(self) -> None:
-        """Stop the thread (after the backend's last operation). Idempotent."""
+        """Stop the thread (after the backend's last operation); a later :meth:`watch` starts another.
+        Idempotent."""
         with self._cond:
-            self._closed = True
+            self._generation += 1
             thread, self._thread = self._thread, None
-            self._cond.notify()
+            self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         while True:
             with self._cond:
-                if self._closed:
+                if self._generation != generation:
                     return
                 if not self._live:
                     self._wakes_at = math.inf

@@ -81,3 +81,17 @@ def test_a_forked_child_guards_with_a_thread_of_its_own(watchdog: Watchdog) -> N
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child's guard hung or never cut its socket"
+
+
+def test_a_watchdog_used_after_close_still_cuts(watchdog: Watchdog) -> None:
+    """A closed backend's pool opens new connections for later calls: their deadlines must still hold
+    (after close() the thread was gone for good and a later call on a frozen server could hang)."""
+    a, b = _pair()
+    with a, b:
+        with watchdog.guard(a.fileno(), time.monotonic() + 3600):
+            pass  # the thread runs
+        watchdog.close()
+        started = time.monotonic()
+        with watchdog.guard(a.fileno(), started + 0.2):
+            assert a.recv(1) == b""
+        assert time.monotonic() - started < 10
