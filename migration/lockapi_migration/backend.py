@@ -18,8 +18,9 @@ Tuning options (in ``[lockapi.migration]`` or ``open_backend("migration://", {..
 node's label in the registry and the records, default ``host:pid``; the id is the label plus a random
 suffix, unique per manager), ``max_lag`` (seconds a replay may run behind before it is stale, 1),
 ``replay`` (``auto``: a worker process when both backends serve several processes, else threads;
-``process``; ``threads``), ``shadow_workers`` (4), ``shadow_queue`` (10000 tasks), ``heartbeat``
-(seconds, 2), ``live_after`` (seconds, 10).
+``process``; ``threads``), ``replay_nice`` (the worker process's niceness, 10: it yields the CPU to the
+application; 0 keeps the application's priority), ``shadow_workers`` (4), ``shadow_queue`` (10000 tasks),
+``heartbeat`` (seconds, 2), ``live_after`` (seconds, 10).
 
 Capabilities are the phase's, not the class's: off/shadow H's; dual those H and R share, without
 ``fair`` and ``atomic_batch``; cutover R's without ``atomic_batch`` (a batch with ``skip_done`` reads H's
@@ -42,7 +43,7 @@ from lockapi_migration.phases import H, Phase, R
 from lockapi_migration.records.sink import RecordSink
 from lockapi_migration.records.store import RecordStore, open_record_store
 from lockapi_migration.replay.lag import MAX_LAG, LagMeter
-from lockapi_migration.replay.process import ProcessReplay, WorkerFailed, worker_settings
+from lockapi_migration.replay.process import REPLAY_NICE, ProcessReplay, WorkerFailed, worker_settings
 from lockapi_migration.replay.queue import SHADOW_TIMEOUT, Replay, ReplayQueue
 from lockapi_migration.replay.replayer import Replayer
 from lockapi_migration.strategies.dual import DualStrategy
@@ -72,6 +73,7 @@ class MigrationBackend(Backend):
         capacity = o.int("shadow_queue", 10_000, minimum=1)
         max_lag = o.float("max_lag", MAX_LAG)
         replay = o.str("replay", "auto", choices=("auto", "process", "threads")) or "auto"
+        self._nice = o.int("replay_nice", REPLAY_NICE)
         heartbeat = o.float("heartbeat", HEARTBEAT)
         live_after = o.float("live_after", LIVE_AFTER)
         o.finish()
@@ -151,7 +153,7 @@ class MigrationBackend(Backend):
             shadow_url=self._urls[shadow][0], shadow_options=self._urls[shadow][1],
             primary_url=self._urls[primary][0], primary_options=self._urls[primary][1], record=record,
             node=self.node, phase=self.phase.value, primary_label=primary, shadow_label=shadow,
-            workers=workers, capacity=capacity, max_lag=max_lag, floor=floor)
+            workers=workers, capacity=capacity, max_lag=max_lag, floor=floor, nice=self._nice)
         if replay == "threads" or (replay == "auto" and (not shared or settings is None)):
             return None
         if not shared or settings is None:

@@ -8,6 +8,7 @@ H is a SQLite file, R a real Redis server kept busy by Lua scripts that block it
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -86,3 +87,23 @@ def test_a_slow_target_is_shed_as_stale_and_raises_the_lag_alarm(
     assert report.out.splitlines()[0].startswith("NOT SAFE to advance from shadow"), report.out
     assert "stale, not compared" in report.out and "LAG ALARM" in report.out
     assert "LAG ALARM on slow-target/" in worker_log  # the worker's warning (its stderr is the application's)
+
+
+@pytest.mark.parametrize("nice", [None, 0, 5])
+def test_the_replay_worker_runs_at_a_lower_priority(redis_standalone: RedisServer, tmp_path: Path,
+                                                    nice: int | None) -> None:
+    """The shadow's replay is background work: its process is niced (``replay_nice``, default 10) so that
+    the application's process gets the CPU first on a busy machine; 0 keeps the caller's priority."""
+    options: dict[str, object] = {
+        "source": f"sqlite:///{tmp_path / 'h.db'}", "target": redis_standalone.url, "phase": "shadow",
+        "record": f"sqlite:///{tmp_path / 'records.db'}"}
+    if nice is not None:
+        options["replay_nice"] = nice
+    backend = lockapi.open_backend("migration://", options)
+    try:
+        assert isinstance(backend, MigrationBackend) and isinstance(backend.queue, ProcessReplay)
+        worker = backend.queue._proc.pid
+        expected = os.getpriority(os.PRIO_PROCESS, 0) + (10 if nice is None else nice)
+        assert os.getpriority(os.PRIO_PROCESS, worker) == min(expected, 19)
+    finally:
+        backend.close()

@@ -46,6 +46,10 @@ INTERVAL = 0.01
 """Seconds the sender gathers replays before it sends them (the lag this adds is at most this)."""
 BATCH = 200
 """Replays per message at most (a message must fit the socket buffer)."""
+REPLAY_NICE = 10
+"""The replay worker's default niceness (option ``replay_nice``): the shadow is background work, so on a
+busy machine the application's process gets the CPU first; a replay that falls behind is counted as lag
+and marked stale past ``max_lag``, never compared late as if it were current."""
 
 
 def encode(message: tuple[Any, ...]) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -48,6 +49,9 @@ class _Primary:
 
 def serve(sock: socket.socket) -> None:
     settings = json.loads(sock.recv(1 << 20))
+    if settings.get("nice"):
+        with contextlib.suppress(OSError):  # a platform or sandbox that refuses: run at the caller's priority
+            os.nice(int(settings["nice"]))
     try:
         shadow = open_backend(settings["shadow_url"], settings["shadow_options"])
         store = open_record_store(settings["record"])
