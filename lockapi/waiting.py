@@ -91,22 +91,24 @@ def wait_for_grant(
     first attempt was denied and the caller is about to wait (instrumentation: waiting callers).
     """
     started = time.monotonic()
-    deadline = None if wait is None else started + wait
-    push = Capability.PUSH_WAKEUP in backend.capabilities
-    fair = fair_holder is not None
-    backoff = Backoff(push=push, fair=fair)
-    woken = threading.Event()
-    semaphore, name = key
     # A free lock is granted without subscribing to wake-ups (which costs round trips, and on a backend
     # that is down would fail only at the subscription's timeout); a denied caller subscribes and then
     # checks again, so a release between the two checks is never missed.
     result = attempt()
     if result.token is not None:
         return result.token, started
+    deadline = None if wait is None else started + wait
+    semaphore, name = key
+    what = "semaphore" if semaphore else "lock"
     if deadline is not None and time.monotonic() >= deadline:
-        raise timed_out("semaphore" if semaphore else "lock", name, wait)
+        raise timed_out(what, name, wait)
     if on_wait is not None:
         on_wait()
+    # what waiting needs, made only by a caller that waits
+    push = Capability.PUSH_WAKEUP in backend.capabilities
+    fair = fair_holder is not None
+    backoff = Backoff(push=push, fair=fair)
+    woken = threading.Event()
     local: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if fair and push else bus.register(key, woken.set))
     with backend.watch(name, woken.set, semaphore=semaphore, holder=fair_holder), local:
@@ -119,5 +121,5 @@ def wait_for_grant(
                 return result.token, sent
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise timed_out("semaphore" if semaphore else "lock", name, wait)
+                raise timed_out(what, name, wait)
             woken.wait(backoff.pause(result, now, deadline))
