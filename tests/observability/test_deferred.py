@@ -138,3 +138,42 @@ def test_a_forked_child_applies_channel_items_on_its_own_thread() -> None:
         os.close(read)
         os.waitpid(pid, 0)
         deferred.closed = True
+
+
+def test_concurrent_appenders_readers_and_the_drainer_thread_apply_every_item_exactly_once() -> None:
+    deferred = Deferred()  # its drainer thread runs, as in an application
+    applied: list[int] = []
+
+    def apply_all(items: deque[int]) -> None:
+        while items:
+            applied.append(items.popleft())
+
+    channel = deferred.channel(apply_all)
+    writers, per_writer = 4, 5_000
+    start = threading.Barrier(writers + 1)
+    done = threading.Event()
+
+    def write(first: int) -> None:
+        start.wait()
+        for item in range(first, first + per_writer):
+            channel.append(item)
+
+    def read() -> None:  # a reader drains before it reads, racing the drainer thread and the writers
+        start.wait()
+        while not done.is_set():
+            deferred.drain()
+
+    threads = [threading.Thread(target=write, args=(i * per_writer,)) for i in range(writers)]
+    reader = threading.Thread(target=read)
+    try:
+        for thread in [*threads, reader]:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        done.set()
+        reader.join(60)
+        deferred.drain()
+        assert sorted(applied) == list(range(writers * per_writer))  # none lost, none applied twice
+    finally:
+        done.set()
+        deferred.closed = True

@@ -89,3 +89,40 @@ def test_nothing_is_reported_after_uninstrument(otel: Otel, prefix: str) -> None
         mgr.acquire(f"{prefix}:2").release()
     assert otel.value("lockapi.lock.attempts", family=prefix) == 1
     assert len(otel.spans("lockapi.acquire")) == 1
+
+
+def test_every_operation_is_counted_once_while_collections_race_the_metrics_thread(
+        otel: Otel, instrumented: Instrumentation, prefix: str) -> None:
+    workers, cycles = 4, 300
+    start = threading.Barrier(workers + 1)
+    done = threading.Event()
+
+    def work(mgr: lockapi.LockManager, worker: int) -> None:
+        start.wait()
+        for i in range(cycles):
+            lease = mgr.try_acquire(f"{prefix}:{worker}:{i}", ttl=10)
+            assert lease is not None
+            lease.release()
+
+    def collect() -> None:
+        start.wait()
+        while not done.is_set():
+            otel.metrics()
+
+    with lockapi.connect(f"memory://obs-{prefix}") as mgr:
+        threads = [threading.Thread(target=work, args=(mgr, w)) for w in range(workers)]
+        collector = threading.Thread(target=collect)
+        try:
+            for thread in [*threads, collector]:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        finally:
+            done.set()
+            collector.join(60)
+    total = workers * cycles
+    assert otel.value("lockapi.lock.attempts", family=prefix, op="try_acquire", outcome="granted") == total
+    assert otel.count("lockapi.lock.wait.duration", family=prefix, op="try_acquire") == total
+    assert otel.count("lockapi.lock.hold.duration", family=prefix, end="released") == total
+    assert otel.value("lockapi.lease.operations", family=prefix, op="release", outcome="released") == total
+    assert otel.value("lockapi.lock.held", family=prefix) == 0
