@@ -186,6 +186,9 @@ class WaitStatements:
 
     def rows(self, keys: Iterable[WatchedKey]) -> str:
         """The watched rows now, one consistent read: (name_hash, kind, slot, fence, live)."""
+        return self._rows(keys)
+
+    def _rows(self, keys: Iterable[WatchedKey]) -> str:
         return (f"SELECT name_hash, kind, slot, fence, expires_us > {self._now} FROM {self._L} "
                 f"WHERE {self._watched(keys)}")
 
@@ -207,7 +210,7 @@ class WaitStatements:
         return (f"BEGIN NOT ATOMIC DECLARE ends BIGINT DEFAULT {now} + {round(longest * 1e6)}; "
                 f"WHILE IS_FREE_LOCK('{_guard_name(guard)}') = 0 AND {now} < ends AND NOT EXISTS "
                 f"(SELECT 1 FROM {self._L} WHERE ({self._watched(keys)}) AND ({changed})) DO "
-                f"DO SLEEP({interval:.6f}); END WHILE; {self.rows(keys)}; END")
+                f"DO SLEEP({interval:.6f}); END WHILE; {self._rows(keys)}; END")
 
     def _watched(self, keys: Iterable[WatchedKey]) -> str:
         locks = _strings(h for k, h in keys if k == LOCK and _HEX.fullmatch(h))

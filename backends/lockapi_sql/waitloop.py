@@ -45,6 +45,9 @@ from lockapi_sql.watchdog import cut
 UNSUPPORTED_POLL = 0.05
 """How often every watcher is woken when the server cannot run the wait (MySQL): the polling waiters' pace."""
 PARSE_ERROR = 1064
+THREADS = 2
+"""Threads a backend's wait loop runs (the wait, and the one that frees the guard lock), whatever the
+number of waiters."""
 
 
 class WaitLoop:
