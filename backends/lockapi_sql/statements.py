@@ -193,10 +193,11 @@ class WaitStatements:
                 f"WHERE {self._watched(keys)}")
 
     def wait(self, keys: Iterable[WatchedKey], snapshot: Mapping[RowKey, tuple[int, bool]], guard: str,
-             interval: float, longest: float) -> str:
-        """An anonymous block (MariaDB >= 10.1) that sleeps ``interval`` seconds at a time until a watched
-        row differs from ``snapshot`` in a way that may free it (see :func:`fired`), the user lock
-        ``guard`` is free (the watched set grew) or ``longest`` seconds passed; then :meth:`rows`."""
+             interval: float, longest: float, slowest: float = 0.02) -> str:
+        """An anonymous block (MariaDB >= 10.1) that sleeps (``interval`` seconds at first, then an eighth
+        of the time waited so far, at most ``slowest``) until a watched row differs from ``snapshot`` in
+        a way that may free it (see :func:`fired`), the user lock ``guard`` is free (the watched set
+        grew) or ``longest`` seconds passed; then :meth:`rows`."""
         keys = list(keys)
         free = _strings(f"{h},{k},{s},{f}" for (h, k, s), (f, live) in snapshot.items() if not live)
         held = _strings(f"{h},{k},{s},{f}" for (h, k, s), (f, live) in snapshot.items() if live)
@@ -207,10 +208,14 @@ class WaitStatements:
         # or taken and freed again), or a row held now under another token than the snapshot's holder
         changed = (f"(expires_us <= {now} AND {row} NOT IN ({free})) OR "
                    f"(expires_us > {now} AND {key} IN ({held_keys}) AND {row} NOT IN ({held}))")
-        return (f"BEGIN NOT ATOMIC DECLARE ends BIGINT DEFAULT {now} + {round(longest * 1e6)}; "
+        # the pause grows with the time waited (an eighth of it, from ``interval`` up to ``slowest``): a
+        # short hold is noticed within about ``interval``, a long one costs the server few looks
+        pause = f"GREATEST({interval:.6f}, LEAST({slowest:.6f}, ({now} - started) / {8 * 1_000_000}))"
+        return (f"BEGIN NOT ATOMIC DECLARE started BIGINT DEFAULT {now}; "
+                f"DECLARE ends BIGINT DEFAULT started + {round(longest * 1e6)}; "
                 f"WHILE IS_FREE_LOCK('{_guard_name(guard)}') = 0 AND {now} < ends AND NOT EXISTS "
                 f"(SELECT 1 FROM {self._L} WHERE ({self._watched(keys)}) AND ({changed})) DO "
-                f"DO SLEEP({interval:.6f}); END WHILE; {self._rows(keys)}; END")
+                f"DO SLEEP({pause}); END WHILE; {self._rows(keys)}; END")
 
     def _watched(self, keys: Iterable[WatchedKey]) -> str:
         locks = _strings(h for k, h in keys if k == LOCK and _HEX.fullmatch(h))
