@@ -68,8 +68,9 @@ class WaitLoop:
         self._interval = interval
         self._longest = longest
         self._poll_interval = poll_interval
-        self._guard_name = f"lockapi_wait_{secrets.token_hex(16)}"
-        """The user lock the thread holds while it waits (random: no other client's)."""
+        self._guard_name = ""
+        """The user lock the thread holds while it waits: random, and new on every connect (a session the
+        server has not yet seen die may still hold the last one; a forked child must not share it)."""
         self._lock = threading.Lock()
         """Guards the fields below and the connections' hand-over to :meth:`close`."""
         self._counts: dict[WatchedKey, int] = {}
@@ -209,6 +210,7 @@ class WaitLoop:
                 self._conn = conn
             with self._guard_lock:
                 self._guard, self._guard_held = guard, False
+                self._guard_name = f"lockapi_wait_{secrets.token_hex(16)}"
             self._wait(conn.cursor())
         finally:
             with self._lock, self._guard_lock:  # before they close: close() never cuts a reused descriptor

@@ -419,3 +419,39 @@ def test_asyncio_waiters_are_woken_from_the_wait_thread(maria_url: str, make_bac
             await backend.aclose()
 
     asyncio.run(main())
+
+
+def test_a_forked_child_runs_its_own_wait(maria_url: str, make_backend: Factory, make_loop: Loop,
+                                          name: str) -> None:
+    """The parent's threads and connections are not the child's: its first watch starts its own (with its
+    own guard lock), and a release wakes the child's watcher."""
+    import os
+
+    from tests.sql.conftest import backend_for
+
+    backend = make_backend(maria_url)
+    loop = make_loop(backend)
+    held(backend, name + ":parent")
+    parent_watch, _ = settled(loop, LOCK, name + ":parent")
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: report by exit status only
+            code = 1
+            try:
+                other = backend_for(maria_url)
+                token = held(other, name)
+                woken = threading.Event()
+                with loop.watch(LOCK, key_of(name), woken.set):
+                    if woken.wait(30):  # once the child's own snapshot is in place
+                        woken.clear()
+                        other.release(name, "h", token)
+                        code = 0 if woken.wait(PROMPT) else 2
+                loop.close()
+                other.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's watcher was not woken by its own wait"
+        assert loop.pushing, "the child stopped the parent's wait"
+    finally:
+        parent_watch.__exit__(None, None, None)
