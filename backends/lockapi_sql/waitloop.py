@@ -90,6 +90,8 @@ class WaitLoop:
         self._thread: threading.Thread | None = None
         self._kicker: threading.Thread | None = None
         self._pid = os.getpid()
+        self.session_id: int | None = None
+        """The server's id of the wait's connection (``information_schema.processlist``), once connected."""
         self.unsupported = False
         """The server cannot run the wait (MySQL): every watcher is woken every 50 ms instead."""
 
@@ -208,6 +210,7 @@ class WaitLoop:
                 if self._stopping.is_set():
                     return
                 self._conn = conn
+                self.session_id = conn.thread_id()
             with self._guard_lock:
                 self._guard, self._guard_held = guard, False
                 self._guard_name = f"lockapi_wait_{secrets.token_hex(16)}"

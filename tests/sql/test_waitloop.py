@@ -59,13 +59,17 @@ def held(backend: SQLBackend, name: str, holder: str = "h", ttl: float = 60) -> 
     return token
 
 
-def waits(backend: SQLBackend) -> list[tuple[int, str]]:
-    """(id, statement) of the server threads running a wait of lockapi_sql.waitloop."""
+def sessions(backend: SQLBackend) -> dict[int, str]:
+    """The server's sessions but this query's: id -> command (``Query`` while one runs)."""
     with backend.engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT id, info FROM information_schema.processlist "
-                                    "WHERE info LIKE 'BEGIN NOT ATOMIC%%' AND id <> CONNECTION_ID()").all()
-    return [(int(i), str(info)) for i, info in rows]
+        rows = conn.exec_driver_sql("SELECT id, command FROM information_schema.processlist "
+                                    "WHERE id <> CONNECTION_ID()").all()
+    return {int(i): str(command) for i, command in rows}
 
+
+def waiting(backend: SQLBackend, loop: WaitLoop) -> bool:
+    """``loop``'s connection runs a statement (its wait: the server shows the part running, DO SLEEP)."""
+    return loop.session_id is not None and sessions(backend).get(loop.session_id) == "Query"
 
 
 def settled(loop: WaitLoop, kind: int, name: str) -> tuple[Any, threading.Event]:
@@ -124,7 +128,8 @@ def test_a_release_in_another_process_wakes_the_backends_waiters(maria_url: str,
     woken = {k: threading.Event() for k in "ac"}
     with backend.watch(names["a"], woken["a"].set), backend.watch(names["c"], woken["c"].set):
         assert woken["a"].wait(30) and woken["c"].wait(30)  # once the snapshot is in place
-        wait_until(lambda: any(prefix in info for _, info in waits(backend)), 30, "the server-side wait to run")
+        loop = backend.wait_loop
+        wait_until(lambda: waiting(backend, loop), 30, "the server-side wait to run")
         for event in woken.values():
             event.clear()
         release_in_child(f"{maria_url}?table_prefix={prefix}", (names["b"], "hb", tokens["b"]),
@@ -264,7 +269,7 @@ def test_a_name_added_while_a_wait_runs_is_watched_at_once(maria_url: str, make_
     token = held(backend, second)
     first_watch, first_woken = settled(loop, LOCK, first)
     try:
-        wait_until(lambda: any(key_of(first) in info for _, info in waits(backend)), 30, "the wait to run")
+        wait_until(lambda: waiting(backend, loop), 30, "the wait to run")
         started = time.monotonic()
         second_watch, second_woken = settled(loop, LOCK, second)
         try:
@@ -279,24 +284,28 @@ def test_a_name_added_while_a_wait_runs_is_watched_at_once(maria_url: str, make_
 
 
 def test_one_wait_per_backend_whatever_the_number_of_watches(maria_url: str, make_backend: Factory,
-                                                             prefix: str, name: str) -> None:
-    backend = make_backend(maria_url, table_prefix=prefix)
-    backend.ensure_schema()
+                                                             name: str) -> None:
+    backend = make_backend(maria_url)
+    loop = backend.wait_loop
+    assert loop is not None
     names = [f"{name}:{i}" for i in range(20)]
     for n in names:
-        held(backend, n)
+        held(backend, n)  # (the pool's connections are open before the sessions are counted)
     events = [threading.Event() for _ in names]
     watches = [backend.watch(n, e.set) for n, e in zip(names, events, strict=True)]
-    for w in watches:
-        w.__enter__()
+    watches[0].__enter__()
     try:
+        assert events[0].wait(30)
+        wait_until(lambda: waiting(backend, loop), 30, "the wait to run")
+        before, threads = set(sessions(backend)), threading.active_count()
+        for w in watches[1:]:
+            w.__enter__()
         for e in events:
             assert e.wait(30)
-        wait_until(lambda: len([1 for _, info in waits(backend) if prefix in info]) == 1, 30, "one wait")
-        for _ in range(5):  # (between two waits there is none)
-            assert len([1 for _, info in waits(backend) if prefix in info]) <= 1
+        assert set(sessions(backend)) == before, "more watches opened more server sessions"
+        assert threading.active_count() == threads, "more watches started more threads"
     finally:
-        for w in watches:
+        for w in watches[::-1]:
             w.__exit__(None, None, None)
 
 
@@ -308,19 +317,13 @@ def test_falls_back_to_polling_and_reconnects_when_its_connection_dies(maria_url
     token = held(backend, name)
     watch, woken = settled(loop, LOCK, name)
     try:
-        found: list[int] = []
-
-        def running() -> bool:
-            found[:] = [ident for ident, info in waits(backend) if key_of(name) in info]
-            return bool(found)
-
-        wait_until(running, 30, "the wait to run")
-        [ident] = found  # the connection's id (it runs one wait after another)
+        wait_until(lambda: waiting(backend, loop), 30, "the wait to run")
+        ident = loop.session_id
         with backend.engine.connect() as conn:
             conn.exec_driver_sql(f"KILL CONNECTION {ident}")
         # the thread notices, wakes everyone (changes meanwhile are not seen), polls and reconnects
         assert woken.wait(30), "watchers were not woken when the wait's connection died"
-        wait_until(lambda: loop.pushing and any(key_of(name) in info for _, info in waits(backend)), 30,
+        wait_until(lambda: loop.pushing and loop.session_id != ident and waiting(backend, loop), 30,
                    "the wait to run again")
         woken.clear()
         assert backend.release(name, "h", token)
@@ -361,7 +364,8 @@ def test_close_returns_at_once_and_ends_the_wait(maria_url: str, make_backend: F
     held(backend, name)
     watch, _ = settled(loop, LOCK, name)
     try:
-        wait_until(lambda: any(key_of(name) in info for _, info in waits(backend)), 30, "the wait to run")
+        wait_until(lambda: waiting(backend, loop), 30, "the wait to run")
+        ident = loop.session_id
         threads = [loop._thread, loop._kicker]
         started = time.monotonic()
         loop.close()
@@ -370,7 +374,7 @@ def test_close_returns_at_once_and_ends_the_wait(maria_url: str, make_backend: F
         assert not any(t is not None and t.is_alive() for t in threads), "close() returned while a thread runs"
     finally:
         watch.__exit__(None, None, None)
-    wait_until(lambda: not any(key_of(name) in info for _, info in waits(backend)), 30, "the wait to end")
+    wait_until(lambda: ident not in sessions(backend), 30, "the wait's session to end")
     loop.close()  # idempotent
 
 
