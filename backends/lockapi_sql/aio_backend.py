@@ -165,9 +165,12 @@ class AsyncSQLBackend(AsyncBackend):
         if self._listener is not None:
             await self._listener.aclose()
         self.connections.close()
-        # its engine (DDL) and MariaDB's wait thread (close() cuts its sockets: returns at once); it
-        # opened no lock connection
-        await asyncio.to_thread(self._sync.close)
+        # its engine (DDL), and MariaDB's wait threads, joined off the loop (close() cuts their sockets:
+        # at once, unless one is connecting); it opened no lock connection
+        if self._sync.wait_loop is not None:
+            await asyncio.to_thread(self._sync.close)
+        else:
+            self._sync.close()
 
 
 class AsyncPostgresBackend(AsyncSQLBackend):
