@@ -5,7 +5,9 @@ It runs the same plans as :class:`lockapi_sql.SQLBackend` (:mod:`lockapi_sql.pla
 (the sync backend of the scheme is built to parse it; it opens nothing); only the I/O differs: psycopg's
 ``AsyncConnection`` on PostgreSQL, aiomysql on MariaDB/MySQL (:mod:`lockapi_sql.aio_connections`), and on
 PostgreSQL one LISTEN connection read by a task for wake-ups (:mod:`lockapi_sql.aio_listener`). No thread
-serves a lock operation or a waiter. The one exception is creating the tables (once, on first use, unless
+serves a lock operation or a waiter; MariaDB's wake-ups come from the sync backend's server-side wait
+(:mod:`lockapi_sql.waitloop`: two threads per backend, whatever the number of waiters, which wake tasks
+through their thread-safe ``wake``). The one exception is creating the tables (once, on first use, unless
 ``create_schema`` is off), which runs the sync backend's DDL on a thread within the ``timeout``.
 
 SQLite has no class here: its statements take microseconds on a local file and its only asyncio driver
@@ -149,9 +151,12 @@ class AsyncSQLBackend(AsyncBackend):
     def watch(
         self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
+        kind = SEMAPHORE if semaphore else LOCK
+        if self._sync.wait_loop is not None:  # its thread wakes asyncio waiters thread-safely (their wake)
+            return self._sync.wait_loop.watch_async(kind, key_of(name), wake, holder)
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, key_of(name)), wake, holder)
+        return self._listener.watch(payload(kind, key_of(name)), wake, holder)
 
     async def ping(self) -> None:
         await self._call(self.plans.ping)
@@ -160,7 +165,12 @@ class AsyncSQLBackend(AsyncBackend):
         if self._listener is not None:
             await self._listener.aclose()
         self.connections.close()
-        self._sync.close()  # its engine (DDL); it opened no lock connection
+        # its engine (DDL), and MariaDB's wait threads, joined off the loop (close() cuts their sockets:
+        # at once, unless one is connecting); it opened no lock connection
+        if self._sync.wait_loop is not None:
+            await asyncio.to_thread(self._sync.close)
+        else:
+            self._sync.close()
 
 
 class AsyncPostgresBackend(AsyncSQLBackend):
@@ -172,10 +182,10 @@ class AsyncPostgresBackend(AsyncSQLBackend):
 
 
 class AsyncMariaDBBackend(AsyncSQLBackend):
-    """MariaDB and MySQL on aiomysql."""
+    """MariaDB and MySQL on aiomysql; on MariaDB wake-ups from a server-side wait (two threads)."""
 
     sync_type = MariaDBBackend
-    description = "MariaDB/MySQL lease rows on aiomysql"
+    description = "MariaDB/MySQL lease rows on aiomysql (server-side wait wake-ups on MariaDB)"
     capabilities = MariaDBBackend.capabilities - {Capability.ITER_DONE}
 
 

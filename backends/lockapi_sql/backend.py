@@ -31,7 +31,7 @@ from lockapi.spi import (
     drive,
 )
 from lockapi_sql.connections import Connections
-from lockapi_sql.dialects import DIALECTS, Dialect, MySQL, PostgreSQL, SQLite
+from lockapi_sql.dialects import DIALECTS, Dialect, MariaDB, MySQL, PostgreSQL, SQLite
 from lockapi_sql.plans import CHUNK, First, Plan, Plans, seconds
 from lockapi_sql.schema import DEFAULT_PREFIX, LOCK, SEMAPHORE, Tables, key_of
 from lockapi_sql.statements import Statements, payload
@@ -52,7 +52,9 @@ class SQLBackend(Backend):
 
     Options: ``table_prefix`` (default ``lockapi_``), ``pool_size`` (5), ``max_overflow`` (10),
     ``create_schema`` (true: create missing tables on first use); on PostgreSQL ``listen`` (true: push
-    wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy); on SQLite ``synchronous``
+    wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy); on MariaDB/MySQL ``watch``
+    (push wake-ups from a server-side wait; true on ``mariadb://``, false on ``mysql://``: MySQL cannot run
+    it) and ``watch_interval`` (0.001: seconds between its checks); on SQLite ``synchronous``
     (``normal`` or ``full``, see docs/backends/sql.md).
     """
 
@@ -77,6 +79,9 @@ class SQLBackend(Backend):
         self.max_overflow = max_overflow = options.int("max_overflow", 10, minimum=0)
         self._create_schema = options.bool("create_schema", True)
         listen = options.bool("listen", True) if dialect_type.notifies else False
+        wait_loop = (options.bool("watch", issubclass(dialect_type, MariaDB))
+                     if issubclass(dialect_type, MySQL) else False)
+        watch_interval = options.float("watch_interval", 0.001) if issubclass(dialect_type, MySQL) else 0.001
         try:
             self.dialect = dialect_type(_parse_url(config), config.timeout, options)
         except ImportError as exc:
@@ -96,12 +101,22 @@ class SQLBackend(Backend):
 
             self._listener = Listener(self.dialect.connect_params(config.timeout), self.tables.notify_channel,
                                       timeout=config.timeout)
+        self.wait_loop = None
+        """MariaDB's server-side wait that wakes watchers (:mod:`lockapi_sql.waitloop`), or None."""
+        if wait_loop and isinstance(self.dialect, MySQL):
+            from lockapi_sql.statements import WaitStatements
+            from lockapi_sql.waitloop import WaitLoop
+
+            dialect = self.dialect
+            self.wait_loop = WaitLoop(lambda read_timeout: dialect.connect(config.timeout, read_timeout),
+                                      dialect.fileno, WaitStatements(dialect, self.tables),
+                                      timeout=config.timeout, interval=watch_interval)
         caps = set(type(self).capabilities)
         if self.dialect.multi_host:
             caps.add(Capability.MULTI_HOST)
         if self.dialect.returning:
             caps.add(Capability.ATOMIC_BATCH)
-        if self._listener is not None:
+        if self._listener is not None or self.wait_loop is not None:
             caps.add(Capability.PUSH_WAKEUP)
         self.capabilities = frozenset(caps)
         self.pause_points = self.contended_pause_points | (
@@ -228,9 +243,12 @@ class SQLBackend(Backend):
     def watch(
         self, name: str, wake: Wake, *, semaphore: bool = False, holder: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
+        kind = SEMAPHORE if semaphore else LOCK
+        if self.wait_loop is not None:
+            return self.wait_loop.watch(kind, key_of(name), wake, holder)
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(SEMAPHORE if semaphore else LOCK, key_of(name)), wake, holder)
+        return self._listener.watch(payload(kind, key_of(name)), wake, holder)
 
     def ping(self) -> None:
         self._call(self.plans.ping)
@@ -238,6 +256,8 @@ class SQLBackend(Backend):
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self.wait_loop is not None:
+            self.wait_loop.close()
         self.connections.close()
         self.engine.dispose()
 
@@ -261,12 +281,13 @@ class PostgresBackend(SQLBackend):
 
 
 class MariaDBBackend(SQLBackend):
-    """MariaDB and MySQL: many hosts; batches are one transaction (not one statement)."""
+    """MariaDB and MySQL: many hosts; batches are one transaction (not one statement); on MariaDB push
+    wake-ups from a server-side wait (:mod:`lockapi_sql.waitloop`)."""
 
     dialect_type = MySQL
-    description = "MariaDB/MySQL lease rows (PyMySQL)"
+    description = "MariaDB/MySQL lease rows (PyMySQL; server-side wait wake-ups on MariaDB)"
     capabilities = SQLBackend.capabilities | {Capability.MULTI_HOST}
-    capabilities_vary = ""
+    capabilities_vary = "push_wakeup on mariadb:// URLs unless watch=false (on mysql:// with watch=true)"
 
 
 def lock_info(name: str, row: Any) -> LockInfo | None:

@@ -384,6 +384,10 @@ class MySQL(Dialect):
     needs_watchdog = True
     now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
     returning = False
+    server_wait: ClassVar[bool] = False
+    """Waiters are woken by a server-side wait loop (:mod:`lockapi_sql.waitloop`) by default: MariaDB's
+    anonymous blocks; MySQL has none (a ``mysql://`` URL may turn it on with ``watch=true`` for a MariaDB
+    server)."""
     batch_chunk = 2000  # PyMySQL binds client-side: no parameter limit; 2,000 names of 1 KB stay under 4 MB packets
     _RETRY = frozenset({1213, 1205})  # deadlock, lock wait timeout
     _CONFIG = frozenset({1044, 1045, 1049, 1142, 1698})  # access denied, unknown database, no privilege
@@ -405,10 +409,13 @@ class MySQL(Dialect):
 
     _READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
-    def connect(self, remaining: float) -> DBAPIConnection:
+    def connect(self, remaining: float, read_timeout: float | None = None) -> DBAPIConnection:
+        """As :meth:`Dialect.connect`; ``read_timeout`` (default ``timeout``): how long one read of a reply
+        may take (the server-side wait of :mod:`lockapi_sql.waitloop` runs longer than a call)."""
         import pymysql  # type: ignore[import-untyped]
 
-        conn = pymysql.connect(**self._session(remaining), read_timeout=self.timeout, write_timeout=self.timeout)
+        conn = pymysql.connect(**self._session(remaining), read_timeout=read_timeout or self.timeout,
+                               write_timeout=self.timeout)
         try:
             conn.lockapi_cursor = conn.cursor()
             conn.lockapi_cursor.execute(self._READ_COMMITTED)
@@ -496,6 +503,7 @@ def _quiet_cursor(base: type) -> type:
 
 class MariaDB(MySQL):
     scheme = "mariadb"
+    server_wait: ClassVar[bool] = True
 
 
 DIALECTS: dict[str, type[Dialect]] = {}

@@ -16,6 +16,8 @@ What each statement promises:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from lockapi_sql.dialects import Dialect
@@ -165,6 +167,91 @@ class Statements:
     def done_among(self, count: int) -> str:
         return self.dialect.compile(f"SELECT name_hash FROM {self._D} WHERE name_hash {_in('h', count)} "
                                     f"AND expires_us > {self.dialect.now}")
+
+
+WatchedKey = tuple[int, str]
+"""(kind, name hash) of a watched name: its lock row, or its semaphore's slot rows."""
+RowKey = tuple[str, int, int]
+"""(name_hash, kind, slot) of one lease row."""
+
+
+class WaitStatements:
+    """MariaDB's server-side wait for :mod:`lockapi_sql.waitloop`: read-only, no parameters (every
+    value is a name hash in hex or an integer, written into the text: the watched set changes only
+    on the contended path, and a compound statement is parsed on each run anyway)."""
+
+    def __init__(self, dialect: Dialect, tables: Tables) -> None:
+        self._L = tables.leases.name
+        self._now = dialect.now
+
+    def rows(self, keys: Iterable[WatchedKey]) -> str:
+        """The watched rows now, one consistent read: (name_hash, kind, slot, fence, live)."""
+        return self._rows(keys)
+
+    def _rows(self, keys: Iterable[WatchedKey]) -> str:
+        return (f"SELECT name_hash, kind, slot, fence, expires_us > {self._now} FROM {self._L} "
+                f"WHERE {self._watched(keys)}")
+
+    def wait(self, keys: Iterable[WatchedKey], snapshot: Mapping[RowKey, tuple[int, bool]], guard: str,
+             interval: float, longest: float, slowest: float = 0.02) -> str:
+        """An anonymous block (MariaDB >= 10.1) that sleeps (``interval`` seconds at first, then an eighth
+        of the time waited so far, at most ``slowest``) until a watched row differs from ``snapshot`` in
+        a way that may free it (see :func:`fired`), the user lock ``guard`` is free (the watched set
+        grew) or ``longest`` seconds passed; then :meth:`rows`."""
+        keys = list(keys)
+        free = _strings(f"{h},{k},{s},{f}" for (h, k, s), (f, live) in snapshot.items() if not live)
+        held = _strings(f"{h},{k},{s},{f}" for (h, k, s), (f, live) in snapshot.items() if live)
+        held_keys = _strings(f"{h},{k},{s}" for (h, k, s), (f, live) in snapshot.items() if live)
+        now, key = self._now, "CONCAT_WS(',', name_hash, kind, slot)"
+        row = "CONCAT_WS(',', name_hash, kind, slot, fence)"
+        # a row not live now that the snapshot did not have free with this token (released, expired,
+        # or taken and freed again), or a row held now under another token than the snapshot's holder
+        changed = (f"(expires_us <= {now} AND {row} NOT IN ({free})) OR "
+                   f"(expires_us > {now} AND {key} IN ({held_keys}) AND {row} NOT IN ({held}))")
+        # the pause grows with the time waited (an eighth of it, from ``interval`` up to ``slowest``): a
+        # short hold is noticed within about ``interval``, a long one costs the server few looks
+        pause = f"GREATEST({interval:.6f}, LEAST({slowest:.6f}, ({now} - started) / {8 * 1_000_000}))"
+        return (f"BEGIN NOT ATOMIC DECLARE started BIGINT DEFAULT {now}; "
+                f"DECLARE ends BIGINT DEFAULT started + {round(longest * 1e6)}; "
+                f"WHILE IS_FREE_LOCK('{_guard_name(guard)}') = 0 AND {now} < ends AND NOT EXISTS "
+                f"(SELECT 1 FROM {self._L} WHERE ({self._watched(keys)}) AND ({changed})) DO "
+                f"DO SLEEP({pause}); END WHILE; {self._rows(keys)}; END")
+
+    def _watched(self, keys: Iterable[WatchedKey]) -> str:
+        locks = _strings(h for k, h in keys if k == LOCK and _HEX.fullmatch(h))
+        slots = _strings(h for k, h in keys if k == SEMAPHORE and _HEX.fullmatch(h))
+        return (f"(kind = {LOCK} AND slot = 0 AND name_hash IN ({locks})) OR "
+                f"(kind = {SEMAPHORE} AND slot >= 0 AND name_hash IN ({slots}))")
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_GUARD = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _strings(values: Iterable[str]) -> str:
+    """A SQL list of string literals (values are hex digits, digits and commas only); ``''`` if empty,
+    so that ``IN (..)`` stays valid and matches nothing."""
+    return ", ".join(f"'{v}'" for v in values) or "''"
+
+
+def _guard_name(guard: str) -> str:
+    if not _GUARD.fullmatch(guard):
+        raise ValueError(f"bad user lock name {guard!r}")
+    return guard
+
+
+def fired(snapshot: Mapping[RowKey, tuple[int, bool]], rows: Iterable[tuple[str, int, int, int, int]]
+          ) -> set[WatchedKey]:
+    """The watched names whose rows changed since ``snapshot`` in a way that may have freed them, by the
+    rule of :meth:`WaitStatements.wait`: a row not live now that was not free with the same token, or a
+    row live now under another token than the one the snapshot saw live."""
+    out: set[WatchedKey] = set()
+    for h, kind, slot, fence, live in rows:
+        then = snapshot.get((h, int(kind), int(slot)))
+        if (not live and then != (int(fence), False)) or (live and then is not None and then[1]
+                                                           and then[0] != int(fence)):
+            out.add((int(kind), h))
+    return out
 
 
 def payload(kind: int, digest: str) -> str:

@@ -592,9 +592,8 @@ SUBJECTS: list[Subject] = [
     Subject("raw_postgresql_aio", "raw psycopg AsyncConnection UPDATE pair", "postgresql", "raw", RawPostgresAsync,
             blocking=False, raw="raw_postgresql_aio", aio=True),
     Subject("tooz_postgresql", "tooz postgresql", "postgresql", "peer", _tooz("tooz_pg_url")),
-    Subject("mariadb", "lockapi mariadb", "mariadb", "lockapi", _lockapi("maria_url"), poll=0.05),
-    Subject("mariadb_fair", "lockapi mariadb fair=True", "mariadb", "lockapi", _lockapi("maria_url", fair=True),
-            poll=0.05),
+    Subject("mariadb", "lockapi mariadb", "mariadb", "lockapi", _lockapi("maria_url")),  # push: server-side wait
+    Subject("mariadb_fair", "lockapi mariadb fair=True", "mariadb", "lockapi", _lockapi("maria_url", fair=True)),
     Subject("raw_mariadb", "raw PyMySQL UPDATE pair", "mariadb", "raw", RawMariaDB, blocking=False),
     Subject("tooz_mysql", "tooz mysql", "mariadb", "peer", _tooz("tooz_maria_url"), poll=1.0),
     Subject("hazelcast", "lockapi hazelcast (map)", "hazelcast", "lockapi", _lockapi("hz_url")),

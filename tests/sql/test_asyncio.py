@@ -19,6 +19,7 @@ from lockapi_sql import MariaDBBackend, PostgresBackend
 from lockapi_sql.aio_backend import AsyncMariaDBBackend, AsyncPostgresBackend, AsyncSQLBackend
 from lockapi_sql.plans import one
 from lockapi_sql.schema import name_hash
+from lockapi_sql.waitloop import THREADS as WAIT_LOOP_THREADS
 
 import lockapi
 import lockapi.aio
@@ -81,7 +82,7 @@ def test_every_server_scheme_gets_the_native_backend(url: str, native: type, syn
         mgr = lockapi.aio.connect(url, async_threads=4)  # the adapters' option is accepted, not needed
         assert type(mgr.backend) is native and mgr.backend.sync_backend is None
         assert mgr.capabilities == sync.capabilities - {Capability.ITER_DONE} | (
-            {Capability.PUSH_WAKEUP} if native is AsyncPostgresBackend else set())
+            {Capability.PUSH_WAKEUP} if url.startswith(("postgres", "mariadb")) else set())  # mysql: no push
         await mgr.aclose()
 
     run(main)
@@ -119,15 +120,17 @@ def test_a_thousand_waiting_tasks_on_one_name_run_on_a_fixed_number_of_threads(s
                 async with mgr.acquire(name, ttl=60, wait=240) as lease:
                     granted.append(lease.token)
 
+            # MariaDB's wake-ups come from a server-side wait run by two threads per backend (lockapi_sql.waitloop)
+            fixed = WAIT_LOOP_THREADS if server_url.startswith("mariadb") else 0
             tasks = [asyncio.create_task(waiter()) for _ in range(count)]
             await eventually(lambda: mgr.waiting == count, f"{count} waiters", timeout=120)
-            assert threading.active_count() == threads, "waiting tasks occupy threads"
+            assert threading.active_count() <= threads + fixed, "waiting tasks occupy threads"
             assert granted == []
             await holder.release()
             await asyncio.wait_for(asyncio.gather(*tasks), 240)
             assert len(granted) == count and len(set(granted)) == count, "every waiter was granted once"
             assert granted == sorted(granted), "fencing tokens went down"
-            assert threading.active_count() == threads, "the native backend started threads"
+            assert threading.active_count() <= threads + fixed, "the native backend started threads"
 
     run(main)
 

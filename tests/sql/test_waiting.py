@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN/NOTIFY wake-ups across processes, one shared listener, and the polling fallback."""
+"""PostgreSQL LISTEN/NOTIFY wake-ups across processes, one shared listener, and the polling fallback
+(MariaDB's server-side wait: tests/sql/test_waitloop.py)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def listener_backends(backend: SQLBackend) -> list[int]:
         ).scalars())
 
 
-def test_push_capability_only_on_postgresql(sql_url: str, make_backend: Factory) -> None:
+def test_push_capability_on_postgresql_and_mariadb(sql_url: str, make_backend: Factory) -> None:
     backend = make_backend(sql_url)
-    assert (Capability.PUSH_WAKEUP in backend.capabilities) == sql_url.startswith("postgresql")
+    assert (Capability.PUSH_WAKEUP in backend.capabilities) == sql_url.startswith(("postgresql", "mariadb"))
     assert (Capability.MULTI_HOST in backend.capabilities) == (not sql_url.startswith("sqlite"))
     if sql_url.startswith("postgresql"):
         assert Capability.PUSH_WAKEUP not in make_backend(sql_url, listen="false").capabilities
