@@ -37,9 +37,9 @@ GAP = 0.002
 """Pause after each release in the paced rows, seconds."""
 BLOCK = 30
 """Timed acquires per block (one pace and phase)."""
-LEAD_SECONDS = 0.03
-"""Untimed acquires before each block's timed ones, seconds (at least 3 calls): three times the replay
-sender's gathering interval, so the shadow's background work is in its steady state when timing starts."""
+LEAD_SECONDS = 0.02
+"""Untimed acquires before each block's timed ones, seconds (at least 3 calls): twice the replay sender's
+gathering interval, so the shadow's background work is in its steady state when timing starts."""
 
 
 @dataclass(frozen=True)
