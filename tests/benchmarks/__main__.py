@@ -36,7 +36,7 @@ SAVED = Path(os.environ.get("LOCKAPI_CACHE", Path.home() / ".cache" / "lockapi")
 SECTIONS = ("cycles", "handoff", "tasks", "contention", "batch", "migration", "memory", "overhead", "profile")
 
 FULL = {"runs": 5, "cycle_seconds": 0.6, "handoff_rounds": 40, "handoff_slow_rounds": 12, "processes": 4,
-        "contention_seconds": 1.0, "many": 1000, "batch": 1000, "batch_seconds": 0.5, "migration_ops": 300,
+        "contention_seconds": 1.0, "many": 1000, "batch": 1000, "batch_seconds": 0.5, "migration_ops": 450,
         "memory_count": 2000, "profile_cycles": 3000, "tasks": 1000}
 QUICK = {"runs": 3, "cycle_seconds": 0.05, "handoff_rounds": 3, "handoff_slow_rounds": 2, "processes": 2,
          "contention_seconds": 0.1, "many": 50, "batch": 100, "batch_seconds": 0.02, "migration_ops": 20,

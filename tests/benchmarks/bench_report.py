@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.benchmarks.bench_contention import Contention
 from tests.benchmarks.bench_memory import Memory
-from tests.benchmarks.bench_migration import Migration
+from tests.benchmarks.bench_migration import LEAD_SECONDS, Migration
 from tests.benchmarks.bench_overhead import Overhead, slowdowns
 from tests.benchmarks.bench_overhead import rows as overhead_rows
 from tests.benchmarks.bench_profile import Profile
@@ -293,11 +293,23 @@ def write(res: Results, out: Path) -> None:
         add("Not measured in this run (see the notes at the end).\n")
     else:
         mg = res.migration
+        blocks = getattr(mg, "blocks", 0)
+        per_run = (f"{blocks} blocks of {m['migration_ops'] // max(blocks, 1)} timed acquires per pace, phase and "
+                   f"run, the blocks of the three phases interleaved (their order rotating) so that drift hits "
+                   f"them alike; each block starts with {LEAD_SECONDS * 1000:g} ms of untimed acquires, which bring "
+                   "the shadow's background replay to its steady state, and ends with a flush of its phase's "
+                   "background work outside the timed calls (queued replays run, records and lag written), so no "
+                   "phase's replays or records ever run during another phase's timed calls (the one batch of records "
+                   "a flush writes per block is thus in no timed window; in steady state a writer thread writes "
+                   "them every 0.2 s). A run's p50 and p99 "
+                   "are those of its pooled samples; `vs off` is each run's ratio of p50s"
+                   if blocks else f"{m['migration_ops']} acquires per phase and run, phases interleaved; `vs off` "
+                   "is the run-by-run ratio of p50s")
         add(f"`try_acquire` latency through `migration://` with source H = {mg.source} and target R = "
-            f"{mg.target} (decision records on the same Redis), {m['migration_ops']} acquires per phase and run, "
-            "phases interleaved; `vs off` is the run-by-run ratio of p50s. *Back to back*: the next acquire "
-            "right after the release, so the shadow's queued work competes with it for the cores and the GIL; "
-            "*paced*: a 2 ms pause after each release (an application doing work between locks).\n")
+            f"{mg.target} (decision records on the same Redis), {per_run}; figures are medians over runs. "
+            "*Back to back*: the next acquire right after the release, so the shadow's queued work competes "
+            "with it for the cores and the GIL; *paced*: a 2 ms pause after each release (an application "
+            "doing work between locks).\n")
         add("| pace | phase | p50 µs | p99 µs | p50 vs off |")
         add("|---|---|---|---|---|")
         for pace, p in mg.p50_us:

@@ -49,3 +49,17 @@ def test_the_overhead_section_measures_each_adapter_against_plain(redis_standalo
     assert all(f.median > 0 for f in (*rates.values(), *cpu.values()))
     table = rows((rates, cpu))
     assert len(table) == 4 and all(r[2].endswith("x") for r in table[1:])
+
+
+def test_the_migration_section_measures_every_pace_and_phase_in_blocks(redis_standalone: Any, tmp_path: Path) -> None:
+    from tests.benchmarks.bench_migration import BLOCK, PACES, PHASES, measure
+
+    env = {"groups": ("sqlite", "redis"), "sqlite_url": f"sqlite:///{tmp_path / 'h.db'}",
+           "redis_url": redis_standalone.url}
+    notes: list[str] = []
+    mg = measure(env, runs=2, ops=2 * BLOCK, notes=notes)
+    assert notes == [] and mg is not None and mg.source == "sqlite" and mg.blocks == 2
+    assert set(mg.p50_us) == set(mg.p99_us) == {(pace, p) for pace in PACES for p in PHASES}
+    assert all(len(f.runs) == 2 and 0 < f.median <= mg.p99_us[k].median for k, f in mg.p50_us.items())
+    assert set(mg.vs_off) == {(pace, p) for pace in PACES for p in ("shadow", "dual")}
+    assert all(len(f.runs) == 2 and f.median > 0 for f in mg.vs_off.values())
