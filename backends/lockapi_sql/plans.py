@@ -34,8 +34,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from lockapi.spi import Attempt, pause_point
 from lockapi_sql.dialects import Dialect
-from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, key_of, name_hash
-from lockapi_sql.statements import Statements, payload
+from lockapi_sql.schema import COUNTER_SLOT, LOCK, SEMAPHORE, Tables, key_of, name_hash
+from lockapi_sql.statements import Statements
 
 T = TypeVar("T")
 EXEC, ONE, ALL, COUNT, TOKEN, BEGIN, END = range(7)
@@ -114,20 +114,13 @@ class Plans:
         self.tables = tables
         self.sql = sql
         self._begin: Step = (BEGIN, dialect.begin, None)
-        self._notify = {"channel": tables.notify_channel, "sep": HEAD_SEPARATOR}
         self._queued: set[tuple[str, str]] = set()
         """(name hash, holder) of this backend's fair waiters that have a queue entry."""
-
-    def _announce(self, kind: int, digest: str, leaving: str = "") -> dict[str, Any]:
-        """The extra parameters of a releasing statement that announces itself (push wake-ups)."""
-        if not self.sql.notify:
-            return {}
-        return {**self._notify, "payload": payload(kind, digest), "leaving": leaving}
 
     # -- locks ------------------------------------------------------------------------------------------
     def acquire_first(self, name: str, holder: str, ttl: float) -> First[Attempt]:
         """One claim of ``name`` (not fair), direct."""
-        params = {"h": key_of(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        params = {"h": key_of(name), "name": name, "holder": holder, "ttl": us(ttl)}
         return (TOKEN, self.sql.claim, params), self._claimed
 
     def acquire(self, name: str, holder: str, ttl: float) -> Plan[Attempt]:
@@ -144,7 +137,7 @@ class Plans:
         """A fair attempt, as CALLS: a claim that is granted at once if nobody waits (skipped once
         queued), then joining or refreshing the queue and claiming at its head."""
         digest = key_of(name)
-        params = {"h": digest, "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        params = {"h": digest, "name": name, "holder": holder, "ttl": us(ttl)}
         key = (digest, holder)
         if key not in self._queued:  # not queued yet: granted at once if nobody waits
             attempt: Attempt = yield (self._claim, params, self.sql.claim_fair)
@@ -158,16 +151,16 @@ class Plans:
         return attempt
 
     def _claim(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
-        """One claim; on denial, the seconds until the current lease ends. Without RETURNING, a row that
-        does not exist yet is created first (then the claim is tried again)."""
+        """One claim; on denial, the seconds until the current lease ends. A row that does not exist yet
+        is created first (then the claim is tried again)."""
         return unfold(((TOKEN, statement, params), self._claimed))
 
     def _denied(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
         """After a claim that was not granted: see :meth:`_claim`."""
         sql = self.sql
         left = yield (ONE, sql.remaining, params)
-        if left is None:  # no row yet (MariaDB/MySQL): create it, free, and try again
-            yield (EXEC, sql.create, params)
+        if left is None:  # no row yet (a name's first claim): create it, free, and try again
+            yield (EXEC, sql.create, {**params, "kind": LOCK, "slot": 0})
             pause_point("acquire:created")  # the same step in fair mode
             token = yield (TOKEN, statement, params)
             if token is not None:
@@ -198,16 +191,11 @@ class Plans:
     def cancel_wait(self, name: str, holder: str) -> Plan[None]:
         digest = key_of(name)
         self._queued.discard((digest, holder))
-        params = {"h": digest, "holder": holder, **self._announce(LOCK, digest, leaving=holder)}
-        yield (EXEC, self.sql.cancel_wait, params)
+        yield (EXEC, self.sql.cancel_wait, {"h": digest, "holder": holder})
 
     def release_first(self, name: str, holder: str, token: int, semaphore: bool = False) -> First[bool]:
-        kind, statement = (SEMAPHORE, self.sql.release_permit) if semaphore else (LOCK, self.sql.release_lock)
-        digest = key_of(name)
-        params = {"h": digest, "kind": kind, "holder": holder, "token": token}
-        if self.sql.notify:
-            params.update(self._announce(kind, digest, leaving=holder))
-        return (COUNT, statement, params), _matched
+        statement = self.sql.release_permit if semaphore else self.sql.release_lock
+        return (COUNT, statement, {"h": key_of(name), "holder": holder, "token": token}), _matched
 
     def release(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
         return unfold(self.release_first(name, holder, token, semaphore))
@@ -263,8 +251,6 @@ class Plans:
             for digests in chunks(self.dialect, finished):
                 count, params = self._batch({"h": digests})
                 params["holder"] = holder
-                if self.sql.notify:
-                    params.update(channel=self.tables.notify_channel, lock_prefix=payload(LOCK, ""))
                 yield (EXEC, self.sql.free_many(count), params)
             for digest in finished:
                 del got[digest]
@@ -335,6 +321,5 @@ class Plans:
         yield (EXEC, self.sql.set_fence_floor, params)
 
     def force_release(self, name: str) -> Plan[bool]:
-        digest = key_of(name)
-        matched: int = yield (COUNT, self.sql.force_release, {"h": digest, **self._announce(LOCK, digest)})
+        matched: int = yield (COUNT, self.sql.force_release, {"h": key_of(name)})
         return matched > 0
