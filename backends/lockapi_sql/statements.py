@@ -2,12 +2,14 @@
 
 The statements are built when the backend is created and bound per call (no SQL is composed on the hot
 path); the batch statements are built once per batch size. Parameters: ``h`` a row's name hash, ``name``,
-``holder``, ``token``, ``kind``/``slot`` (see :mod:`lockapi_sql.schema`), ``ttl`` in microseconds.
+``holder``, ``token``, ``kind``/``slot`` (see :mod:`lockapi_sql.schema`; literals in the statements that
+only touch lock rows), ``ttl`` in microseconds.
 
 What each statement promises:
 
 * a claim takes a row only if its lease ended (or is the caller's own, so that a retry after a lost
-  reply is granted again instead of orphaning the first grant) and gives it the next fencing token;
+  reply is granted again instead of orphaning the first grant) and gives it the next fencing token; it
+  updates an existing row only (``create`` makes a name's row, see :meth:`lockapi_sql.plans.Plans._denied`);
 * a release ends the lease by setting its expiry to 0 and keeps the holder, so that a retry after a
   lost reply still finds the lease it ended and reports success; an expired lease is not released;
 * with push wake-ups (PostgreSQL), releasing statements announce the name in the same statement,
