@@ -63,8 +63,7 @@ class SQLBackend(Backend):
                               Capability.ITER_DONE, Capability.ADMIN})
     capabilities_vary = "per dialect: see the sqlite, postgresql and mariadb entries"
     contended_pause_points = frozenset({"acquire_fair:denied"})
-    pause_points = contended_pause_points | {"acquire:created"}
-    """Also a name's first claim, which creates its row (:meth:`lockapi_sql.plans.Plans._denied`)."""
+    pause_points = contended_pause_points
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -105,6 +104,8 @@ class SQLBackend(Backend):
         if self._listener is not None:
             caps.add(Capability.PUSH_WAKEUP)
         self.capabilities = frozenset(caps)
+        self.pause_points = self.contended_pause_points | (
+            frozenset() if self.dialect.returning else frozenset({"acquire:created"}))
         self.plans = Plans(self.dialect, self.tables, self.sql)
         """The operations (:mod:`lockapi_sql.plans`), run here by :attr:`connections`."""
         self._schema_lock = threading.Lock()

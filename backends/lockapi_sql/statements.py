@@ -9,7 +9,8 @@ What each statement promises:
 
 * a claim takes a row only if its lease ended (or is the caller's own, so that a retry after a lost
   reply is granted again instead of orphaning the first grant) and gives it the next fencing token; it
-  updates an existing row only (``create`` makes a name's row, see :meth:`lockapi_sql.plans.Plans._denied`);
+  is an UPDATE of an existing row, except a name's first claim (see ``first_claim`` and
+  :class:`lockapi_sql.plans.Plans`);
 * a release ends the lease by setting its expiry to 0 and keeps the holder, so that a retry after a
   lost reply still finds the lease it ended and reports success; an expired lease is not released;
 * with push wake-ups (PostgreSQL), releasing statements announce the name in the same statement,
@@ -68,6 +69,19 @@ class Statements:
         returning = " RETURNING fence" if d.returning else ""
         self.claim = c(claim + returning)
         self.claim_fair = c(f"{claim} AND {no_waiters}{returning}")
+        # A name's first claim (no row yet, or none this backend has seen): RETURNING dialects claim with
+        # an upsert that creates the row (one statement); MariaDB/MySQL with the UPDATE, then ``create``
+        # and the UPDATE again.
+        self.first_claim, self.first_claim_fair = self.claim, self.claim_fair
+        if d.returning:
+            upsert = (d.upsert(L, LEASE_COLUMNS, f"(:h, {LOCK}, 0, :name, :holder, {now} + :ttl, "
+                                                 f"{d.first_fence()}, 0)", LEASE_KEY)
+                      + f"{self._take}, fence = {d.next_fence(L)} WHERE {claimable}")
+            self.first_claim = c(upsert + returning)
+            self.first_claim_fair = c(f"{upsert} AND {no_waiters}{returning}")
+        self.creating = {self.claim: self.first_claim, self.claim_fair: self.first_claim_fair,
+                         self.first_claim: self.first_claim, self.first_claim_fair: self.first_claim_fair}
+        """The first-claim form of each claim statement (RETURNING dialects)."""
         self.create = c(d.insert_missing(L, LEASE_COLUMNS, "(:h, :kind, :slot, :name, NULL, 0, 0, 0)"))
         self.remaining = c(f"SELECT expires_us - {now} FROM {L} WHERE name_hash = :h AND kind = {LOCK} "
                            f"AND slot = 0")

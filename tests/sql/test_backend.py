@@ -155,6 +155,28 @@ def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:
     assert again is not None and again > token
 
 
+def test_a_name_s_first_claim_creates_its_row_and_later_claims_update_it(sql_url: str, make_backend: Factory,
+                                                                          name: str) -> None:
+    """A backend claims names it has seen a row for with a plain UPDATE and others with their first-claim
+    statement; both paths give the same grants, also when a row it knew was deleted by hand under it
+    (the UPDATE finds nothing and the name's row is made again)."""
+    backend, other = make_backend(sql_url), make_backend(sql_url)
+    first = backend.try_acquire(name, "a", 60).token
+    assert first is not None
+    assert other.try_acquire(name, "b", 60).token is None  # other's first claim meets a held row
+    assert backend.release(name, "a", first) is True
+    second = other.try_acquire(name, "b", 60).token  # other knows the row now (its denial read it)
+    assert second is not None and second > first
+    assert backend.try_acquire(name, "a", 60).token is None  # backend's UPDATE, denied
+    assert other.release(name, "b", second) is True
+    with backend.engine.begin() as conn:
+        conn.execute(backend.tables.leases.delete().where(backend.tables.leases.c.name == name))
+    again = backend.try_acquire(name, "a", 60).token  # known to backend, gone from the table
+    assert again is not None
+    assert other.try_acquire(name, "b", 60).token is None
+    assert backend.release(name, "a", again) is True
+
+
 def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
     backend = make_backend(sql_url)
     for awkward in AWKWARD:
