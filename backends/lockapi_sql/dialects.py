@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -271,7 +273,10 @@ class PostgreSQL(_OnConflict):
     aliases = ("postgres",)
     driver = "psycopg"
     needs_watchdog = True
-    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+    now = "CAST(date_part('epoch', clock_timestamp()) * 1000000 AS BIGINT)"
+    """``date_part`` (double precision: rounded to the microsecond, off by at most one) rather than
+    ``EXTRACT`` (numeric since PostgreSQL 14, slower to compute and to multiply): about 1 us less server
+    time per evaluation, five per acquire+release cycle."""
     notifies = True
     arrays = True
     batch_chunk = 10_000
@@ -410,18 +415,39 @@ class MySQL(Dialect):
     _READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
     def connect(self, remaining: float, read_timeout: float | None = None) -> DBAPIConnection:
-        """As :meth:`Dialect.connect`; ``read_timeout`` (default ``timeout``): how long one read of a reply
-        may take (the server-side wait of :mod:`lockapi_sql.waitloop` runs longer than a call)."""
+        """A PyMySQL connection whose socket has the read/write timeouts while it connects and none
+        afterwards: a socket with a timeout waits in ``poll`` before every ``recv`` (two system calls per
+        read, about 6 us of client CPU per acquire+release cycle), while every call on the connection
+        is guarded by the watchdog anyway (:attr:`needs_watchdog`), which shuts the socket down when
+        the call's deadline passes. With ``read_timeout`` the socket keeps its timeouts, one read of a
+        reply taking up to ``read_timeout``: for a connection no watchdog guards (the server-side wait of
+        :mod:`lockapi_sql.waitloop`). The socket is made here (over TCP; PyMySQL makes its own for a Unix
+        socket or a bind address) and handed to PyMySQL's public ``connect(sock)``; PyMySQL sets a
+        socket's timeout only when its own read/write timeout changes, which ours never do."""
         import pymysql  # type: ignore[import-untyped]
 
-        conn = pymysql.connect(**self._session(remaining), read_timeout=read_timeout or self.timeout,
-                               write_timeout=self.timeout)
+        deadline = time.monotonic() + remaining
+        session = self._session(remaining)
+        conn = pymysql.connect(**session, read_timeout=read_timeout or self.timeout, write_timeout=self.timeout,
+                               defer_connect=True)
+        sock = None
         try:
+            if not session.get("unix_socket") and not session.get("bind_address"):
+                sock = socket.create_connection((session.get("host") or "localhost", session.get("port") or 3306),
+                                                max(0.001, deadline - time.monotonic()))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.connect(sock)
             conn.lockapi_cursor = conn.cursor()
             conn.lockapi_cursor.execute(self._READ_COMMITTED)
         except BaseException:
-            conn.close()
+            if conn.open:
+                conn.close()
+            elif sock is not None:
+                sock.close()
             raise
+        if read_timeout is None and sock is not None and sock.fileno() >= 0:  # (TLS: the wrapper keeps it)
+            sock.settimeout(None)
         return conn
 
     async_driver = "aiomysql"

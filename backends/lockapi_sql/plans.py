@@ -34,8 +34,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from lockapi.spi import Attempt, pause_point
 from lockapi_sql.dialects import Dialect
-from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables, key_of, name_hash
-from lockapi_sql.statements import Statements, payload
+from lockapi_sql.schema import COUNTER_SLOT, LOCK, SEMAPHORE, Tables, key_of, name_hash
+from lockapi_sql.statements import Statements
 
 T = TypeVar("T")
 EXEC, ONE, ALL, COUNT, TOKEN, BEGIN, END = range(7)
@@ -76,6 +76,9 @@ def _found(row: Any, step: Step) -> bool:
     return row is not None
 
 
+KNOWN_ROWS = 10_000
+"""Most name hashes :class:`Plans` remembers as having a row (about 1.5 MB)."""
+
 CHUNK = 500
 """Most done markers per page (:meth:`Plans.done_page`); batch statements use the dialect's
 :attr:`~lockapi_sql.dialects.Dialect.batch_chunk`."""
@@ -114,21 +117,19 @@ class Plans:
         self.tables = tables
         self.sql = sql
         self._begin: Step = (BEGIN, dialect.begin, None)
-        self._notify = {"channel": tables.notify_channel, "sep": HEAD_SEPARATOR}
+        self._rows: dict[str, None] = {}
+        """Name hashes of lock rows this backend has seen exist (rows are never deleted): their claims
+        are a plain UPDATE; other names' first claim creates the row (``Statements.first_claim``). Cleared
+        when it reaches :data:`KNOWN_ROWS` (their next claims are upserts again, then UPDATEs)."""
         self._queued: set[tuple[str, str]] = set()
         """(name hash, holder) of this backend's fair waiters that have a queue entry."""
-
-    def _announce(self, kind: int, digest: str, leaving: str = "") -> dict[str, Any]:
-        """The extra parameters of a releasing statement that announces itself (push wake-ups)."""
-        if not self.sql.notify:
-            return {}
-        return {**self._notify, "payload": payload(kind, digest), "leaving": leaving}
 
     # -- locks ------------------------------------------------------------------------------------------
     def acquire_first(self, name: str, holder: str, ttl: float) -> First[Attempt]:
         """One claim of ``name`` (not fair), direct."""
-        params = {"h": key_of(name), "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
-        return (TOKEN, self.sql.claim, params), self._claimed
+        digest = key_of(name)
+        params = {"h": digest, "name": name, "holder": holder, "ttl": us(ttl)}
+        return (TOKEN, self.sql.claim if digest in self._rows else self.sql.first_claim, params), self._claimed
 
     def acquire(self, name: str, holder: str, ttl: float) -> Plan[Attempt]:
         """One claim of ``name`` (not fair)."""
@@ -137,17 +138,28 @@ class Plans:
     def _claimed(self, token: int | None, step: Step) -> Attempt | Then:
         """``finish`` of a claim: granted, or the time left of the current lease (:meth:`_denied`)."""
         if token is not None:
+            if step[2]["h"] not in self._rows:
+                self._seen(step[2]["h"])
             return Attempt(token)
         return Then(self._denied, (step[2], step[1]))
+
+    def _seen(self, digest: str) -> None:
+        """Remember that the lock row of ``digest`` exists (see :attr:`_rows`)."""
+        rows = self._rows
+        if len(rows) >= KNOWN_ROWS:
+            rows.clear()
+        rows[digest] = None
 
     def acquire_fair(self, name: str, holder: str, ttl: float, queue_ttl: float) -> Generator[Any, Any, Attempt]:
         """A fair attempt, as CALLS: a claim that is granted at once if nobody waits (skipped once
         queued), then joining or refreshing the queue and claiming at its head."""
         digest = key_of(name)
-        params = {"h": digest, "kind": LOCK, "slot": 0, "name": name, "holder": holder, "ttl": us(ttl)}
+        params = {"h": digest, "name": name, "holder": holder, "ttl": us(ttl)}
         key = (digest, holder)
         if key not in self._queued:  # not queued yet: granted at once if nobody waits
-            attempt: Attempt = yield (self._claim, params, self.sql.claim_fair)
+            sql = self.sql
+            attempt: Attempt = yield (self._claim, params, sql.claim_fair if digest in self._rows
+                                      else sql.first_claim_fair)
             if attempt.granted:
                 return attempt
             pause_point("acquire_fair:denied")
@@ -158,18 +170,24 @@ class Plans:
         return attempt
 
     def _claim(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
-        """One claim; on denial, the seconds until the current lease ends. Without RETURNING, a row that
-        does not exist yet is created first (then the claim is tried again)."""
+        """One claim; on denial, the seconds until the current lease ends. A row that does not exist yet
+        is created: by the claim as an upsert (RETURNING dialects), or first (then the claim is tried
+        again)."""
         return unfold(((TOKEN, statement, params), self._claimed))
 
     def _denied(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
         """After a claim that was not granted: see :meth:`_claim`."""
         sql = self.sql
         left = yield (ONE, sql.remaining, params)
-        if left is None:  # no row yet (MariaDB/MySQL): create it, free, and try again
-            yield (EXEC, sql.create, params)
-            pause_point("acquire:created")  # the same step in fair mode
-            token = yield (TOKEN, statement, params)
+        if left is not None:
+            self._seen(params["h"])
+        else:  # no row yet (a name's first claim)
+            if self.dialect.returning:  # one upsert creates the row and claims it
+                token = yield (TOKEN, sql.creating[statement], params)
+            else:  # create it, free, and try again
+                yield (EXEC, sql.create, {**params, "kind": LOCK, "slot": 0})
+                pause_point("acquire:created")  # the same step in fair mode
+                token = yield (TOKEN, statement, params)
             if token is not None:
                 return Attempt(token)
             left = yield (ONE, sql.remaining, params)
@@ -198,16 +216,11 @@ class Plans:
     def cancel_wait(self, name: str, holder: str) -> Plan[None]:
         digest = key_of(name)
         self._queued.discard((digest, holder))
-        params = {"h": digest, "holder": holder, **self._announce(LOCK, digest, leaving=holder)}
-        yield (EXEC, self.sql.cancel_wait, params)
+        yield (EXEC, self.sql.cancel_wait, {"h": digest, "holder": holder})
 
     def release_first(self, name: str, holder: str, token: int, semaphore: bool = False) -> First[bool]:
-        kind, statement = (SEMAPHORE, self.sql.release_permit) if semaphore else (LOCK, self.sql.release_lock)
-        digest = key_of(name)
-        params = {"h": digest, "kind": kind, "holder": holder, "token": token}
-        if self.sql.notify:
-            params.update(self._announce(kind, digest, leaving=holder))
-        return (COUNT, statement, params), _matched
+        statement = self.sql.release_permit if semaphore else self.sql.release_lock
+        return (COUNT, statement, {"h": key_of(name), "holder": holder, "token": token}), _matched
 
     def release(self, name: str, holder: str, token: int, semaphore: bool = False) -> Plan[bool]:
         return unfold(self.release_first(name, holder, token, semaphore))
@@ -263,8 +276,6 @@ class Plans:
             for digests in chunks(self.dialect, finished):
                 count, params = self._batch({"h": digests})
                 params["holder"] = holder
-                if self.sql.notify:
-                    params.update(channel=self.tables.notify_channel, lock_prefix=payload(LOCK, ""))
                 yield (EXEC, self.sql.free_many(count), params)
             for digest in finished:
                 del got[digest]
@@ -335,6 +346,5 @@ class Plans:
         yield (EXEC, self.sql.set_fence_floor, params)
 
     def force_release(self, name: str) -> Plan[bool]:
-        digest = key_of(name)
-        matched: int = yield (COUNT, self.sql.force_release, {"h": digest, **self._announce(LOCK, digest)})
+        matched: int = yield (COUNT, self.sql.force_release, {"h": key_of(name)})
         return matched > 0

@@ -2,12 +2,15 @@
 
 The statements are built when the backend is created and bound per call (no SQL is composed on the hot
 path); the batch statements are built once per batch size. Parameters: ``h`` a row's name hash, ``name``,
-``holder``, ``token``, ``kind``/``slot`` (see :mod:`lockapi_sql.schema`), ``ttl`` in microseconds.
+``holder``, ``token``, ``kind``/``slot`` (see :mod:`lockapi_sql.schema`; literals in the statements that
+only touch lock rows), ``ttl`` in microseconds.
 
 What each statement promises:
 
 * a claim takes a row only if its lease ended (or is the caller's own, so that a retry after a lost
-  reply is granted again instead of orphaning the first grant) and gives it the next fencing token;
+  reply is granted again instead of orphaning the first grant) and gives it the next fencing token; it
+  is an UPDATE of an existing row, except a name's first claim (see ``first_claim`` and
+  :class:`lockapi_sql.plans.Plans`);
 * a release ends the lease by setting its expiry to 0 and keeps the holder, so that a retry after a
   lost reply still finds the lease it ended and reports success; an expired lease is not released;
 * with push wake-ups (PostgreSQL), releasing statements announce the name in the same statement,
@@ -34,8 +37,18 @@ def _in(prefix: str, count: int) -> str:
     return "IN (" + ", ".join(f":{prefix}{i}" for i in range(count)) + ")"
 
 
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled). For constants the backend chooses when it builds
+    its statements (the NOTIFY channel, payload prefixes), never for a caller's input."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class Statements:
-    """The statements for one dialect and table prefix, in the driver's parameter style."""
+    """The statements for one dialect and table prefix, in the driver's parameter style.
+
+    Constants are SQL literals, not parameters: a lock row's ``kind``/``slot`` in the lock statements, the
+    NOTIFY channel, the payload prefixes and the head separator (each bound parameter costs the driver
+    adapting or escaping it per call)."""
 
     def __init__(self, dialect: Dialect, tables: Tables, *, notify: bool) -> None:
         self.dialect = dialect
@@ -43,42 +56,66 @@ class Statements:
         d, now = dialect, dialect.now
         L, W, D = tables.leases.name, tables.waiters.name, tables.done.name
         self._L, self._W, self._D = L, W, D
+        self._channel = tables.notify_channel
         c = d.compile
-        take = (f"holder = :holder, expires_us = {now} + :ttl" if not d.returning else
-                f"holder = {d.new('holder')}, expires_us = {d.new('expires_us')}")
         claimable = f"({L}.expires_us <= {now} OR {L}.holder = :holder)"
         no_waiters = f"NOT EXISTS (SELECT 1 FROM {W} WHERE name_hash = :h AND expires_us > {now})"
-        self._take, self._claimable = take, claimable
+        self._claimable = claimable
+        self._take = f"holder = {d.new('holder')}, expires_us = {d.new('expires_us')}"  # batch upserts
+        # A claim updates the lock's existing row (the usual case); a claim that matched nothing is
+        # followed by ``remaining``, and by ``create`` and the claim again if the row does not exist yet
+        # (plans.Plans._denied). An upsert per claim cost PostgreSQL more server time than the rare
+        # extra round trips of a name's first claim.
+        claim = (f"UPDATE {L} SET fence = {d.next_fence(L)}, holder = :holder, expires_us = {now} + :ttl "
+                 f"WHERE name_hash = :h AND kind = {LOCK} AND slot = 0 AND {claimable}")
+        returning = " RETURNING fence" if d.returning else ""
+        self.claim = c(claim + returning)
+        self.claim_fair = c(f"{claim} AND {no_waiters}{returning}")
+        # A name's first claim (no row yet, or none this backend has seen): RETURNING dialects claim with
+        # an upsert that creates the row (one statement); MariaDB/MySQL with the UPDATE, then ``create``
+        # and the UPDATE again.
+        self.first_claim, self.first_claim_fair = self.claim, self.claim_fair
         if d.returning:
-            claim = (d.upsert(L, LEASE_COLUMNS, f"(:h, :kind, :slot, :name, :holder, {now} + :ttl, "
-                                                f"{d.first_fence()}, 0)", LEASE_KEY)
-                     + f"{take}, fence = {d.next_fence(L)} WHERE {claimable}")
-            self.claim = c(claim + " RETURNING fence")
-            self.claim_fair = c(f"{claim} AND {no_waiters} RETURNING fence")
-        else:
-            claim = (f"UPDATE {L} SET fence = {d.next_fence(L)}, {take} "
-                     f"WHERE name_hash = :h AND kind = :kind AND slot = :slot AND {claimable}")
-            self.claim = c(claim)
-            self.claim_fair = c(f"{claim} AND {no_waiters}")
+            upsert = (d.upsert(L, LEASE_COLUMNS, f"(:h, {LOCK}, 0, :name, :holder, {now} + :ttl, "
+                                                 f"{d.first_fence()}, 0)", LEASE_KEY)
+                      + f"{self._take}, fence = {d.next_fence(L)} WHERE {claimable}")
+            self.first_claim = c(upsert + returning)
+            self.first_claim_fair = c(f"{upsert} AND {no_waiters}{returning}")
+        self.creating = {self.claim: self.first_claim, self.claim_fair: self.first_claim_fair,
+                         self.first_claim: self.first_claim, self.first_claim_fair: self.first_claim_fair}
+        """The first-claim form of each claim statement (RETURNING dialects)."""
         self.create = c(d.insert_missing(L, LEASE_COLUMNS, "(:h, :kind, :slot, :name, NULL, 0, 0, 0)"))
-        self.remaining = c(f"SELECT expires_us - {now} FROM {L} WHERE name_hash = :h AND kind = :kind "
-                           f"AND slot = :slot")
+        self.remaining = c(f"SELECT expires_us - {now} FROM {L} WHERE name_hash = :h AND kind = {LOCK} "
+                           f"AND slot = 0")
 
-        mine = "name_hash = :h AND kind = :kind AND slot >= 0 AND holder = :holder AND fence = :token"
-        head = (f"(SELECT q.holder FROM {W} q WHERE q.name_hash = :h AND q.expires_us > {now} "
-                f"AND q.holder <> :leaving ORDER BY q.seq LIMIT 1)")
-        announce_head = f" RETURNING pg_notify(:channel, CAST(:payload AS text) || COALESCE(:sep || {head}, ''))"
-        announce = " RETURNING pg_notify(:channel, CAST(:payload AS text))"
-        release = f"UPDATE {L} SET expires_us = 0 WHERE {mine} AND (expires_us > {now} OR expires_us = 0)"
-        self.release_lock = c(release + (announce_head if self.notify else ""))
-        self.release_permit = c(release + (announce if self.notify else ""))
-        self.extend = c(f"UPDATE {L} SET expires_us = {now} + :ttl WHERE {mine} AND expires_us > {now}")
-        self.holds = c(f"SELECT 1 FROM {L} WHERE {mine} AND expires_us > {now}")
+        def mine(kind: int | str) -> str:
+            return f"name_hash = :h AND kind = {kind} AND slot >= 0 AND holder = :holder AND fence = :token"
+
+        channel = literal(tables.notify_channel)
+
+        def announce(kind: int, leaving: str | None) -> str:
+            """A releasing statement's announcement (push wake-ups): the kind's payload for the name,
+            addressed (locks) to the head of its fair queue other than ``leaving`` (SQL), if any."""
+            if not self.notify:
+                return ""
+            if leaving is None:
+                return f" RETURNING pg_notify({channel}, {literal(payload(kind, ''))} || :h)"
+            head = (f"(SELECT q.holder FROM {W} q WHERE q.name_hash = :h AND q.expires_us > {now} "
+                    f"AND q.holder <> {leaving} ORDER BY q.seq LIMIT 1)")
+            return (f" RETURNING pg_notify({channel}, {literal(payload(kind, ''))} || :h "
+                    f"|| COALESCE({literal(HEAD_SEPARATOR)} || {head}, ''))")
+
+        def release(kind: int) -> str:
+            return f"UPDATE {L} SET expires_us = 0 WHERE {mine(kind)} AND (expires_us > {now} OR expires_us = 0)"
+
+        self.release_lock = c(release(LOCK) + announce(LOCK, ":holder"))
+        self.release_permit = c(release(SEMAPHORE) + announce(SEMAPHORE, None))
+        self.extend = c(f"UPDATE {L} SET expires_us = {now} + :ttl WHERE {mine(':kind')} AND expires_us > {now}")
+        self.holds = c(f"SELECT 1 FROM {L} WHERE {mine(':kind')} AND expires_us > {now}")
         self.inspect = c(f"SELECT holder, fence, expires_us - {now} FROM {L} WHERE name_hash = :h "
                          f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}")
         self.force_release = c(f"UPDATE {L} SET expires_us = 0, holder = NULL WHERE name_hash = :h "
-                               f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}"
-                               + (announce_head if self.notify else ""))
+                               f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}" + announce(LOCK, "''"))
 
         # -- the fair queue (one transaction that row-locks the name's lease row first) -------------------
         self.lock_name = c(f"SELECT fence FROM {L} WHERE name_hash = :h AND kind = {LOCK} AND slot = 0"
@@ -90,7 +127,7 @@ class Statements:
         self.queue_head = c(f"SELECT holder FROM {W} WHERE name_hash = :h ORDER BY seq LIMIT 1")
         self.leave_queue = c(f"DELETE FROM {W} WHERE name_hash = :h AND holder = :holder")
         self.cancel_wait = c(f"DELETE FROM {W} WHERE name_hash = :h AND holder = :holder"
-                             + (announce_head if self.notify else ""))
+                             + announce(LOCK, ":holder"))
 
         # -- semaphores (one transaction serialised by the counter row) -----------------------------------
         if d.returning:
@@ -159,7 +196,8 @@ class Statements:
     @lru_cache(maxsize=64)  # noqa: B019
     def free_many(self, count: int) -> str:
         """End ``holder``'s leases on ``h<i>`` (announcing each, with push wake-ups)."""
-        announce = " RETURNING pg_notify(:channel, CAST(:lock_prefix AS text) || name_hash)" if self.notify else ""
+        announce = (f" RETURNING pg_notify({literal(self._channel)}, {literal(payload(LOCK, ''))} || name_hash)"
+                    if self.notify else "")
         return self.dialect.compile(f"UPDATE {self._L} SET expires_us = 0 WHERE name_hash {_in('h', count)} "
                                     f"AND kind = {LOCK} AND slot = 0 AND holder = :holder{announce}")
 

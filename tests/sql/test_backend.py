@@ -155,6 +155,28 @@ def test_force_release(sql_url: str, make_backend: Factory, name: str) -> None:
     assert again is not None and again > token
 
 
+def test_a_name_s_first_claim_creates_its_row_and_later_claims_update_it(sql_url: str, make_backend: Factory,
+                                                                          name: str) -> None:
+    """A backend claims names it has seen a row for with a plain UPDATE and others with their first-claim
+    statement; both paths give the same grants, also when a row it knew was deleted by hand under it
+    (the UPDATE finds nothing and the name's row is made again)."""
+    backend, other = make_backend(sql_url), make_backend(sql_url)
+    first = backend.try_acquire(name, "a", 60).token
+    assert first is not None
+    assert other.try_acquire(name, "b", 60).token is None  # other's first claim meets a held row
+    assert backend.release(name, "a", first) is True
+    second = other.try_acquire(name, "b", 60).token  # other knows the row now (its denial read it)
+    assert second is not None and second > first
+    assert backend.try_acquire(name, "a", 60).token is None  # backend's UPDATE, denied
+    assert other.release(name, "b", second) is True
+    with backend.engine.begin() as conn:
+        conn.execute(backend.tables.leases.delete().where(backend.tables.leases.c.name == name))
+    again = backend.try_acquire(name, "a", 60).token  # known to backend, gone from the table
+    assert again is not None
+    assert other.try_acquire(name, "b", 60).token is None
+    assert backend.release(name, "a", again) is True
+
+
 def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
     backend = make_backend(sql_url)
     for awkward in AWKWARD:
@@ -193,7 +215,9 @@ def test_closed_port_is_backend_unavailable_within_timeout(make_backend: Factory
 
 def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, make_backend: Factory,
                                                               name: str) -> None:
-    """A server that accepts but never answers (SIGSTOP) is bounded by PyMySQL's socket timeouts."""
+    """A server that accepts but never answers (SIGSTOP): a call on a pooled connection (whose socket has
+    no timeout once connected) is cut by the watchdog, and a new connection's handshake is bounded by
+    PyMySQL's socket timeouts, which it keeps until it is connected."""
     import signal
 
     from tests.servers.mariadb import mariadb_server
@@ -201,11 +225,13 @@ def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, ma
     with mariadb_server() as server:
         backend = make_backend(server.url, timeout=2.0)
         assert backend.try_acquire(name, "h", 30).token == 1
+        fresh = make_backend(server.url, timeout=2.0, create_schema=False)  # no connection yet
         server.process.signal(signal.SIGSTOP)
         try:
-            started = time.monotonic()
-            with pytest.raises(BackendUnavailable):
-                backend.try_acquire(name, "h2", 30)
-            assert time.monotonic() - started < 2.0 * 2 + 1.0
+            for which in (backend, fresh):
+                started = time.monotonic()
+                with pytest.raises(BackendUnavailable):
+                    which.try_acquire(name, "h2", 30)
+                assert time.monotonic() - started < 2.0 * 2 + 1.0
         finally:
             server.process.signal(signal.SIGCONT)
