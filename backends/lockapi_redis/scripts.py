@@ -17,13 +17,21 @@ Conventions shared by all scripts:
   lexicographically) because Lua numbers are doubles, exact only below 2^53.
 * Fencing: ``token = max(counter + 1, TIME in microseconds)``; the time floor keeps tokens increasing
   even after a restart that lost every key. The same floor lets an idle counter expire: a grant whose
-  token is the TIME floor stores it with a ttl of ``FENCE_TTL_MS`` (0: forever), since any later TIME
-  is greater. A counter ahead of TIME (a floor set above it) counts on by INCR and never expires.
+  token is the TIME floor stores it with a ttl of ``FENCE_TTL_MS`` (false: forever), since any later
+  TIME is greater. A counter not behind TIME (a floor set above it, a clock step back, two grants in one
+  microsecond) is stored back without a ttl and counts on by INCR: it never expires while ahead, and
+  the next grant that finds it behind TIME floors it and gives it the ttl again.
 * Names only ever travel in KEYS and holders/values in ARGV: nothing from the application is
   formatted into a script. The only substitutions are the settings: the publish command (PUBLISH or
   SPUBLISH) and the fence counter ttl.
 * Numbers passed back to Redis go through ``int()`` (``string.format('%d')``), since Lua would print
-  large numbers in exponent notation.
+  large numbers in exponent notation. On the common path of the per-cycle scripts (ACQUIRE, RELEASE)
+  every argument to ``redis.call`` is already a string: a Lua number is formatted with ``sprintf`` on
+  each call, and redis-server's time per script is what a lock cycle costs on the server.
+* Cost, measured as redis-server instructions per uncontended acquire+release (callgrind, redis 7.0):
+  a ``redis.call`` that writes costs about 8k, one that reads about 3k, a Lua closure (a helper) about
+  0.7k, a round trip with a trivial script about 21k (reading, parsing, answering); so the common
+  path saves calls (SET ... GET instead of GET + SET for the counter) before anything else.
 """
 
 from __future__ import annotations
@@ -43,19 +51,31 @@ _HELPERS: list[tuple[str, str]] = [
 end
 """),
     ("greater", "local function greater(a, b) return #a > #b or (#a == #b and a > b) end\n"),
-    # The next fencing token; the common case (the counter is behind the clock) is GET + TIME + SET.
+    # The next fencing token. The common case (the counter is behind the clock, or gone) is TIME + one
+    # SET ... GET that stores the floor and returns the old counter in the same call (Redis >= 6.2; an
+    # older server refuses the GET option and the pcall falls back to GET + SET). A counter that was not
+    # behind the clock is put back without a ttl and counts on by INCR (see the module).
     ("next_token", """local function next_token(counter)
-  local c = redis.call('GET', counter)
   local t = redis.call('TIME')
-  local floor = t[1] .. string.format('%06d', tonumber(t[2]))
-  if c and not greater(floor, c) then  -- not behind the clock: count on (the counter keeps its ttl)
+  local floor = t[1] .. string.sub('00000' .. t[2], -6)
+  local c
+  if FENCE_TTL_MS then
+    c = redis.pcall('SET', counter, floor, 'PX', FENCE_TTL_MS, 'GET')
+  else
+    c = redis.pcall('SET', counter, floor, 'GET')
+  end
+  if type(c) == 'table' then  -- Redis < 6.2 has no SET ... GET; a real error is raised again below
+    c = redis.call('GET', counter)
+    if FENCE_TTL_MS then
+      redis.call('SET', counter, floor, 'PX', FENCE_TTL_MS)
+    else
+      redis.call('SET', counter, floor)
+    end
+  end
+  if c and not greater(floor, c) then  -- not behind the clock: put back, count on
+    redis.call('SET', counter, c)
     redis.call('INCR', counter)
     return redis.call('GET', counter)
-  end
-  if FENCE_TTL_MS > 0 then
-    redis.call('SET', counter, floor, 'PX', FENCE_TTL_MS)
-  else
-    redis.call('SET', counter, floor)
   end
   return floor
 end
@@ -70,17 +90,18 @@ end
 end
 """),
     # The fair waiter to wake when the lock is free: the first queue entry that has not expired ('' when
-    # there is none: the message then wakes every watcher).
+    # there is none: the message then wakes every watcher). The common case is one LINDEX of a missing key.
     ("next_waiter", """local function next_waiter(queue, qtime)
-  local i, now = 0, nil
-  while true do
-    local w = redis.call('LINDEX', queue, i)
-    if not w then return '' end
-    now = now or now_ms()
+  local w = redis.call('LINDEX', queue, '0')
+  if not w then return '' end
+  local now, i = now_ms(), 0
+  while w do
     local s = redis.call('ZSCORE', qtime, w)
     if s and tonumber(s) > now then return w end
     i = i + 1
+    w = redis.call('LINDEX', queue, i)
   end
+  return ''
 end
 """),
     ("expire_at_last", """local function expire_at_last(zkey)
@@ -129,7 +150,10 @@ class ScriptSpec:
         closure per helper is built on every run, so a script carries no others), prologue, body."""
         if publish not in ("PUBLISH", "SPUBLISH"):
             raise ValueError(publish)
-        settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {int(fence_ttl_ms)}\n"
+        # FENCE_TTL_MS is a string (or false for none): a Lua number passed to redis.call is formatted
+        # with sprintf on every call.
+        ttl = f"'{int(fence_ttl_ms)}'" if int(fence_ttl_ms) > 0 else "false"
+        settings = f"local PUBLISH = '{publish}'\nlocal FENCE_TTL_MS = {ttl}\n"
         return settings + _helpers_for(self.body) + self.prologue() + self.body
 
 

@@ -87,3 +87,32 @@ def test_data_written_before_the_declarations_is_still_understood(redis_standalo
         client.delete("lockapi:{legacy}:lock", "lockapi:{legacy}:fence")
         client.close()
         be.close()
+
+
+@pytest.mark.parametrize("fence_ttl_ms", [60_000, 0])
+def test_the_fence_counter_path_for_servers_without_set_get(redis_standalone: RedisServer, fence_ttl_ms: int) -> None:
+    """Redis < 6.2 refuses ``SET ... GET``; next_token then reads and sets the counter in two calls. The
+    tested server has the option, so the script is run with it spelt as an option no server knows, which
+    fails the same way (a syntax error caught by the pcall)."""
+    acquire = Scripts.compile("PUBLISH", fence_ttl_ms).acquire.text
+    assert acquire.count("'GET')") == 2
+    old_server = acquire.replace("'GET')", "'NO-SUCH-OPTION')")
+    client = redis_standalone.client()
+    lock, fence = "lockapi:{old-server}:lock", "lockapi:{old-server}:fence"
+    try:
+        for text in (acquire, old_server):
+            client.delete(lock, fence)
+            seconds, micros = client.time()
+            first = int(client.eval(text, 2, lock, fence, "h", 30_000))
+            assert first >= seconds * 1_000_000 + micros  # the clock floor
+            assert client.get(fence) == str(first).encode()
+            assert (0 < client.pttl(fence) <= fence_ttl_ms) if fence_ttl_ms else client.pttl(fence) == -1
+            client.delete(lock)
+            ahead = first + 3_600_000_000  # an hour ahead of the clock: counted on, kept without a ttl
+            client.set(fence, str(ahead), px=60_000)
+            assert int(client.eval(text, 2, lock, fence, "h", 30_000)) == ahead + 1
+            assert client.get(fence) == str(ahead + 1).encode() and client.pttl(fence) == -1
+            assert client.get(lock) == f"{ahead + 1}:h".encode()
+    finally:
+        client.delete(lock, fence)
+        client.close()
