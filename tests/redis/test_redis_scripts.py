@@ -116,3 +116,31 @@ def test_the_fence_counter_path_for_servers_without_set_get(redis_standalone: Re
     finally:
         client.delete(lock, fence)
         client.close()
+
+
+def test_the_per_cycle_scripts_build_no_closure_and_pass_no_lua_number_on_the_common_path() -> None:
+    """A local function is a closure built on every run, and a Lua number passed to redis.call is
+    formatted with sprintf on every call: the scripts of an uncontended acquire + release have neither
+    (module docstring: cost)."""
+    for fence_ttl_ms in (1000, 0):
+        compiled = Scripts.compile("PUBLISH", fence_ttl_ms)
+        for script in (compiled.acquire, compiled.release):
+            assert "function" not in script.text, script.spec.name
+        assert "redis.call('LINDEX', queue, '0')" in compiled.release.text
+    assert "local FENCE_TTL_MS = '1000'\n" in Scripts.compile("PUBLISH", 1000).acquire.text
+    assert "local FENCE_TTL_MS = false\n" in Scripts.compile("PUBLISH", 0).acquire.text
+
+
+def test_an_inlined_helper_is_called_on_a_line_of_its_own_with_a_name_its_block_does_not_use() -> None:
+    ok = ScriptSpec("ok", keys=("lock", "fence"), args=(), body="local tok = next_token(fence)\nreturn tok .. lock\n")
+    text = ok.source("PUBLISH", 0)
+    assert "next_token(" not in text and "local tok\ndo\n  local counter = fence\n" in text
+    nested = ScriptSpec("in_expression", keys=("lock", "fence"), args=(), body="return next_token(fence) .. lock\n")
+    with pytest.raises(ValueError, match="call it on a line of its own"):
+        nested.source("PUBLISH", 0)
+    clash = ScriptSpec("clash", keys=("lock", "fence"), args=(), body="local floor = next_token(fence)\nreturn lock\n")
+    with pytest.raises(ValueError, match="cannot be named 'floor'"):
+        clash.source("PUBLISH", 0)
+    arity = ScriptSpec("arity", keys=("lock",), args=(), body="local t = now_ms(lock)\nreturn t\n")
+    with pytest.raises(ValueError, match="takes 0 arguments"):
+        arity.source("PUBLISH", 0)
