@@ -122,6 +122,25 @@ def test_a_counter_moved_ahead_of_the_clock_never_expires(redis_standalone: Redi
         be.close()
 
 
+def test_a_counter_ahead_of_the_clock_with_a_ttl_counts_on_and_loses_the_ttl(
+        redis_standalone: RedisServer, name: str) -> None:
+    """The grant stores the clock floor and reads the old counter in one SET ... GET; a counter that was
+    ahead (here with a ttl, as after a clock step back) is put back, counted on, and kept without expiry."""
+    be = backend(redis_standalone.url, fence_ttl=0.5)
+    client = redis_standalone.client()
+    try:
+        fence = be.keys.base(name) + ":fence"
+        seconds, micros = client.time()
+        ahead = (seconds + 3600) * 1_000_000 + micros  # an hour ahead of the server's clock
+        client.set(fence, str(ahead), px=60_000)
+        token = be.try_acquire(name, "h", 30).token
+        assert token == ahead + 1 and be.release(name, "h", token)
+        assert client.get(fence) == str(ahead + 1).encode() and client.pttl(fence) == -1
+    finally:
+        client.close()
+        be.close()
+
+
 def test_fence_ttl_zero_keeps_counters_forever(redis_standalone: RedisServer, name: str) -> None:
     be = backend(redis_standalone.url, fence_ttl=0)
     client = redis_standalone.client()

@@ -87,3 +87,60 @@ def test_data_written_before_the_declarations_is_still_understood(redis_standalo
         client.delete("lockapi:{legacy}:lock", "lockapi:{legacy}:fence")
         client.close()
         be.close()
+
+
+@pytest.mark.parametrize("fence_ttl_ms", [60_000, 0])
+def test_the_fence_counter_path_for_servers_without_set_get(redis_standalone: RedisServer, fence_ttl_ms: int) -> None:
+    """Redis < 6.2 refuses ``SET ... GET``; next_token then reads and sets the counter in two calls. The
+    tested server has the option, so the script is run with it spelt as an option no server knows, which
+    fails the same way (a syntax error caught by the pcall)."""
+    acquire = Scripts.compile("PUBLISH", fence_ttl_ms).acquire.text
+    assert acquire.count("'GET')") == 2
+    old_server = acquire.replace("'GET')", "'NO-SUCH-OPTION')")
+    client = redis_standalone.client()
+    lock, fence = "lockapi:{old-server}:lock", "lockapi:{old-server}:fence"
+    try:
+        for text in (acquire, old_server):
+            client.delete(lock, fence)
+            seconds, micros = client.time()
+            first = int(client.eval(text, 2, lock, fence, "h", 30_000))
+            assert first >= seconds * 1_000_000 + micros  # the clock floor
+            assert client.get(fence) == str(first).encode()
+            assert (0 < client.pttl(fence) <= fence_ttl_ms) if fence_ttl_ms else client.pttl(fence) == -1
+            client.delete(lock)
+            ahead = first + 3_600_000_000  # an hour ahead of the clock: counted on, kept without a ttl
+            client.set(fence, str(ahead), px=60_000)
+            assert int(client.eval(text, 2, lock, fence, "h", 30_000)) == ahead + 1
+            assert client.get(fence) == str(ahead + 1).encode() and client.pttl(fence) == -1
+            assert client.get(lock) == f"{ahead + 1}:h".encode()
+    finally:
+        client.delete(lock, fence)
+        client.close()
+
+
+def test_the_per_cycle_scripts_build_no_closure_and_pass_no_lua_number_on_the_common_path() -> None:
+    """A local function is a closure built on every run, and a Lua number passed to redis.call is
+    formatted with sprintf on every call: the scripts of an uncontended acquire + release have neither
+    (module docstring: cost)."""
+    for fence_ttl_ms in (1000, 0):
+        compiled = Scripts.compile("PUBLISH", fence_ttl_ms)
+        for script in (compiled.acquire, compiled.release):
+            assert "function" not in script.text, script.spec.name
+        assert "redis.call('LINDEX', queue, '0')" in compiled.release.text
+    assert "local FENCE_TTL_MS = '1000'\n" in Scripts.compile("PUBLISH", 1000).acquire.text
+    assert "local FENCE_TTL_MS = false\n" in Scripts.compile("PUBLISH", 0).acquire.text
+
+
+def test_an_inlined_helper_is_called_on_a_line_of_its_own_with_a_name_its_block_does_not_use() -> None:
+    ok = ScriptSpec("ok", keys=("lock", "fence"), args=(), body="local tok = next_token(fence)\nreturn tok .. lock\n")
+    text = ok.source("PUBLISH", 0)
+    assert "next_token(" not in text and "local tok\ndo\n  local counter = fence\n" in text
+    nested = ScriptSpec("in_expression", keys=("lock", "fence"), args=(), body="return next_token(fence) .. lock\n")
+    with pytest.raises(ValueError, match="call it on a line of its own"):
+        nested.source("PUBLISH", 0)
+    clash = ScriptSpec("clash", keys=("lock", "fence"), args=(), body="local floor = next_token(fence)\nreturn lock\n")
+    with pytest.raises(ValueError, match="cannot be named 'floor'"):
+        clash.source("PUBLISH", 0)
+    arity = ScriptSpec("arity", keys=("lock",), args=(), body="local t = now_ms(lock)\nreturn t\n")
+    with pytest.raises(ValueError, match="takes 0 arguments"):
+        arity.source("PUBLISH", 0)
