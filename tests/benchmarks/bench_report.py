@@ -150,8 +150,10 @@ def write(res: Results, out: Path) -> None:
         add(f"One process, one name, `try_acquire` then `release`, for {m['cycle_seconds']} s per run; the runs "
             "of all subjects interleave (round i measures every subject once). `vs raw` is the run-by-run "
             "ratio to the raw client of the same server doing the minimum: Redis `SET NX PX` + Lua "
-            "compare-and-delete; PostgreSQL/MariaDB one conditional `UPDATE` to take a pre-created row and "
-            "one to give it back (autocommit); Hazelcast `IMap.try_lock`/`unlock`. `client CPU` is the "
+            "compare-and-delete; SQLite/PostgreSQL/MariaDB one conditional `UPDATE` taking a pre-created row "
+            "with the database clock and returning `fence + 1` (issue #14's anchor; MariaDB through "
+            "`LAST_INSERT_ID(expr)`), one giving it back (autocommit); Hazelcast `IMap.try_lock`/`unlock`. "
+            "`client CPU` is the "
             "benchmark process's CPU time per cycle (all its threads): the client library's own cost, which "
             "the machine's load barely moves, unlike the rate.\n")
         if res.cycle_server:

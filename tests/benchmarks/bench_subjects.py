@@ -195,7 +195,8 @@ class RawRedisAsync(AsyncLocker):
 
 
 class RawPostgres(Locker):
-    """One conditional UPDATE to take a pre-created row, one to give it back (psycopg 3, autocommit)."""
+    """One conditional UPDATE taking a pre-created row with the database clock and returning ``fence + 1``
+    (issue #14's raw anchor), one giving it back (psycopg 3, autocommit, prepared)."""
 
     def __init__(self, env: Env) -> None:
         import psycopg
@@ -203,7 +204,7 @@ class RawPostgres(Locker):
         self.conn = psycopg.connect(host="127.0.0.1", port=env["pg_port"], user="postgres", dbname="postgres",
                                     autocommit=True)
         self.conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (name text PRIMARY KEY, holder text, "
-                          "expires timestamptz NOT NULL DEFAULT 'epoch')")
+                          "expires timestamptz NOT NULL DEFAULT 'epoch', fence bigint NOT NULL DEFAULT 0)")
         self.known: set[str] = set()
 
     def try_acquire(self, name: str) -> Any:
@@ -212,9 +213,11 @@ class RawPostgres(Locker):
             self.known.add(name)
         token = secrets.token_hex(8)
         cur = self.conn.execute(
-            "UPDATE bench_raw SET holder = %s, expires = clock_timestamp() + interval '10 seconds' "
-            "WHERE name = %s AND (holder IS NULL OR expires < clock_timestamp())", (token, name), prepare=True)
-        return (name, token) if cur.rowcount == 1 else None
+            "UPDATE bench_raw SET holder = %s, expires = clock_timestamp() + interval '10 seconds', "
+            "fence = fence + 1 "
+            "WHERE name = %s AND (holder IS NULL OR expires < clock_timestamp()) RETURNING fence", (token, name),
+            prepare=True)
+        return (name, token) if cur.fetchone() is not None else None
 
     def release(self, handle: Any) -> None:
         self.conn.execute("UPDATE bench_raw SET holder = NULL WHERE name = %s AND holder = %s", handle,
@@ -235,7 +238,7 @@ class RawPostgresAsync(AsyncLocker):
             host="127.0.0.1", port=env["pg_port"], user="postgres", dbname="postgres", autocommit=True))
         self.loop.run_until_complete(self.conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_rawaio (name text PRIMARY KEY, holder text, "
-            "expires timestamptz NOT NULL DEFAULT 'epoch')"))
+            "expires timestamptz NOT NULL DEFAULT 'epoch', fence bigint NOT NULL DEFAULT 0)"))
         self.known: set[str] = set()
 
     async def a_try_acquire(self, name: str) -> Any:
@@ -244,9 +247,11 @@ class RawPostgresAsync(AsyncLocker):
             self.known.add(name)
         token = secrets.token_hex(8)
         cur = await self.conn.execute(
-            "UPDATE bench_rawaio SET holder = %s, expires = clock_timestamp() + interval '10 seconds' "
-            "WHERE name = %s AND (holder IS NULL OR expires < clock_timestamp())", (token, name), prepare=True)
-        return (name, token) if cur.rowcount == 1 else None
+            "UPDATE bench_rawaio SET holder = %s, expires = clock_timestamp() + interval '10 seconds', "
+            "fence = fence + 1 "
+            "WHERE name = %s AND (holder IS NULL OR expires < clock_timestamp()) RETURNING fence", (token, name),
+            prepare=True)
+        return (name, token) if (await cur.fetchone()) is not None else None
 
     async def a_release(self, handle: Any) -> None:
         await self.conn.execute("UPDATE bench_rawaio SET holder = NULL WHERE name = %s AND holder = %s", handle,
@@ -296,7 +301,9 @@ class RawSQLiteNormal(RawSQLite):
 
 
 class RawMariaDB(Locker):
-    """One conditional UPDATE to take a pre-created row, one to give it back (PyMySQL, autocommit)."""
+    """One conditional UPDATE taking a pre-created row with the database clock and returning ``fence + 1``
+    (in the OK packet: ``LAST_INSERT_ID(expr)``, read as ``lastrowid``; issue #14's raw anchor), one giving
+    it back (PyMySQL, autocommit)."""
 
     def __init__(self, env: Env) -> None:
         import pymysql
@@ -305,7 +312,7 @@ class RawMariaDB(Locker):
                                     autocommit=True)
         with self.conn.cursor() as cur:
             cur.execute("CREATE TABLE IF NOT EXISTS bench_raw (name VARCHAR(255) PRIMARY KEY, holder CHAR(16), "
-                        "expires DATETIME(6) NOT NULL DEFAULT '1970-01-02')")
+                        "expires DATETIME(6) NOT NULL DEFAULT '1970-01-02', fence BIGINT NOT NULL DEFAULT 0)")
         self.known: set[str] = set()
 
     def try_acquire(self, name: str) -> Any:
@@ -314,9 +321,11 @@ class RawMariaDB(Locker):
                 cur.execute("INSERT IGNORE INTO bench_raw (name) VALUES (%s)", (name,))
                 self.known.add(name)
             token = secrets.token_hex(8)
-            n = cur.execute("UPDATE bench_raw SET holder = %s, expires = NOW(6) + INTERVAL 10 SECOND "
+            n = cur.execute("UPDATE bench_raw SET holder = %s, expires = NOW(6) + INTERVAL 10 SECOND, "
+                            "fence = LAST_INSERT_ID(fence + 1) "
                             "WHERE name = %s AND (holder IS NULL OR expires < NOW(6))", (token, name))
-        return (name, token) if n == 1 else None
+            fence = cur.lastrowid if n == 1 else None
+        return (name, token) if fence else None
 
     def release(self, handle: Any) -> None:
         with self.conn.cursor() as cur:
