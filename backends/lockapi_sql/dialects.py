@@ -433,8 +433,8 @@ class MySQL(Dialect):
         sock = None
         try:
             if not session.get("unix_socket") and not session.get("bind_address"):
-                sock = socket.create_connection((session.get("host") or "localhost", session.get("port") or 3306),
-                                                max(0.001, deadline - time.monotonic()))
+                sock = _tcp(session.get("host") or "localhost", session.get("port") or 3306,
+                            max(0.001, deadline - time.monotonic()))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             conn.connect(sock)
@@ -516,6 +516,17 @@ class MySQL(Dialect):
 
 
 @functools.cache
+def _tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to a MySQL/MariaDB server; failing, the error PyMySQL raises for it (an
+    ``OperationalError`` 2003, "can't connect"), so it is classified as every other driver error."""
+    import pymysql
+
+    try:
+        return socket.create_connection((host, port), timeout)
+    except OSError as exc:
+        raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})") from exc
+
+
 def _quiet_cursor(base: type) -> type:
     """aiomysql's cursor without its ``SHOW WARNINGS`` round trip after a statement that warned (an
     ``INSERT IGNORE`` of an existing row does, by design); PyMySQL no longer makes it either."""

@@ -202,8 +202,11 @@ def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "mysql", "mariadb+pymysql"])
-def test_closed_port_is_backend_unavailable_within_timeout(make_backend: Factory, scheme: str) -> None:
-    backend = make_backend(f"{scheme}://locker:s3cret-pw@127.0.0.1:{free_port()}/db", timeout=2.0)
+@pytest.mark.parametrize("create_schema", [True, False])  # False: the first connection is a lock call's own
+def test_closed_port_is_backend_unavailable_within_timeout(make_backend: Factory, scheme: str,
+                                                           create_schema: bool) -> None:
+    backend = make_backend(f"{scheme}://locker:s3cret-pw@127.0.0.1:{free_port()}/db", timeout=2.0,
+                           create_schema=create_schema)
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as err:
         backend.try_acquire("x", "h", 30)
