@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -88,40 +88,56 @@ class Listener:
             self._thread.start()
 
     def _run(self) -> None:
-        backoff = self._poll_interval
-        next_attempt = 0.0
-        while not self._stopping.is_set():
-            if time.monotonic() >= next_attempt:
+        keep_connected(self._stopping, self._watchers, self._session, self._poll_interval)
+
+    def _session(self) -> bool:
+        """One connection: LISTEN, wake everyone, dispatch until it fails or :meth:`close`; True if
+        LISTEN was in effect."""
+        try:
+            with psycopg.connect(**self._params) as conn:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return False
+                    self._conn = conn
                 try:
-                    with psycopg.connect(**self._params) as conn:
-                        with self._lock:
-                            if self._stopping.is_set():
-                                break
-                            self._conn = conn
-                        try:
-                            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                            backoff = self._poll_interval
-                            self._listening.set()
-                            self._watchers.wake_all()  # notifications sent while not listening are lost
-                            self._listen(conn)
-                        finally:
-                            with self._lock:  # before it closes: close() never cuts a reused descriptor
-                                self._conn = None
-                except psycopg.Error:
-                    pass
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._listening.set()
+                    self._watchers.wake_all()  # notifications sent while not listening are lost
+                    self._listen(conn)
                 finally:
-                    self._listening.clear()
-                next_attempt = time.monotonic() + backoff
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            if self._stopping.is_set():
-                break
-            self._watchers.wake_all()  # polling fallback
-            self._stopping.wait(self._poll_interval)
+                    with self._lock:  # before it closes: close() never cuts a reused descriptor
+                        self._conn = None
+        except psycopg.Error:
+            pass
+        finally:
+            listened = self._listening.is_set()
+            self._listening.clear()
+        return listened
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopping.is_set():
             for notify in conn.notifies(timeout=self._poll_interval):
                 dispatch(self._watchers, notify.payload)
+
+
+def keep_connected(stopping: threading.Event, watchers: Watchers[str], session: Callable[[], bool],
+                   poll_interval: float) -> None:
+    """A wake-up thread's life until ``stopping`` is set: run ``session`` (one connection, returning when it
+    ends; True if it had been serving) again and again, the next attempt ``poll_interval`` after one that
+    had been serving and with a backoff doubling up to :data:`MAX_BACKOFF` after one that failed; while no
+    session runs, wake every watcher every ``poll_interval`` (the polling fallback)."""
+    backoff = poll_interval
+    next_attempt = 0.0
+    while not stopping.is_set():
+        if time.monotonic() >= next_attempt:
+            if session():
+                backoff = poll_interval
+            next_attempt = time.monotonic() + backoff
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        if stopping.is_set():
+            break
+        watchers.wake_all()  # polling fallback
+        stopping.wait(poll_interval)
 
 
 def dispatch(watchers: Watchers[str], payload: str) -> None:

@@ -34,12 +34,11 @@ import contextlib
 import os
 import secrets
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from lockapi.spi import Wake, Watchers
-from lockapi_sql.listener import MAX_BACKOFF
+from lockapi_sql.listener import keep_connected
 from lockapi_sql.statements import RowKey, WaitStatements, WatchedKey, fired, payload
 from lockapi_sql.watchdog import cut
 
@@ -182,24 +181,24 @@ class WaitLoop:
                         self._guard.cursor().execute(f"DO RELEASE_LOCK('{self._guard_name}')")
 
     def _run(self) -> None:
-        backoff = self._poll_interval
-        next_attempt = 0.0
-        while not self._stopping.is_set():
-            if not self.unsupported and time.monotonic() >= next_attempt:
-                try:
-                    self._connect_and_wait()
-                except Exception as exc:  # any failure: poll, reconnect; the thread lives on
-                    if _code(exc) == PARSE_ERROR:
-                        self.unsupported = True
-                if self._pushing.is_set():  # it had been connected: the first retry comes soon
-                    backoff = self._poll_interval
-                self._pushing.clear()
-                next_attempt = time.monotonic() + backoff
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            if self._stopping.is_set():
-                break
-            self._watchers.wake_all()  # polling fallback
-            self._stopping.wait(UNSUPPORTED_POLL if self.unsupported else self._poll_interval)
+        keep_connected(self._stopping, self._watchers, self._session, self._poll_interval)
+
+    def _session(self) -> bool:
+        """One pair of connections waiting until they fail or :meth:`close`; True if the wait had run. A
+        server that cannot run the wait (MySQL) is not asked again: every watcher is woken every
+        :data:`UNSUPPORTED_POLL` instead, until closed."""
+        if not self.unsupported:
+            try:
+                self._connect_and_wait()
+            except Exception as exc:  # any failure: poll, reconnect; the thread lives on
+                if _code(exc) == PARSE_ERROR:
+                    self.unsupported = True
+        while self.unsupported and not self._stopping.is_set():
+            self._watchers.wake_all()
+            self._stopping.wait(UNSUPPORTED_POLL)
+        pushed = self._pushing.is_set()
+        self._pushing.clear()
+        return pushed
 
     def _connect_and_wait(self) -> None:
         conn = guard = None
