@@ -37,14 +37,15 @@ T = TypeVar("T")
 
 @dataclass(eq=False)
 class AsyncSession:
-    """One connected asyncio client, its IMap proxies by role, the roles whose wake-up listener it has
-    (``listen_lock`` serialises registering them), and its event loop."""
+    """One connected asyncio client, its IMap proxies by role, the roles whose wake-up listener it has,
+    the registrations under way (one task per role, which no waiter's cancellation stops), and its event
+    loop."""
 
     client: HazelcastClient
     maps: dict[str, Map[str, str]]
     loop: asyncio.AbstractEventLoop
     listening: set[str] = field(default_factory=set)
-    listen_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    registering: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
 NewClient = Callable[[AsyncSession, "AsyncSession | None", float], Awaitable[None]]

@@ -55,20 +55,30 @@ class AsyncMapBackend(AsyncBackend):
         session.listening.add(kind)
 
     async def _ensure_listener(self, kind: str) -> None:
+        """Return once the session's listener for ``kind`` is registered. The registration runs as its
+        own task, shared by every waiter that needs it: a waiter cancelled while it is under way does not
+        stop it half-way (registered on the cluster but not recorded, so that the next waiter would add
+        a second listener); a registration that failed is retried by the next waiter."""
         deadline = self._holder.deadline()
         session = await self._holder.session(deadline)
         if kind in session.listening:
             return
+        task = session.registering.get(kind)
+        if task is None:
+            task = asyncio.ensure_future(self._listen(session, kind, deadline))
+            session.registering[kind] = task
+
+            def done(task: asyncio.Task[None]) -> None:
+                del session.registering[kind]
+                if not task.cancelled():
+                    task.exception()  # retrieved: the waiters awaiting it have it; none may be left
+
+            task.add_done_callback(done)
         try:
             async with asyncio.timeout_at(loop_time(deadline)):
-                await session.listen_lock.acquire()
+                await asyncio.shield(task)
         except TimeoutError:
             raise no_answer(self.where, "register entry listener", self.settings.timeout) from None
-        try:
-            if kind not in session.listening:
-                await self._listen(session, kind, deadline)
-        finally:
-            session.listen_lock.release()
 
     async def aclose(self) -> None:
         await self._holder.aclose()

@@ -306,6 +306,42 @@ def test_a_cancelled_fair_waiter_leaves_no_queue_entry_and_no_listener(hazelcast
         observer.shutdown()
 
 
+def test_a_waiter_cancelled_while_its_listener_registers_leaves_one_listener_that_wakes(
+        hazelcast_member: HazelcastCluster, name: str) -> None:
+    """The first waiter of a fresh manager registers the map's entry listener; cancelled while that
+    registration is on its way, it must neither leave the registration half-done (on the cluster but not
+    recorded, so that the next waiter registers a second listener) nor stop it: the one listener ends up
+    registered, and it wakes the next watch."""
+    url = hazelcast_member.url("map")
+
+    async def main() -> None:
+        async with lockapi.aio.connect(url) as mgr, lockapi.aio.connect(url) as other:
+            holder = await other.acquire(name, ttl=30)
+            await mgr.inspect(name)  # connected, no listener yet
+            session = mgr.backend._holder._session  # type: ignore[attr-defined]
+            watches = mgr.backend._watches["locks"]  # type: ignore[attr-defined]
+            listeners = _registrations(mgr)
+            waiter = asyncio.create_task(_acquire(mgr, name, ttl=30, wait=60))
+            while watches.open == 0:  # denied, and now registering the listener
+                await asyncio.sleep(0)
+            assert "locks" not in session.listening, "the registration was not under way when cancelled"
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            give_up = time.monotonic() + 15
+            while "locks" not in session.listening:
+                assert time.monotonic() < give_up, "the cancelled waiter's listener registration stopped"
+                await asyncio.sleep(0.005)
+            assert _registrations(mgr) == listeners + 1
+            woken = asyncio.Event()
+            async with mgr.backend.watch(name, woken.set):
+                assert _registrations(mgr) == listeners + 1, "the next waiter registered a second listener"
+                assert await holder.release()
+                await asyncio.wait_for(woken.wait(), 15)
+
+    run(main)
+
+
 def test_a_fair_waiter_cancelled_mid_attempt_leaves_no_queue_entry(hazelcast_member: HazelcastCluster,
                                                                   name: str) -> None:
     """The waiter's attempt is under way when its task is cancelled: its queue write is parked behind a
