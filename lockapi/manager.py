@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lockapi.scheduling import KeyOf, OnRunLost, OnSkip, ScheduledLock
 
 _AttemptFn = Callable[[], Attempt]
+_monotonic = time.monotonic
 
 _NODE = "".join(c for c in socket.gethostname() if c.isascii() and c.isprintable())[:64] or "host"
 
@@ -187,10 +188,30 @@ class LockManager:
         at_most: float | None = None,
     ) -> Lease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
+        reporter = self._reporter
+        if fair or auto_renew or on_lost is not None or at_most is not None or reporter.observers.current is not None:
+            try:
+                return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
+            except _NotGranted:
+                return None
+        # The plain call with no observer installed, the hot path: the same checks (before any I/O), one
+        # attempt and the same reports as _acquire + _wait, without their frames, closure and exception.
+        ttl = check_ttl(ttl)
+        name = check_name(name)
+        holder = new_holder_id()
+        started = _monotonic()
         try:
-            return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
-        except _NotGranted:
+            token = self._backend.try_acquire(name, holder, ttl).token
+        except LockError as exc:
+            reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
+            raise
+        if token is None:
+            if reporter.down or reporter.listeners.items:
+                reporter.finish(None, "try_acquire", name, started, DENIED, False)
             return None
+        if reporter.down or reporter.listeners.items:
+            reporter.finish(None, "try_acquire", name, started, GRANTED, True, token)
+        return Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started)
 
     def _acquire(
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
