@@ -253,8 +253,8 @@ class Lease(LeaseCore):
     def __init__(self, backend: Backend, bus: LocalBus, reporter: Reporter, name: str, holder: str, token: int,
                  ttl: float, requested_at: float, *, auto_renew: bool = False, on_lost: OnLost | None = None,
                  at_most: float | None = None) -> None:
-        super().__init__(reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
-                         on_lost=on_lost, at_most=at_most)
+        LeaseCore.__init__(self, reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
+                           on_lost=on_lost, at_most=at_most)
         self._backend = backend
         self._bus = bus
         self._state = threading.Lock()
@@ -298,7 +298,7 @@ class Lease(LeaseCore):
                 self._record_error(op, started, observed, exc)
                 raise
             wake = self._record_release(op, started, observed, ok, kept=hold is not None)
-        if wake:
+        if wake and self._bus.watched:  # nobody in this process waits on anything: no call
             self._bus.wake((self._semaphore, self.name))
         return ok
 
