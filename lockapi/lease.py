@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from lockapi.spi import Backend
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic
 
 OnLost = Callable[["Lease"], None]
 
@@ -60,7 +61,6 @@ class LeaseCore:
         "_auto_renew",
         "_cap",
         "_deadline",
-        "_flags",
         "_granted_at",
         "_lost",
         "_on_lost",
@@ -77,6 +77,11 @@ class LeaseCore:
 
     _semaphore = False
 
+    _flags = threading.Lock()
+    """Guards the flags of every lease of the process (``_released``, ``_lost``, ``lost_reason``,
+    ``_told``) where they change together: held for a few stores at a time, never around I/O or a
+    callback, so one lock for all serves as well as a lock per lease and costs no allocation per grant."""
+
     def __init__(self, reporter: Reporter, name: str, holder: str, token: int, ttl: float, requested_at: float,
                  *, auto_renew: bool = False, on_lost: Callable[[Any], object] | None = None,
                  at_most: float | None = None) -> None:
@@ -86,7 +91,6 @@ class LeaseCore:
         self.ttl = ttl
         self._reporter = reporter
         self._deadline = requested_at + ttl  # never later than the backend's expiry
-        self._flags = threading.Lock()
         self._released = False
         self._lost = False
         self.lost_reason: str | None = None
@@ -143,6 +147,12 @@ class LeaseCore:
                         kept: bool) -> bool:
         """A release (or, ``kept``, the extend of ``release(keep=)``) answered ``ok``; True if the local
         bus should wake this name's waiters."""
+        reporter = self._reporter
+        if ok and self._told is None:  # the common case: nobody to tell how it ended, one store (no lock)
+            self._released = True
+            if observed is not None or reporter.observers.recorders or reporter.down or reporter.listeners.items:
+                reporter.finish(observed, op, self.name, started, RELEASED, True, self.token)
+            return not kept
         told = None
         with self._flags:
             self._released = True
@@ -153,7 +163,7 @@ class LeaseCore:
                 self._lost = True
                 if not was_lost:
                     self.lost_reason = CAUSES[CAUSE_EXPIRED]
-        self._reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
+        reporter.finish(observed, op, self.name, started, RELEASED if ok else NOT_HELD, ok, self.token)
         if told is not None:
             self._tell_end(told, END_RELEASED, None)
         elif not ok and not was_lost:
@@ -238,11 +248,13 @@ class Lease(LeaseCore):
 
     __slots__ = ("_backend", "_bus", "_state")
 
+    _release_op = "release"
+
     def __init__(self, backend: Backend, bus: LocalBus, reporter: Reporter, name: str, holder: str, token: int,
                  ttl: float, requested_at: float, *, auto_renew: bool = False, on_lost: OnLost | None = None,
                  at_most: float | None = None) -> None:
-        super().__init__(reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
-                         on_lost=on_lost, at_most=at_most)
+        LeaseCore.__init__(self, reporter, name, holder, token, ttl, requested_at, auto_renew=auto_renew,
+                           on_lost=on_lost, at_most=at_most)
         self._backend = backend
         self._bus = bus
         self._state = threading.Lock()
@@ -271,21 +283,23 @@ class Lease(LeaseCore):
         before then. This holder is done with it either way: later calls return False.
         """
         hold = None if keep is None else check_ttl(keep, "keep")
-        op = self._op("release")
+        op = self._release_op
         with self._state:
             if self._released:
                 return False
             if self._auto_renew:
                 renewer().cancel(self)
-            started, observed = self._start(op)
+            started = _monotonic()
+            reporter = self._reporter
+            observed = None if reporter.observers.observer is None else reporter.start(op, self.name, started)
             try:
                 ok = self._send_release() if hold is None else self._send_extend(hold)
             except LockError as exc:
                 self._record_error(op, started, observed, exc)
                 raise
             wake = self._record_release(op, started, observed, ok, kept=hold is not None)
-        if wake:
-            self._bus.wake(self._bus_key)
+        if wake and self._bus.watched:  # nobody in this process waits on anything: no call
+            self._bus.wake((self._semaphore, self.name))
         return ok
 
     def extend(self, ttl: float | None = None) -> bool:
@@ -383,6 +397,7 @@ class Permit(Lease):
     __slots__ = ()
 
     _semaphore = True
+    _release_op = "permit_release"
 
     def _send_release(self) -> bool:
         return self._backend.release_permit(self.name, self.holder, self.token)

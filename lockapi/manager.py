@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lockapi.scheduling import KeyOf, OnRunLost, OnSkip, ScheduledLock
 
 _AttemptFn = Callable[[], Attempt]
+_monotonic = time.monotonic
 
 _NODE = "".join(c for c in socket.gethostname() if c.isascii() and c.isprintable())[:64] or "host"
 
@@ -42,8 +43,9 @@ class _HolderIds:
     """Holder ids unique to one lease: host, pid, 64 random bits drawn for each lease, and a counter.
     Thread ids are reused, so they are never part of it.
 
-    The random parts come from ``os.urandom`` in batches of :attr:`BATCH` (one system call per batch,
-    not per lease); a batch is never shared with a forked child.
+    Ids are made in batches of :attr:`BATCH` (one ``os.urandom`` system call and one list built per
+    batch, so a lease only pops one); each batch takes its own range of the counter, so two threads
+    refilling at once still hand out distinct ids, and a batch is never shared with a forked child.
     """
 
     BATCH = 256
@@ -54,20 +56,24 @@ class _HolderIds:
 
     def _reset(self) -> None:
         self._prefix = f"{_NODE}:{os.getpid()}:"
-        self._counter = itertools.count(1)
-        self._random: list[str] = []
+        self._batches = itertools.count()
+        self._ids: list[str] = []
 
     def _refill(self) -> list[str]:
-        self._random = batch = os.urandom(8 * self.BATCH).hex(":", 8).split(":")  # 16 hex digits each
+        first = next(self._batches) * self.BATCH + 1
+        prefix = self._prefix
+        randoms = os.urandom(8 * self.BATCH).hex(":", 8).split(":")  # 16 hex digits each
+        batch = [f"{prefix}{random}:{n:x}" for n, random in enumerate(randoms, first)]
+        batch.reverse()  # handed out by pop(): in counter order
+        self._ids = batch
         return batch
 
     def __call__(self) -> str:
-        # list.pop is atomic: two threads never get the same random part, even while one refills.
+        # list.pop is atomic: two threads never get the same id, even while one refills.
         try:
-            random = self._random.pop()
+            return self._ids.pop()
         except IndexError:
-            random = self._refill().pop()
-        return f"{self._prefix}{random}:{next(self._counter):x}"
+            return self._refill().pop()
 
 
 new_holder_id = _HolderIds()
@@ -187,10 +193,30 @@ class LockManager:
         at_most: float | None = None,
     ) -> Lease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
+        reporter = self._reporter
+        if fair or auto_renew or on_lost is not None or at_most is not None or reporter.observers.current is not None:
+            try:
+                return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
+            except _NotGranted:
+                return None
+        # The plain call with no observer installed, the hot path: the same checks (before any I/O), one
+        # attempt and the same reports as _acquire + _wait, without their frames, closure and exception.
+        ttl = check_ttl(ttl)
+        name = check_name(name)
+        holder = new_holder_id()
+        started = _monotonic()
         try:
-            return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
-        except _NotGranted:
+            token = self._backend.try_acquire(name, holder, ttl).token
+        except LockError as exc:
+            reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
+            raise
+        if token is None:
+            if reporter.down or reporter.listeners.items:
+                reporter.finish(None, "try_acquire", name, started, DENIED, False)
             return None
+        if reporter.down or reporter.listeners.items:
+            reporter.finish(None, "try_acquire", name, started, GRANTED, True, token)
+        return Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started)
 
     def _acquire(
         self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,

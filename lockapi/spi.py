@@ -82,7 +82,7 @@ class Capability(enum.Enum):
     full). A backend without it frees a dead holder's lease later; its docs say when."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Attempt:
     """The outcome of one acquire attempt.
 
@@ -94,9 +94,19 @@ class Attempt:
     token: int | None
     retry_after: float | None = None
 
+    def __init__(self, token: int | None, retry_after: float | None = None) -> None:
+        # The slots' own setters: what the generated frozen __init__ does through object.__setattr__,
+        # at about two thirds of its cost (one Attempt per acquire attempt).
+        _set_token(self, token)
+        _set_retry_after(self, retry_after)
+
     @property
     def granted(self) -> bool:
         return self.token is not None
+
+
+_set_token = vars(Attempt)["token"].__set__
+_set_retry_after = vars(Attempt)["retry_after"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,9 @@ class Watchers(Generic[K]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wakes: dict[K, list[tuple[Wake, str | None]]] = {}
+        self.watched: Mapping[K, object] = self._wakes
+        """The keys that have callbacks now (the live table: read without the lock, like :meth:`wake`'s
+        fast path; empty means a wake-up has nobody to call)."""
 
     @contextlib.contextmanager
     def register(self, key: K, wake: Wake, holder: str | None = None) -> Iterator[None]:

@@ -123,6 +123,8 @@ class SQLBackend(Backend):
             frozenset() if self.dialect.returning else frozenset({"acquire:created"}))
         self.plans = Plans(self.dialect, self.tables, self.sql)
         """The operations (:mod:`lockapi_sql.plans`), run here by :attr:`connections`."""
+        self._acquire_first = self.plans.acquire_first  # bound once: the two calls of every cycle
+        self._release_first = self.plans.release_first
         self._schema_lock = threading.Lock()
         self._schema_ready = not self._create_schema
         self._call: _Runner = self.connections.call if self._schema_ready else self._first_call
@@ -172,14 +174,14 @@ class SQLBackend(Backend):
     # -- locks ------------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
         if queue_ttl is None:
-            return self._direct(self.plans.acquire_first, name, holder, ttl)
+            return self._direct(self._acquire_first, name, holder, ttl)
         return drive(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
 
     def cancel_wait(self, name: str, holder: str) -> None:
         self._call(self.plans.cancel_wait, name, holder)
 
     def release(self, name: str, holder: str, token: int) -> bool:
-        return self._direct(self.plans.release_first, name, holder, token)
+        return self._direct(self._release_first, name, holder, token)
 
     def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
         return self._direct(self.plans.extend_first, name, holder, token, ttl)

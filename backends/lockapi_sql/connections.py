@@ -191,7 +191,7 @@ class Connections:
                 if watchdog is None:
                     answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
                 else:
-                    watch = watchdog.watch(dialect.fileno(conn), deadline)
+                    watch = watchdog.watch(conn.lockapi_fileno, deadline)
                     try:
                         answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
                     finally:
@@ -224,7 +224,7 @@ class Connections:
                 if watchdog is None:
                     result = session.drive(plan(*args))
                 else:
-                    watch = watchdog.watch(self._dialect.fileno(conn), deadline)
+                    watch = watchdog.watch(conn.lockapi_fileno, deadline)
                     try:
                         result = session.drive(plan(*args))
                     finally:
@@ -298,7 +298,7 @@ class Connections:
         retries = Retries(self._dialect, deadline)
         while True:
             try:
-                return self._dialect.connect(max(0.001, deadline - time.monotonic())), False
+                conn = self._dialect.connect(max(0.001, deadline - time.monotonic()))
             except BaseException as exc:
                 kind = self._dialect.classify(exc) if self._dialect.is_driver_error(exc) else None
                 # a busy database while setting up the connection (SQLite switching to WAL does not
@@ -313,6 +313,10 @@ class Connections:
                 if self._dialect.is_driver_error(exc):
                     raise self.translate(exc, kind) from exc
                 raise
+            if self._watchdog is not None:
+                # a connection keeps its socket for life: read once here, not on every guarded call
+                conn.lockapi_fileno = self._dialect.fileno(conn)
+            return conn, False
 
     def _checkin(self, conn: DBAPIConnection) -> None:
         with self._cond:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -95,3 +96,53 @@ def test_a_watchdog_used_after_close_still_cuts(watchdog: Watchdog) -> None:
         with watchdog.guard(a.fileno(), started + 0.2):
             assert a.recv(1) == b""
         assert time.monotonic() - started < 10
+
+
+def test_guards_added_from_many_threads_are_never_missed(watchdog: Watchdog) -> None:
+    """Guards are added without the lock: one that comes while the thread is reading the guards (or
+    about to sleep) must still wake it, so every blocked read is cut soon after its deadline."""
+    late: list[float] = []
+    start = threading.Barrier(4)
+
+    def block(step: float) -> None:
+        start.wait()
+        for i in range(40):
+            a, b = _pair()
+            with a, b:
+                deadline = time.monotonic() + step * (1 + i % 3)
+                with watchdog.guard(a.fileno(), deadline):
+                    assert a.recv(1) == b""  # a missed guard waits for the 30 s socket timeout instead
+                late.append(time.monotonic() - deadline)
+
+    threads = [threading.Thread(target=block, args=(0.005 * (n + 1),)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(late) == 160
+    assert max(late) < 10, "a guard was cut long after its deadline: the thread was not woken for it"
+
+
+def test_a_guard_that_ended_is_never_cut_afterwards(watchdog: Watchdog) -> None:
+    """Guards whose deadline is passing as they end race the thread for their entry: whichever takes it,
+    once unwatch returns the socket is either already cut or never will be."""
+    a, b = _pair()
+    try:
+        for _ in range(300):
+            ident = watchdog.watch(a.fileno(), time.monotonic())  # due now: the thread may take it
+            watchdog.unwatch(ident)
+            b.sendall(b"z")
+            if a.recv(1) == b"":  # cut while guarded: allowed, start again on a new pair
+                a.close()
+                b.close()
+                a, b = _pair()
+                continue
+            # not cut by the time unwatch returned: no cut may follow
+            with watchdog.guard(b.fileno(), time.monotonic() + 3600):
+                pass  # one more round trip of the thread's lock: a late cut would have happened by now
+            b.sendall(b"w")
+            assert a.recv(1) == b"w", "a socket was cut after its guard had ended"
+        assert not watchdog._live
+    finally:
+        a.close()
+        b.close()
