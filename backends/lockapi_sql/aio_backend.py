@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from lockapi.aio.spi import AsyncBackend, drive_async
@@ -156,7 +156,23 @@ class AsyncSQLBackend(AsyncBackend):
             return self._sync.wait_loop.watch_async(kind, key_of(name), wake, holder)
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(kind, key_of(name)), wake, holder)
+        watch = self._listener.watch(payload(kind, key_of(name)), wake, holder)
+        return watch if semaphore else self._marked(watch, name, wake)
+
+    @contextlib.asynccontextmanager
+    async def _marked(self, watch: contextlib.AbstractAsyncContextManager[None], name: str,
+                      wake: Wake) -> AsyncIterator[None]:
+        """As :meth:`lockapi_sql.SQLBackend._marked`: the subscription, then the row's mark (one
+        statement on this backend's asyncio pool), waking at once if the lock may be free already."""
+        async with watch:
+            with self.plans.watching(name):
+                try:
+                    free = await self._call(self.plans.mark, name)
+                except BackendUnavailable:
+                    free = True
+                if free:
+                    wake()
+                yield
 
     async def ping(self) -> None:
         await self._call(self.plans.ping)

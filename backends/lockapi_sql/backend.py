@@ -51,8 +51,11 @@ class SQLBackend(Backend):
     """Lease rows in SQLite, PostgreSQL or MariaDB/MySQL; the dialect comes from the URL's scheme.
 
     Options: ``table_prefix`` (default ``lockapi_``), ``pool_size`` (5), ``max_overflow`` (10),
-    ``create_schema`` (true: create missing tables on first use); on PostgreSQL ``listen`` (true: push
-    wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy); on MariaDB/MySQL ``watch``
+    ``create_schema`` (true: create missing tables and columns on first use); on PostgreSQL ``listen``
+    (true: push wake-ups over LISTEN/NOTIFY; turn off behind a transaction-pooling proxy) and ``notify``
+    (``waited``: a lock's release notifies only while a waiter has marked its row; ``always``: every
+    release notifies, for the window of a rolling upgrade from a version whose waiters do not mark,
+    docs/backends/sql.md); on MariaDB/MySQL ``watch``
     (push wake-ups from a server-side wait; true on ``mariadb://``, false on ``mysql://``: MySQL cannot run
     it) and ``watch_interval`` (0.001: seconds between its checks); on SQLite ``synchronous``
     (``normal`` or ``full``, see docs/backends/sql.md).
@@ -79,6 +82,8 @@ class SQLBackend(Backend):
         self.max_overflow = max_overflow = options.int("max_overflow", 10, minimum=0)
         self._create_schema = options.bool("create_schema", True)
         listen = options.bool("listen", True) if dialect_type.notifies else False
+        notify_always = (options.str("notify", "waited", choices=("waited", "always")) == "always"
+                         if dialect_type.notifies else False)
         wait_loop = (options.bool("watch", issubclass(dialect_type, MariaDB))
                      if issubclass(dialect_type, MySQL) else False)
         watch_interval = options.float("watch_interval", 0.001) if issubclass(dialect_type, MySQL) else 0.001
@@ -94,7 +99,7 @@ class SQLBackend(Backend):
         use it."""
         self.connections = Connections(self.dialect, size=pool_size, overflow=max_overflow,
                                        timeout=config.timeout, where=config.redacted_url)
-        self.sql = Statements(self.dialect, self.tables, notify=listen)
+        self.sql = Statements(self.dialect, self.tables, notify=listen, always=notify_always)
         self._listener = None
         if listen and isinstance(self.dialect, PostgreSQL):
             from lockapi_sql.listener import Listener
@@ -250,7 +255,23 @@ class SQLBackend(Backend):
             return self.wait_loop.watch(kind, key_of(name), wake, holder)
         if self._listener is None:
             return contextlib.nullcontext()
-        return self._listener.watch(payload(kind, key_of(name)), wake, holder)
+        watch = self._listener.watch(payload(kind, key_of(name)), wake, holder)
+        return watch if semaphore else self._marked(watch, name, wake)
+
+    @contextlib.contextmanager
+    def _marked(self, watch: contextlib.AbstractContextManager[None], name: str, wake: Wake) -> Iterator[None]:
+        """``watch`` (the LISTEN subscription), then the lock row's mark, so that releases announce
+        themselves while a waiter waits (:attr:`lockapi_sql.statements.Statements.mark`); ``wake`` at once
+        if the lock may be free already. A mark that cannot be written (the database is down) also wakes:
+        the waiter's re-check meets the error itself."""
+        with watch, self.plans.watching(name):
+            try:
+                free = self._call(self.plans.mark, name)
+            except BackendUnavailable:
+                free = True
+            if free:
+                wake()
+            yield
 
     def ping(self) -> None:
         self._call(self.plans.ping)

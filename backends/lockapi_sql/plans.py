@@ -29,7 +29,10 @@ of the same operation is :func:`unfold` of it, so each operation is written once
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from lockapi.spi import Attempt, pause_point
@@ -84,6 +87,14 @@ CHUNK = 500
 :attr:`~lockapi_sql.dialects.Dialect.batch_chunk`."""
 
 
+MARK_HORIZON = 10.0
+"""Seconds a waiter's mark on a lock row lasts (push wake-ups; see
+:attr:`lockapi_sql.statements.Statements.mark`). A watch marks when it opens; while it stays open, its
+waiter's denied attempts re-mark once half of this has passed (lockapi's waiters re-check at least every
+:data:`lockapi.waiting.PUSH_MAX`, 2 s). A waiter that gave up leaves a mark that costs needless
+notifications for at most this long."""
+
+
 def us(seconds: float) -> int:
     """Seconds as whole microseconds, at least one (the statements' unit)."""
     return max(1, round(seconds * 1_000_000))
@@ -123,6 +134,11 @@ class Plans:
         when it reaches :data:`KNOWN_ROWS` (their next claims are upserts again, then UPDATEs)."""
         self._queued: set[tuple[str, str]] = set()
         """(name hash, holder) of this backend's fair waiters that have a queue entry."""
+        self.mark_horizon = MARK_HORIZON
+        """Seconds a mark lasts (:data:`MARK_HORIZON`; tests shorten it)."""
+        self._watched: dict[str, list[float]] = {}
+        """Lock name hash -> [open watches, monotonic time of its last mark] (push wake-ups)."""
+        self._watched_lock = threading.Lock()
 
     # -- locks ------------------------------------------------------------------------------------------
     def acquire_first(self, name: str, holder: str, ttl: float) -> First[Attempt]:
@@ -176,9 +192,14 @@ class Plans:
         return unfold(((TOKEN, statement, params), self._claimed))
 
     def _denied(self, params: dict[str, Any], statement: str) -> Plan[Attempt]:
-        """After a claim that was not granted: see :meth:`_claim`."""
+        """After a claim that was not granted: see :meth:`_claim`. The time left is read by re-marking
+        the row when a watch of this backend waits on it and its mark is due (:data:`MARK_HORIZON`): the
+        same round trip."""
         sql = self.sql
-        left = yield (ONE, sql.remaining, params)
+        if self._mark_due(params["h"]):
+            left = yield (ONE, sql.mark, {**params, "horizon": us(self.mark_horizon)})
+        else:
+            left = yield (ONE, sql.remaining, params)
         if left is not None:
             self._seen(params["h"])
         else:  # no row yet (a name's first claim)
@@ -198,6 +219,8 @@ class Plans:
         transaction that row-locks the lease row first, so fair operations on a name queue up (and never
         deadlock on MariaDB/MySQL)."""
         sql = self.sql
+        if sql.notify:  # the row lock is a mark (Statements.lock_name)
+            params["horizon"] = us(self.mark_horizon)
         yield self._begin
         yield (EXEC, sql.lock_name, params)
         yield (EXEC, sql.drop_expired_waiters, params)
@@ -212,6 +235,49 @@ class Plans:
         left = yield (ONE, sql.remaining, params)
         yield COMMIT
         return Attempt(None, seconds(left[0]) if left else None)
+
+    # -- waiters' marks (push wake-ups) -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def watching(self, name: str) -> Iterator[None]:
+        """While open, a waiter of this backend waits on lock ``name``: its denied claims keep the row's
+        mark alive (:meth:`_denied`). Opened by a backend's ``watch`` just before :meth:`mark`."""
+        digest = key_of(name)
+        with self._watched_lock:
+            entry = self._watched.setdefault(digest, [0, time.monotonic()])
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with self._watched_lock:
+                entry[0] -= 1
+                if entry[0] <= 0 and self._watched.get(digest) is entry:
+                    del self._watched[digest]
+
+    def _mark_due(self, digest: str) -> bool:
+        """A watch waits on ``digest`` and half its mark's horizon has passed (then counted as marked now:
+        the mark is sent next)."""
+        if not self._watched:
+            return False
+        now = time.monotonic()
+        with self._watched_lock:
+            entry = self._watched.get(digest)
+            if entry is None or now - entry[1] < self.mark_horizon / 2:
+                return False
+            entry[1] = now
+            return True
+
+    def mark(self, name: str) -> Plan[bool]:
+        """Mark lock ``name``'s row for :data:`MARK_HORIZON` (see
+        :attr:`lockapi_sql.statements.Statements.mark`); True if the lock may be free now (its waiter must
+        then re-check: a release that committed before the mark did not announce itself). Run by a
+        backend's ``watch`` once its subscription is in effect, inside :meth:`watching`."""
+        digest = key_of(name)
+        with self._watched_lock:
+            entry = self._watched.get(digest)
+            if entry is not None:
+                entry[1] = time.monotonic()
+        left = yield (ONE, self.sql.mark, {"h": digest, "name": name, "horizon": us(self.mark_horizon)})
+        return left is None or left[0] <= 0
 
     def cancel_wait(self, name: str, holder: str) -> Plan[None]:
         digest = key_of(name)

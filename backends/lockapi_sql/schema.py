@@ -5,7 +5,10 @@ Three tables, named ``<prefix>leases``, ``<prefix>waiters`` and ``<prefix>done``
 * leases: one row per lock name (kind 0, slot 0), per semaphore slot (kind 1, slot >= 0) and one fencing
   counter row per semaphore name (kind 1, slot -1). ``fence`` only goes up; rows are never deleted.
   A row is live while ``expires_us`` (microseconds since the epoch, by the DATABASE's clock) is in the
-  future; a free row has ``holder`` NULL and ``expires_us`` 0.
+  future; a free row has ``holder`` NULL and ``expires_us`` 0. ``waited_us`` (same clock) is a waiters'
+  mark: until then someone may wait on the row, so its release announces itself (PostgreSQL push
+  wake-ups; see :attr:`lockapi_sql.statements.Statements.mark`). The column is there on every dialect
+  (one schema); tables of the previous version get it added on first use (:meth:`Tables.create`).
 * waiters: the fair queue; ``seq`` (auto-increment) is the arrival order.
 * done: done markers, live while ``expires_us`` is in the future.
 
@@ -77,6 +80,7 @@ class Tables:
             sa.Column("fence", sa.BigInteger, nullable=False),
             # set_fence_floor raises this, never ``fence``: a live holder's token must not change.
             sa.Column("fence_floor", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("waited_us", sa.BigInteger, nullable=False, server_default="0"),
             **_MYSQL,
         )
         self.waiters = sa.Table(
@@ -115,22 +119,40 @@ class Tables:
         present = set(sa.inspect(conn).get_table_names())
         return [t.name for t in self.metadata.sorted_tables if t.name not in present]
 
+    def missing_columns(self, conn: Connection) -> list[str]:
+        """Columns of :data:`ADDED_COLUMNS` that the leases table (which exists) lacks: a table created
+        by an earlier version."""
+        present = {c["name"] for c in sa.inspect(conn).get_columns(self.leases.name)}
+        return [column for column in ADDED_COLUMNS if column not in present]
+
     def create(self, engine: Engine, *, deadline: float) -> None:
-        """Create the missing tables; safe when several processes do it at once.
+        """Create the missing tables and add the missing columns; safe when several processes do it at
+        once.
 
         Each attempt creates the missing tables in one transaction (on MySQL each CREATE commits on its
-        own). A concurrent creator may make an attempt fail with "already exists": the next attempt
-        sees its table and skips it. Gives up (raising the last error) at ``deadline`` (monotonic).
+        own), then adds each missing column (:data:`ADDED_COLUMNS`) with ``ALTER TABLE .. ADD COLUMN`` and
+        its constant default (no table rewrite on PostgreSQL >= 11 or MariaDB >= 10.3; SQLite only edits
+        the schema). A concurrent creator may make an attempt fail with "already exists" or "duplicate
+        column": the next attempt sees its table or column and skips it. Gives up (raising the last
+        error) at ``deadline`` (monotonic).
         """
         while True:
             try:
                 with engine.begin() as conn:
                     self.metadata.create_all(conn, checkfirst=True)
+                with engine.begin() as conn:
+                    for column in self.missing_columns(conn):
+                        conn.execute(sa.text(f"ALTER TABLE {self.leases.name} ADD COLUMN {column} "
+                                             f"BIGINT NOT NULL DEFAULT 0"))
                 return
             except sa.exc.DBAPIError:
                 if time.monotonic() >= deadline:
                     raise
                 with engine.connect() as conn:
-                    if not self.missing(conn):
+                    if not self.missing(conn) and not self.missing_columns(conn):
                         return
                 time.sleep(0.05)
+
+
+ADDED_COLUMNS = ("waited_us",)
+"""Lease columns added after the first version (BIGINT NOT NULL DEFAULT 0), in the order added."""

@@ -14,7 +14,10 @@ What each statement promises:
 * a release ends the lease by setting its expiry to 0 and keeps the holder, so that a retry after a
   lost reply still finds the lease it ended and reports success; an expired lease is not released;
 * with push wake-ups (PostgreSQL), releasing statements announce the name in the same statement,
-  addressed to the head of the name's fair queue, if any.
+  addressed to the head of the name's fair queue, if any; a lock's release does so only while its row
+  is *marked* (``waited_us`` in the future: someone may wait on it, see :attr:`Statements.mark`),
+  unless the backend's ``notify`` option is ``always``. Almost always nobody waits, and the
+  announcement (``pg_notify`` and the head's sub-select) was a third of a release's server time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from lockapi_sql.dialects import Dialect
 from lockapi_sql.schema import COUNTER_SLOT, HEAD_SEPARATOR, LOCK, SEMAPHORE, Tables
 
 LEASE_COLUMNS = "name_hash, kind, slot, name, holder, expires_us, fence, fence_floor"
+"""The columns every insert lists (``waited_us`` keeps its default 0, so processes of the previous
+version, which do not know it, insert rows as before)."""
 LEASE_KEY = "name_hash, kind, slot"
 
 
@@ -50,9 +55,13 @@ class Statements:
     NOTIFY channel, the payload prefixes and the head separator (each bound parameter costs the driver
     adapting or escaping it per call)."""
 
-    def __init__(self, dialect: Dialect, tables: Tables, *, notify: bool) -> None:
+    def __init__(self, dialect: Dialect, tables: Tables, *, notify: bool, always: bool = False) -> None:
         self.dialect = dialect
         self.notify = notify and dialect.notifies
+        """Releases announce themselves (PostgreSQL with ``listen`` on); waiters then mark rows."""
+        self.always = always
+        """A lock's release announces itself even when its row is not marked (``notify=always``: the
+        upgrade window, while processes of the previous version, which do not mark, still wait)."""
         d, now = dialect, dialect.now
         L, W, D = tables.leases.name, tables.waiters.name, tables.done.name
         self._L, self._W, self._D = L, W, D
@@ -93,22 +102,31 @@ class Statements:
 
         channel = literal(tables.notify_channel)
 
-        def announce(kind: int, leaving: str | None) -> str:
+        def announce(kind: int, leaving: str | None, *, marked: bool = False) -> str:
             """A releasing statement's announcement (push wake-ups): the kind's payload for the name,
-            addressed (locks) to the head of its fair queue other than ``leaving`` (SQL), if any."""
+            addressed (locks) to the head of its fair queue other than ``leaving`` (SQL), if any;
+            ``marked``: only while the row is marked (unless ``always``)."""
             if not self.notify:
                 return ""
             if leaving is None:
                 return f" RETURNING pg_notify({channel}, {literal(payload(kind, ''))} || :h)"
             head = (f"(SELECT q.holder FROM {W} q WHERE q.name_hash = :h AND q.expires_us > {now} "
                     f"AND q.holder <> {leaving} ORDER BY q.seq LIMIT 1)")
-            return (f" RETURNING pg_notify({channel}, {literal(payload(kind, ''))} || :h "
-                    f"|| COALESCE({literal(HEAD_SEPARATOR)} || {head}, ''))")
+            notify = (f"pg_notify({channel}, {literal(payload(kind, ''))} || :h "
+                      f"|| COALESCE({literal(HEAD_SEPARATOR)} || {head}, ''))")
+            if marked and not always:
+                # ``waited_us`` is read from the row version the UPDATE writes (RETURNING sees the new
+                # row; under READ COMMITTED an UPDATE that meets a concurrently updated row re-reads its
+                # newest committed version, EvalPlanQual), so a mark that committed before the release
+                # took the row is seen, even after the release's snapshot (see :attr:`mark`); the head's
+                # sub-select runs only when the CASE takes its branch.
+                return f" RETURNING CASE WHEN {L}.waited_us > {now} THEN {notify} END"
+            return f" RETURNING {notify}"
 
         def release(kind: int) -> str:
             return f"UPDATE {L} SET expires_us = 0 WHERE {mine(kind)} AND (expires_us > {now} OR expires_us = 0)"
 
-        self.release_lock = c(release(LOCK) + announce(LOCK, ":holder"))
+        self.release_lock = c(release(LOCK) + announce(LOCK, ":holder", marked=True))
         self.release_permit = c(release(SEMAPHORE) + announce(SEMAPHORE, None))
         self.extend = c(f"UPDATE {L} SET expires_us = {now} + :ttl WHERE {mine(':kind')} AND expires_us > {now}")
         self.holds = c(f"SELECT 1 FROM {L} WHERE {mine(':kind')} AND expires_us > {now}")
@@ -117,9 +135,44 @@ class Statements:
         self.force_release = c(f"UPDATE {L} SET expires_us = 0, holder = NULL WHERE name_hash = :h "
                                f"AND kind = {LOCK} AND slot = 0 AND expires_us > {now}" + announce(LOCK, "''"))
 
+        # -- waiters' marks (push wake-ups) ---------------------------------------------------------------
+        marking = f"waited_us = GREATEST(waited_us, {now} + :horizon)"
+        lock_row = f"name_hash = :h AND kind = {LOCK} AND slot = 0"
+        self.mark = self.remaining
+        """A waiter's mark on a lock row (``:h``, ``:name``), ``:horizon`` microseconds past the server's
+        now (never lowering another waiter's; the row is created, free, if it does not exist yet, so that
+        its first lease's release is announced too), returning the lease's time left like
+        :attr:`remaining` (<= 0: free now). Without push wake-ups: :attr:`remaining`.
+
+        Why a waiter that subscribed first and then marks misses no release (READ COMMITTED, autocommit):
+        the mark and a release both write the one lease row, so one of them takes the row lock first.
+
+        * The release first (committed before the mark started, or still running when the mark reached the
+          row: the mark waits for its row lock, then, the row having been updated by a transaction that
+          committed meanwhile, updates its newest version: ``ON CONFLICT DO UPDATE`` locks and updates
+          the newest committed version even if the statement's snapshot does not see it): the mark
+          writes on top of the released version, so what it RETURNs says free (``<= 0``). The caller
+          wakes its waiter, which re-checks at once.
+        * The mark first (committed before the release's snapshot, or the release reached the row while
+          the mark held it or after it committed): the release's UPDATE acts on the marked version (the
+          same re-read, its WHERE still holding since a mark changes only ``waited_us``), its RETURNING
+          sees ``waited_us`` in the future and it notifies; the waiter's LISTEN was in effect before the
+          mark (or its listener wakes everyone once LISTEN takes effect).
+
+        A mark lapses by itself (a waiter that gave up costs needless notifications until then); a waiter
+        re-marks before it does (:class:`lockapi_sql.plans.Plans`). Semaphores keep announcing every
+        release (a permit release is rarer and a slot row would need marks per slot)."""
+        if self.notify:
+            self.mark = c(d.upsert(L, f"{LEASE_COLUMNS}, waited_us",
+                                   f"(:h, {LOCK}, 0, :name, NULL, 0, 0, 0, {now} + :horizon)", LEASE_KEY)
+                          + f"waited_us = GREATEST({L}.waited_us, {d.new('waited_us')}) "
+                            f"RETURNING expires_us - {now}")
+
         # -- the fair queue (one transaction that row-locks the name's lease row first) -------------------
-        self.lock_name = c(f"SELECT fence FROM {L} WHERE name_hash = :h AND kind = {LOCK} AND slot = 0"
-                           f"{d.for_update}")
+        # With push wake-ups the row lock is a mark (an UPDATE locks the row as FOR UPDATE did), so a fair
+        # waiter's place keeps the releases of the name announcing to the head of the queue.
+        self.lock_name = (c(f"UPDATE {L} SET {marking} WHERE {lock_row}") if self.notify else
+                          c(f"SELECT fence FROM {L} WHERE {lock_row}{d.for_update}"))
         self.drop_expired_waiters = c(f"DELETE FROM {W} WHERE name_hash = :h AND expires_us <= {now}")
         self.join_queue = c(d.upsert(W, "name_hash, name, holder, expires_us",
                                      f"(:h, :name, :holder, {now} + :queue)", "name_hash, holder")
