@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lockapi.aio.spi import AsyncBackend
 from lockapi.spi import Attempt, Capability, pause_point
@@ -91,9 +91,13 @@ class Background:
 
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self.track(task)
+        return task
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count ``task`` in (kept referenced, awaited by :meth:`drain`) until it ends."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     async def drain(self) -> None:
         while self._tasks:
@@ -108,10 +112,12 @@ async def finish_anyway(work: Awaitable[T], background: Background,
                         orphan: Callable[[T], Awaitable[object]] | None = None,
                         in_flight: list[asyncio.Task[object]] | None = None) -> T:
     """Await ``work`` so that cancelling the caller does not cancel it: ``work`` runs to its end as a
-    task tracked by ``background``, and if the caller was cancelled first, its result goes to ``orphan``
-    (a grant nobody will see is given back) and the task to ``in_flight``. One task and one future:
-    cheaper than ``asyncio.shield``."""
-    answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    task, and if the caller was cancelled first, its result goes to ``orphan`` (a grant nobody will see
+    is given back) and the task to ``background`` and ``in_flight``. One task and one future: cheaper
+    than ``asyncio.shield``. (While the caller awaits the answer, the caller's frame keeps the task
+    referenced; ``background`` needs it only once nobody awaits it.)"""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[T] = loop.create_future()
 
     async def run() -> None:
         try:
@@ -125,12 +131,21 @@ async def finish_anyway(work: Awaitable[T], background: Background,
         elif orphan is not None:
             await orphan(result)
 
-    running = background.spawn(run())
+    running = loop.create_task(run())
     try:
         return await answer
     except asyncio.CancelledError:
-        if in_flight is not None and not running.done():
-            in_flight.append(running)
+        if answer.done() and not answer.cancelled():
+            # answered, but the caller was cancelled before it woke up to take the answer (in the same
+            # turn of the loop): nobody will see this result either
+            if orphan is not None and answer.exception() is None:
+                running = background.spawn(orphan(answer.result()))
+                if in_flight is not None:
+                    in_flight.append(running)
+        elif not running.done():
+            background.track(running)
+            if in_flight is not None:
+                in_flight.append(running)
         raise
 
 

@@ -168,6 +168,39 @@ def test_a_grant_whose_caller_was_cancelled_is_given_back(name: str) -> None:
     run(main)
 
 
+class CancelsOnReply(AsyncMemoryBackend):
+    """The in-memory backend that, as each grant's reply leaves it, schedules a cancellation of ``victim``
+    to run before ``victim`` wakes up to read the reply: a caller cancelled when its answer is in hand."""
+
+    victim: asyncio.Task[Any] | None = None
+
+    async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        attempt = await super().try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+        if self.victim is not None:
+            asyncio.get_running_loop().call_soon(self.victim.cancel)
+        return attempt
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_a_grant_whose_caller_was_cancelled_as_the_reply_came_is_given_back(name: str, fair: bool) -> None:
+    """The answer was handed over, but the caller was cancelled in the same turn of the loop, before it
+    woke up to take it: the grant is given back all the same."""
+    async def main() -> None:
+        backend = CancelsOnReply(lockapi.plugins.backend_config(f"memory://{name}", {}))
+        mgr = lockapi.aio.AsyncLockManager(backend)
+        for call in (lambda: mgr.try_acquire(name, fair=fair), lambda: _acquire(mgr, name, fair)):
+            task = asyncio.create_task(call())
+            backend.victim = task
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            backend.victim = None
+            await mgr._background.drain()
+            assert await backend.inspect(name) is None, "the grant nobody took was not given back"
+        await mgr.aclose()
+
+    run(main)
+
+
 class SlowReleases(AsyncMemoryBackend):
     """The in-memory backend whose release and extend wait for ``go`` before (``applied`` False) or after
     (True) acting: a caller cancelled while its release is under way, before or after the store did it."""
