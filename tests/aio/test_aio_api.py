@@ -175,6 +175,7 @@ class CancelsOnReply(AsyncMemoryBackend):
     victim: asyncio.Task[Any] | None = None
 
     async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        await asyncio.sleep(0)  # the reply comes at a later turn of the loop, as from a server
         attempt = await super().try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
         if self.victim is not None:
             asyncio.get_running_loop().call_soon(self.victim.cancel)
