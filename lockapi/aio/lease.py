@@ -1,9 +1,9 @@
 """Leases and permits of the asyncio API: :class:`lockapi.lease.LeaseCore` with coroutines for the I/O.
 
 Auto-renewal runs on the event loop (a timer per lease, no thread); ``on_lost`` may be a plain function
-or a coroutine function. A release that is cancelled half-way still completes (it is shielded), and a
-lease's ``async with`` block that ends by cancellation releases the lease before the cancellation
-propagates.
+or a coroutine function. A release that is cancelled half-way still completes (a background task sends
+it again), and a lease's ``async with`` block that ends by cancellation releases the lease before the
+cancellation propagates.
 """
 
 from __future__ import annotations
