@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from lockapi.aio.spi import AsyncBackend, drive_async
@@ -27,7 +27,7 @@ from lockapi.spi import Attempt, BackendConfig, BackendUnavailable, Capability, 
 from lockapi_sql.aio_connections import AsyncConnections
 from lockapi_sql.backend import MariaDBBackend, PostgresBackend, SQLBackend, lock_info
 from lockapi_sql.dialects import PostgreSQL
-from lockapi_sql.plans import Plan, Plans
+from lockapi_sql.plans import First, Plan, Plans
 from lockapi_sql.schema import LOCK, SEMAPHORE, key_of
 from lockapi_sql.statements import payload
 
@@ -87,29 +87,40 @@ class AsyncSQLBackend(AsyncBackend):
             await self.ensure_schema()
         return await self.connections.call(plan, *args)
 
+    def _direct(self, first: Callable[..., First[T]], *args: Any) -> Awaitable[T]:
+        """Run a direct plan (the hot single-statement operations): :meth:`AsyncConnections.direct`, once
+        the tables exist (a plain function: one coroutine fewer per call)."""
+        if self._schema_ready:
+            return self.connections.direct(first, *args)
+        return self._first_direct(first, *args)
+
+    async def _first_direct(self, first: Callable[..., First[T]], *args: Any) -> T:
+        await self.ensure_schema()
+        return await self.connections.direct(first, *args)
+
     async def _call_step(self, call: tuple[Any, ...]) -> Any:
         return await self._call(*call)
 
     # -- locks ------------------------------------------------------------------------------------------
     async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
         if queue_ttl is None:
-            return await self._call(self.plans.acquire, name, holder, ttl)
+            return await self._direct(self.plans.acquire_first, name, holder, ttl)
         return await drive_async(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
 
     async def cancel_wait(self, name: str, holder: str) -> None:
         await self._call(self.plans.cancel_wait, name, holder)
 
     async def release(self, name: str, holder: str, token: int) -> bool:
-        return await self._call(self.plans.release, name, holder, token)
+        return await self._direct(self.plans.release_first, name, holder, token)
 
     async def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return await self._call(self.plans.extend, name, holder, token, ttl)
+        return await self._direct(self.plans.extend_first, name, holder, token, ttl)
 
     async def inspect(self, name: str) -> LockInfo | None:
         return lock_info(name, await self._call(self.plans.inspect, name))
 
     async def holds(self, name: str, holder: str, token: int) -> bool:
-        return await self._call(self.plans.holds, name, holder, token)
+        return await self._direct(self.plans.holds_first, name, holder, token)
 
     async def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -123,13 +134,13 @@ class AsyncSQLBackend(AsyncBackend):
         return await self._call(self.plans.acquire_permit, name, permits, holder, ttl)
 
     async def release_permit(self, name: str, holder: str, token: int) -> bool:
-        return await self._call(self.plans.release, name, holder, token, True)
+        return await self._direct(self.plans.release_first, name, holder, token, True)
 
     async def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return await self._call(self.plans.extend, name, holder, token, ttl, True)
+        return await self._direct(self.plans.extend_first, name, holder, token, ttl, True)
 
     async def holds_permit(self, name: str, holder: str, token: int) -> bool:
-        return await self._call(self.plans.holds, name, holder, token, True)
+        return await self._direct(self.plans.holds_first, name, holder, token, True)
 
     # -- done markers -----------------------------------------------------------------------------------
     async def mark_done(self, name: str, ttl: float) -> None:

@@ -31,7 +31,7 @@ from lockapi.aio.spi import drive_async
 from lockapi.errors import BackendUnavailable
 from lockapi_sql.connections import AGAIN, FRESH, Retries, translate
 from lockapi_sql.dialects import Dialect
-from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, Plan, Step
+from lockapi_sql.plans import ALL, BEGIN, COUNT, ONE, TOKEN, First, Plan, Step, Then
 from lockapi_sql.watchdog import cut
 
 T = TypeVar("T")
@@ -40,11 +40,11 @@ T = TypeVar("T")
 class AsyncSession:
     """One asyncio connection for the duration of one call: runs a plan's steps."""
 
-    __slots__ = ("_conn", "_dialect", "_returning", "cut", "in_transaction")
+    __slots__ = ("_dialect", "_returning", "conn", "cut", "in_transaction")
 
     def __init__(self, dialect: Dialect, conn: Any) -> None:
         self._dialect = dialect
-        self._conn = conn
+        self.conn = conn
         self._returning = dialect.returning
         self.in_transaction = False
         self.cut = False
@@ -53,10 +53,10 @@ class AsyncSession:
         """The result of one step (see :mod:`lockapi_sql.plans`), as :meth:`Session.run` gives it."""
         kind, statement, params = step
         if kind >= BEGIN:
-            await self._dialect.async_execute(self._conn, statement, None)
+            await self._dialect.async_execute(self.conn, statement, None)
             self.in_transaction = kind == BEGIN
             return None
-        cursor = await self._dialect.async_execute(self._conn, statement, params)
+        cursor = await self._dialect.async_execute(self.conn, statement, params)
         if kind == TOKEN:
             if self._returning:
                 row = await cursor.fetchone()
@@ -74,7 +74,7 @@ class AsyncSession:
         """The deadline passed: shut the socket down (the pending read fails at once)."""
         self.cut = True
         with contextlib.suppress(Exception):
-            cut(self._dialect.async_fileno(self._conn))
+            cut(self._dialect.async_fileno(self.conn))
 
 
 class AsyncConnections:
@@ -99,48 +99,97 @@ class AsyncConnections:
     async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
         loop = asyncio.get_running_loop()
+        return await self._call(loop, loop.time() + self._timeout, plan, args)
+
+    async def direct(self, first: Callable[..., First[T]], *args: Any) -> T:
+        """Run direct plan ``first(*args)`` (see :mod:`lockapi_sql.plans`): :meth:`call` of its
+        :func:`~lockapi_sql.plans.unfold` (the same retries, errors and deadline), without a generator
+        and its driver for its one statement; a :class:`~lockapi_sql.plans.Then` goes on as a call within
+        the same deadline."""
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        d = self._dialect
+        step, finish = first(*args)
         retries: Retries | None = None
         while True:
             if self._idle:
                 conn, reused = self._idle.pop(), True
             else:
                 conn, reused = await self._checkout(deadline)
-            session = AsyncSession(d, conn)
-            calls = self._calls
-            calls[session] = deadline
-            if self._timer is None or self._timer_loop is not loop:
-                self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
+            session = self._start(loop, conn, deadline)
+            try:
+                answer = await session.run(step)
+            except BaseException as exc:
+                retries, pause = self._failed(exc, session, reused, retries, loop, deadline)
+                if pause is not None:
+                    await asyncio.sleep(pause)
+                continue
+            self._end(session)
+            result = finish(answer, step)
+            if isinstance(result, Then):
+                then: T = await self._call(loop, deadline, result.plan, result.args)
+                return then
+            return result
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, deadline: float, plan: Callable[..., Plan[T]],
+                    args: tuple[Any, ...]) -> T:
+        """:meth:`call` with its deadline."""
+        retries: Retries | None = None
+        while True:
+            if self._idle:
+                conn, reused = self._idle.pop(), True
+            else:
+                conn, reused = await self._checkout(deadline)
+            session = self._start(loop, conn, deadline)
             try:
                 result = await drive_async(plan(*args), session.run)
             except BaseException as exc:
-                calls.pop(session, None)
-                if not d.is_driver_error(exc):
-                    # the plan's own error, or the caller cancelled: keep the connection only if it is idle
-                    keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
-                    (self._checkin if keep else self._discard)(conn)
-                    raise
-                kind = d.classify(exc)
-                if retries is None:
-                    retries = Retries(d, deadline)
-                keep, then, pause = retries.after(kind, loop.time(), cut=session.cut,
-                                                  in_transaction=session.in_transaction)
-                (self._checkin if keep else self._discard)(conn)
-                if then == AGAIN:
+                retries, pause = self._failed(exc, session, reused, retries, loop, deadline)
+                if pause is not None:
                     await asyncio.sleep(pause)
-                    continue
-                if then == FRESH:
-                    if reused:
-                        self._drain()
-                    continue
-                raise translate(self._where, exc, kind) from exc
-            calls.pop(session, None)
-            if session.cut:
-                self._discard(conn)
-            else:
-                self._checkin(conn)
+                continue
+            self._end(session)
             return result
+
+    def _start(self, loop: asyncio.AbstractEventLoop, conn: Any, deadline: float) -> AsyncSession:
+        """A session on ``conn`` for one attempt, watched by the deadline timer."""
+        session = AsyncSession(self._dialect, conn)
+        self._calls[session] = deadline
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
+        return session
+
+    def _end(self, session: AsyncSession) -> None:
+        """An attempt that succeeded: its connection back to the pool (unless the deadline cut it)."""
+        self._calls.pop(session, None)
+        if session.cut:
+            self._discard(session.conn)
+        else:
+            self._checkin(session.conn)
+
+    def _failed(self, exc: BaseException, session: AsyncSession, reused: bool, retries: Retries | None,
+                loop: asyncio.AbstractEventLoop, deadline: float) -> tuple[Retries, float | None]:
+        """An attempt that raised ``exc``: its connection kept or dropped, and ``exc`` (translated) raised,
+        or ``(retries, pause)``: try again after ``pause`` seconds (None: at once, on a fresh connection)."""
+        self._calls.pop(session, None)
+        d = self._dialect
+        conn = session.conn
+        if not d.is_driver_error(exc):
+            # the plan's own error, or the caller cancelled: keep the connection only if it is idle
+            keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
+            (self._checkin if keep else self._discard)(conn)
+            raise exc
+        kind = d.classify(exc)
+        if retries is None:
+            retries = Retries(d, deadline)
+        keep, then, pause = retries.after(kind, loop.time(), cut=session.cut, in_transaction=session.in_transaction)
+        (self._checkin if keep else self._discard)(conn)
+        if then == AGAIN:
+            return retries, pause
+        if then == FRESH:
+            if reused:
+                self._drain()
+            return retries, None
+        raise translate(self._where, exc, kind) from exc
 
     def _expire(self) -> None:
         """The pool's deadline timer: cut the calls whose deadline passed, then wait for the earliest

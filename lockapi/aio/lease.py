@@ -1,9 +1,9 @@
 """Leases and permits of the asyncio API: :class:`lockapi.lease.LeaseCore` with coroutines for the I/O.
 
 Auto-renewal runs on the event loop (a timer per lease, no thread); ``on_lost`` may be a plain function
-or a coroutine function. A release that is cancelled half-way still completes (it is shielded), and a
-lease's ``async with`` block that ends by cancellation releases the lease before the cancellation
-propagates.
+or a coroutine function. A release that is cancelled half-way still completes (a background task sends
+it again), and a lease's ``async with`` block that ends by cancellation releases the lease before the
+cancellation propagates.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from lockapi.aio.waiting import finish_anyway
 from lockapi.errors import LeaseLost, LockError
 from lockapi.lease import LeaseCore
-from lockapi.observers import CAUSE_AT_MOST, CAUSE_EXPIRED, CAUSE_RENEW_FAILED
+from lockapi.observers import CAUSE_AT_MOST, CAUSE_EXPIRED, CAUSE_RENEW_FAILED, RELEASED
 from lockapi.validation import check_ttl
 
 if TYPE_CHECKING:
     from lockapi.aio.manager import AsyncLockManager
+    from lockapi.observers import Operation
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,21 @@ class AsyncLease(LeaseCore):
     # -- public API --------------------------------------------------------------------------------
     async def release(self, *, keep: float | None = None) -> bool:
         """Release the lease (see :meth:`lockapi.Lease.release`, ``keep`` included). Completes even if
-        the caller is cancelled."""
+        the caller is cancelled: a release cancelled before or while its request is under way is sent
+        (again) by a background task, which the manager's ``aclose`` waits for."""
         hold = None if keep is None else check_ttl(keep, "keep")
-        return await finish_anyway(self._release(hold), self._manager._background)
+        return await self._release(hold)
 
     async def _release(self, hold: float | None) -> bool:
+        # Runs in the caller's task (no task per release): a cancellation that reaches it is handed on
+        # to a background task that does the rest, so the release still completes.
         op = self._op("release")
         state = self._state
-        await state.acquire()  # not ``async with``: two coroutines fewer per call
+        try:
+            await state.acquire()  # not ``async with``: two coroutines fewer per call
+        except asyncio.CancelledError:  # queued behind an extend or renewal: nothing sent yet
+            self._manager._background.spawn(self._release(hold))
+            raise
         try:
             if self._released:
                 return False
@@ -78,12 +85,38 @@ class AsyncLease(LeaseCore):
             except LockError as exc:
                 self._record_error(op, started, observed, exc)
                 raise
+            except asyncio.CancelledError:
+                self._manager._background.spawn(self._send_again(op, hold, started, observed))
+                raise
             wake = self._record_release(op, started, observed, ok, kept=hold is not None)
         finally:
             state.release()
         if wake:
             self._manager._bus.wake(self._bus_key)
         return ok
+
+    async def _send_again(self, op: str, hold: float | None, started: float, observed: Operation | None) -> None:
+        """Finish a release whose request was cut short by a cancellation: the store may or may not
+        have applied it, and its answer is lost. Sending it again is safe: a release (or the extend of
+        ``keep``) only acts on this lease, named by its holder id (unique to it) and token, so a second
+        one either does what the first did not, or finds the lease gone and changes nothing. In that
+        second case the first request is taken to have released the lease (its answer is what was
+        lost), so a lease that was also lost before it is not reported lost. Errors are recorded and
+        logged (nobody awaits this)."""
+        async with self._state:
+            if self._released:  # another release() finished it meanwhile
+                self._reporter.finish(observed, op, self.name, started, RELEASED, True, self.token)
+                return
+            try:  # its answer does not matter (see above)
+                await (self._send_release() if hold is None else self._send_extend(hold))
+            except LockError as exc:
+                self._record_error(op, started, observed, exc)
+                log.warning("lockapi: could not release %r after its caller was cancelled: %s", self, exc,
+                            extra={"lockapi_event": "release_failed", "lockapi_name": self.name})
+                return
+            wake = self._record_release(op, started, observed, True, kept=hold is not None)
+        if wake:
+            self._manager._bus.wake(self._bus_key)
 
     async def extend(self, ttl: float | None = None) -> bool:
         """Make the lease expire ``ttl`` seconds from now (see :meth:`lockapi.Lease.extend`)."""

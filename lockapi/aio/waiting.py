@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from typing import Any, TypeVar
 
 from lockapi.aio.spi import AsyncBackend
 from lockapi.spi import Attempt, Capability, pause_point
@@ -91,9 +92,13 @@ class Background:
 
     def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self.track(task)
+        return task
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count ``task`` in (kept referenced, awaited by :meth:`drain`) until it ends."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     async def drain(self) -> None:
         while self._tasks:
@@ -104,14 +109,27 @@ class Background:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+if sys.version_info >= (3, 12):
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that starts at once, in this call, until its first real wait (a request sent, its
+        reply awaited), instead of at the loop's next turn: a turn of the loop less per attempt, and
+        none at all when the attempt never waits (``memory://``)."""
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+else:
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return loop.create_task(coro)
+
+
 async def finish_anyway(work: Awaitable[T], background: Background,
                         orphan: Callable[[T], Awaitable[object]] | None = None,
                         in_flight: list[asyncio.Task[object]] | None = None) -> T:
     """Await ``work`` so that cancelling the caller does not cancel it: ``work`` runs to its end as a
-    task tracked by ``background``, and if the caller was cancelled first, its result goes to ``orphan``
-    (a grant nobody will see is given back) and the task to ``in_flight``. One task and one future:
-    cheaper than ``asyncio.shield``."""
-    answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    task, and if the caller was cancelled first, its result goes to ``orphan`` (a grant nobody will see
+    is given back) and the task to ``background`` and ``in_flight``. One task and one future: cheaper
+    than ``asyncio.shield``. (While the caller awaits the answer, the caller's frame keeps the task
+    referenced; ``background`` needs it only once nobody awaits it.)"""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[T] = loop.create_future()
 
     async def run() -> None:
         try:
@@ -125,12 +143,21 @@ async def finish_anyway(work: Awaitable[T], background: Background,
         elif orphan is not None:
             await orphan(result)
 
-    running = background.spawn(run())
+    running = _start_task(loop, run())
     try:
         return await answer
     except asyncio.CancelledError:
-        if in_flight is not None and not running.done():
-            in_flight.append(running)
+        if answer.done() and not answer.cancelled():
+            # answered, but the caller was cancelled before it woke up to take the answer (in the same
+            # turn of the loop): nobody will see this result either
+            if orphan is not None and answer.exception() is None:
+                giving_back = background.spawn(orphan(answer.result()))
+                if in_flight is not None:
+                    in_flight.append(giving_back)
+        elif not running.done():
+            background.track(running)
+            if in_flight is not None:
+                in_flight.append(running)
         raise
 
 

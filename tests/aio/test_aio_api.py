@@ -168,6 +168,125 @@ def test_a_grant_whose_caller_was_cancelled_is_given_back(name: str) -> None:
     run(main)
 
 
+class CancelsOnReply(AsyncMemoryBackend):
+    """The in-memory backend that, as each grant's reply leaves it, schedules a cancellation of ``victim``
+    to run before ``victim`` wakes up to read the reply: a caller cancelled when its answer is in hand."""
+
+    victim: asyncio.Task[Any] | None = None
+
+    async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+        await asyncio.sleep(0)  # the reply comes at a later turn of the loop, as from a server
+        attempt = await super().try_acquire(name, holder, ttl, queue_ttl=queue_ttl)
+        if self.victim is not None:
+            asyncio.get_running_loop().call_soon(self.victim.cancel)
+        return attempt
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_a_grant_whose_caller_was_cancelled_as_the_reply_came_is_given_back(name: str, fair: bool) -> None:
+    """The answer was handed over, but the caller was cancelled in the same turn of the loop, before it
+    woke up to take it: the grant is given back all the same."""
+    async def main() -> None:
+        backend = CancelsOnReply(lockapi.plugins.backend_config(f"memory://{name}", {}))
+        mgr = lockapi.aio.AsyncLockManager(backend)
+        for call in (lambda: mgr.try_acquire(name, fair=fair), lambda: _acquire(mgr, name, fair)):
+            task = asyncio.create_task(call())
+            backend.victim = task
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            backend.victim = None
+            await mgr._background.drain()
+            assert await backend.inspect(name) is None, "the grant nobody took was not given back"
+        await mgr.aclose()
+
+    run(main)
+
+
+class SlowReleases(AsyncMemoryBackend):
+    """The in-memory backend whose release and extend wait for ``go`` before (``applied`` False) or after
+    (True) acting: a caller cancelled while its release is under way, before or after the store did it."""
+
+    go: asyncio.Event
+    applied: bool
+    sent: int
+
+    async def _slow(self, call: Callable[[], Any]) -> Any:
+        self.sent += 1
+        if not self.applied:
+            await self.go.wait()
+        result = await call()
+        if self.applied:
+            await self.go.wait()
+        return result
+
+    async def release(self, name: str, holder: str, token: int) -> bool:
+        return bool(await self._slow(lambda: super(SlowReleases, self).release(name, holder, token)))
+
+    async def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return bool(await self._slow(lambda: super(SlowReleases, self).extend(name, holder, token, ttl)))
+
+
+@pytest.mark.parametrize("keep", [None, 30.0])
+@pytest.mark.parametrize("applied", [False, True], ids=["before-the-store-acted", "after-the-store-acted"])
+def test_a_release_cancelled_while_under_way_still_completes(name: str, applied: bool, keep: float | None) -> None:
+    """release() runs in the caller's task; cancelled while its request is under way (the store may or may
+    not have acted), it is finished by a background task: the lease is released (or kept for ``keep``),
+    recorded released once, not lost."""
+    async def main() -> None:
+        backend = SlowReleases(lockapi.plugins.backend_config(f"memory://{name}", {}))
+        backend.go, backend.applied, backend.sent = asyncio.Event(), applied, 0
+        mgr = lockapi.aio.AsyncLockManager(backend)
+        events: list[Any] = []
+        mgr.add_listener(events.append)
+        lost: list[Any] = []
+        lease = await mgr.acquire(name, ttl=30, on_lost=lost.append)
+        task = asyncio.create_task(lease.release(keep=keep))
+        while backend.sent == 0:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        backend.go.set()
+        await mgr._background.drain()
+        info = await backend.inspect(name)
+        if keep is None:
+            assert info is None, "the cancelled release was not completed"
+        else:
+            assert info is not None and info.ttl_remaining > 20, info
+        assert backend.sent == 2
+        releases = [e for e in events if e.op == "release"]
+        assert [e.result for e in releases] == ["released"], releases
+        assert not lease.lost and not lost
+        assert not await lease.release()  # already released
+        await mgr.aclose()
+
+    run(main)
+
+
+def test_a_release_cancelled_while_queued_behind_an_extend_still_completes(name: str) -> None:
+    async def main() -> None:
+        backend = SlowReleases(lockapi.plugins.backend_config(f"memory://{name}", {}))
+        backend.go, backend.applied, backend.sent = asyncio.Event(), False, 0
+        mgr = lockapi.aio.AsyncLockManager(backend)
+        lease = await mgr.acquire(name, ttl=30)
+        extending = asyncio.create_task(lease.extend(30))
+        while backend.sent == 0:
+            await asyncio.sleep(0.001)
+        task = asyncio.create_task(lease.release())
+        await asyncio.sleep(0)  # the release queues behind the extend
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        backend.go.set()
+        assert await extending
+        await mgr._background.drain()
+        assert await backend.inspect(name) is None, "the cancelled release was not completed"
+        assert not lease.lost
+        await mgr.aclose()
+
+    run(main)
+
+
 def test_a_task_cancelled_while_holding_releases(url: str, name: str) -> None:
     async def main() -> None:
         async with lockapi.aio.connect(url) as mgr:

@@ -387,6 +387,43 @@ def test_a_manager_acquire_cancelled_at_each_statement_leaves_nothing_behind(ser
     run(main)
 
 
+def test_a_release_cancelled_while_its_statement_is_in_flight_still_completes(server: Any, steps: Steps,
+                                                                              name: str) -> None:
+    """A release (and ``release(keep=)``, a permit's release) runs in the caller's task; cancelled while its
+    statement is in flight (its connection is dropped: the server may or may not have run it), it is sent
+    again by a background task: the lease is free (or kept), recorded released, and the pool is usable."""
+    async def main() -> None:
+        async with connect(server.url, timeout=10.0) as mgr, connect(server.url, timeout=10.0) as peer:
+            backend, other = native(mgr), native(peer)
+            for what in ("release", "keep", "permit"):
+                target = f"{name}:{what}"
+                if what == "permit":
+                    lease: Any = await mgr.semaphore(target, 1).acquire(ttl=30)
+                else:
+                    lease = await mgr.acquire(target, ttl=30)
+                task = asyncio.create_task(lease.release(keep=30.0 if what == "keep" else None))
+                cancel_at(steps, lambda task=task: task, 0)  # type: ignore[misc]
+                with pytest.raises(asyncio.CancelledError):
+                    async with asyncio.timeout(15):
+                        await task
+                assert len(steps.seen) == 1, steps.seen
+                steps.disarm()
+                await mgr._background.drain()
+                pool_is_consistent(backend)
+                assert not lease.lost, f"{what}: reported lost"
+                async with asyncio.timeout(5):
+                    if what == "permit":
+                        attempt = await other.try_acquire_permit(target, 1, "y", 5)
+                    else:
+                        attempt = await other.try_acquire(target, "y", 5)
+                if what == "keep":
+                    assert attempt.token is None, "release(keep=) cancelled: the lease was not kept"
+                else:
+                    assert attempt.token is not None, f"{what} cancelled in flight: still held"
+
+    run(main)
+
+
 # -- 3. a restart while waiters wait ---------------------------------------------------------------------------
 def test_waiters_get_the_lock_within_wait_across_a_postgres_restart(name: str) -> None:
     """Waiters that were waiting when the server went down end within their ``wait``: granted, or
