@@ -80,7 +80,7 @@ class AsyncSQLBackend(AsyncBackend):
         async with self._schema_lock:
             if not self._schema_ready:
                 await asyncio.to_thread(self._sync.ensure_schema)
-                self._schema_ready = True
+                self._schema_ready = self._sync.schema_ready  # create_schema off and no tables: look again
 
     async def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
         if not self._schema_ready:

@@ -131,7 +131,9 @@ class SQLBackend(Backend):
         self._acquire_first = self.plans.acquire_first  # bound once: the two calls of every cycle
         self._release_first = self.plans.release_first
         self._schema_lock = threading.Lock()
-        self._schema_ready = not self._create_schema
+        # With create_schema off, a backend whose statements name waited_us (PostgreSQL's marks) looks
+        # once that the table has it: a table of an earlier version gets a clear error, not failing releases.
+        self._schema_ready = not self._create_schema and not self.sql.notify
         self._call: _Runner = self.connections.call if self._schema_ready else self._first_call
         """Runs one call's plan (``self._call(plan, *args)``)."""
         self._direct: _DirectRunner = self.connections.direct if self._schema_ready else self._first_direct
@@ -150,13 +152,31 @@ class SQLBackend(Backend):
             if self._schema_ready and not force:
                 return
             try:
-                self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)
+                if self._create_schema:
+                    self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)
+                elif not self._has_added_columns():
+                    return  # no tables yet: calls fail as on any missing table, and look again next time
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
                 cause = getattr(exc, "orig", None) or exc
                 raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
             self._schema_ready = True
             self._call = self.connections.call  # the hot path: straight to the pool
             self._direct = self.connections.direct
+
+    def _has_added_columns(self) -> bool:
+        """With ``create_schema`` off: False if the leases table does not exist; raises ConfigError if it
+        lacks a column this version's statements use (a table of an earlier version)."""
+        with self.engine.connect() as conn:
+            if self.tables.leases.name in self.tables.missing(conn):
+                return False
+            missing = self.tables.missing_columns(conn)
+        if missing:
+            raise ConfigError(
+                f"table {self.tables.leases.name} was created by an earlier lockapi and lacks column(s) "
+                f"{', '.join(missing)}; with create_schema=false add them first (`lockapi sql ddl URL` prints "
+                f"the ALTER TABLE; earlier versions keep working on the upgraded table), or let lockapi add "
+                f"them with create_schema=true")
+        return True
 
     @property
     def schema_ready(self) -> bool:

@@ -108,11 +108,17 @@ class Tables:
         return f"{self.prefix}release"
 
     def ddl(self, dialect: Dialect) -> str:
-        """The CREATE TABLE statements for ``dialect``, as a DBA would run them."""
+        """The CREATE TABLE statements for ``dialect``, as a DBA would run them, then (commented out) the
+        ALTER TABLE statements that upgrade a table of an earlier version."""
         return "".join(
             f"{str(CreateTable(table).compile(dialect=dialect)).strip()};\n\n"
             for table in self.metadata.sorted_tables
-        )
+        ) + "-- Upgrading tables created by an earlier lockapi (each column once):\n" + "".join(
+            f"-- {self.add_column(column)};\n" for column in ADDED_COLUMNS)
+
+    def add_column(self, column: str) -> str:
+        """The statement that adds ``column`` (of :data:`ADDED_COLUMNS`) to the leases table."""
+        return f"ALTER TABLE {self.leases.name} ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0"
 
     def missing(self, conn: Connection) -> list[str]:
         """Names of the tables that do not exist yet."""
@@ -142,8 +148,7 @@ class Tables:
                     self.metadata.create_all(conn, checkfirst=True)
                 with engine.begin() as conn:
                     for column in self.missing_columns(conn):
-                        conn.execute(sa.text(f"ALTER TABLE {self.leases.name} ADD COLUMN {column} "
-                                             f"BIGINT NOT NULL DEFAULT 0"))
+                        conn.execute(sa.text(self.add_column(column)))
                 return
             except sa.exc.DBAPIError:
                 if time.monotonic() >= deadline:

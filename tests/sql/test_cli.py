@@ -34,6 +34,7 @@ def test_ddl_prints_the_tables_without_connecting(capsys: pytest.CaptureFixture[
         assert f"CREATE TABLE {table} (" in out
     assert marker in out
     assert "PRIMARY KEY (name_hash, kind, slot)" in out
+    assert "-- ALTER TABLE ops_leases ADD COLUMN waited_us BIGINT NOT NULL DEFAULT 0;" in out  # upgrades
     assert run(["sql", "ddl", url, "--table-prefix", "flag_"]) == 0
     assert "CREATE TABLE flag_leases" in capsys.readouterr().out
 

@@ -23,6 +23,7 @@ from lockapi_sql.statements import payload
 
 import lockapi
 import lockapi.aio
+from lockapi.errors import ConfigError
 from lockapi.testing.pauses import pause_at
 from lockapi.waiting import PUSH_MAX
 from tests.servers.common import wait_until
@@ -330,3 +331,23 @@ def test_tables_of_the_previous_version_are_upgraded_in_place(sql_url: str, make
     assert new.try_acquire(name, "w", 60).token is None
     assert new.release(name, "h", token)
     assert new.try_acquire(name, "w", 60).token is not None
+
+
+def test_create_schema_false_on_a_table_of_the_previous_version_is_a_clear_error(
+        pg_url: str, make_backend: Factory, prefix: str, name: str) -> None:
+    """With create_schema off, a leases table without ``waited_us`` (which this version's PostgreSQL
+    statements name) is reported before any lock call runs, with what to do; once the DBA adds the column
+    (the statement ``lockapi sql ddl`` prints), the same backend works."""
+    creator = make_backend(pg_url, table_prefix=prefix)
+    creator.ensure_schema()
+    with creator.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {creator.tables.leases.name} DROP COLUMN waited_us"))
+    lazy = make_backend(pg_url, table_prefix=prefix, create_schema="false")
+    with pytest.raises(ConfigError, match=r"waited_us.*create_schema") as err:
+        lazy.try_acquire(name, "h", 30)
+    assert "lockapi sql ddl" in str(err.value)
+    assert creator.inspect(name) is None, "the lock call ran although the table lacks the column"
+    with creator.engine.begin() as conn:
+        conn.execute(sa.text(creator.tables.add_column("waited_us")))
+    lease = lazy.try_acquire(name, "h", 30)
+    assert lease.token is not None and lazy.release(name, "h", lease.token)
