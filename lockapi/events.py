@@ -54,8 +54,10 @@ class Listeners:
             self.items = (*self.items, listener)
 
     def remove(self, listener: Listener) -> None:
+        """Remove ``listener`` (compared with ``==``: ``remove(seen.append)`` finds the listener added as
+        ``add(seen.append)``, though each ``seen.append`` is a new bound-method object)."""
         with self._lock:
-            self.items = tuple(item for item in self.items if item is not listener)
+            self.items = tuple(item for item in self.items if item != listener)
 
     def __bool__(self) -> bool:
         return bool(self.items)

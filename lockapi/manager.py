@@ -150,6 +150,7 @@ class LockManager:
         self._reporter.listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (found by ``==``, so passing ``seen.append`` again works)."""
         self._reporter.listeners.remove(listener)
 
     def add_observer(self, observer: Observer) -> None:

@@ -672,7 +672,8 @@ class LockConformance(InterleavingConformance):
         lease = manager.acquire(name, ttl=30)
         assert manager.try_acquire(name) is None
         lease.release()
-        manager.remove_listener(seen.append)
+        manager.remove_listener(seen.append)  # a new bound-method object, equal to the one added
+        assert manager.try_acquire(name, ttl=30).release()  # type: ignore[union-attr]
         assert [(e.op, e.outcome) for e in seen] == [("acquire", True), ("try_acquire", False),
-                                                    ("release", True)]
+                                                    ("release", True)], "a removed listener was called"
         assert seen[0].token == lease.token and seen[0].seconds >= 0
