@@ -61,8 +61,10 @@ class _TwoBackendLease(LockConformance):
         compete: Any = (other.semaphore(name, 1).acquire if semaphore else functools.partial(other.acquire, name))
         a = take(ttl=self.short_ttl)
         b = None
+        # B waits until A's unextended side has surely lapsed (short_ttl), plus the margin: the extended
+        # side keeps it out for 30 s, so a longer wait (the walk's _expiry_wait) only adds idle seconds.
         with self._paused(point, functools.partial(a.extend, 30)) as (run, _), contextlib.suppress(LockTimeout):
-            b = compete(ttl=30, wait=self._expiry_wait())
+            b = compete(ttl=30, wait=self.short_ttl + self.margin + 1)
         try:
             extended = run.outcome(self._resume_timeout(manager))
         except BackendUnavailable:
