@@ -130,6 +130,29 @@ def command(client: Any, *args: str | int) -> Any:
         pool.release(conn)
 
 
+def pipelined(client: Redis, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+    """Send ``commands`` in one write on one connection of a standalone or sentinel client's pool and read
+    their replies in order; an error reply is returned in its command's place (a :class:`ResponseError`),
+    and leaves the connection clean. Any other failure disconnects the connection and is raised (which of
+    the commands ran is then unknown)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        conn.disconnect()  # a half-read reply must never reach the next caller
+        raise
+    finally:
+        pool.release(conn)
+
+
 def run_script(client: Client, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
     """EVALSHA ``script``; on NOSCRIPT (a new or restarted server) EVAL, which caches it again."""
     try:
