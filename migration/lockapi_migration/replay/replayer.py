@@ -173,21 +173,25 @@ class Replayer:
         wave: list[tuple[str, Plan, Ask]] = []
 
         def advance(key: str, plan: Plan | None, answer: Answer | None) -> None:
-            """Hand ``plan`` its answer (None: start it); queue its next call, or start the key's next plan."""
-            while plan is not None:
-                try:
-                    ask = plan.send(answer)  # type: ignore[arg-type]  # None starts a plan
-                except StopIteration:
-                    ask = None
-                except Exception as exc:  # a replay must never stop the others
-                    failed(exc)
-                    ask = None
-                if ask is not None:
-                    wave.append((key, plan, ask))
-                    if not ask[1]:
-                        return
+            """Hand ``plan`` its answer (None: start it); queue its next call, or start the key's next plan
+            (``plan`` None: just that)."""
+            while True:
+                if plan is not None:
+                    try:
+                        ask = plan.send(answer)  # type: ignore[arg-type]  # None starts a plan
+                    except StopIteration:
+                        ask = None
+                    except Exception as exc:  # a replay must never stop the others
+                        failed(exc)
+                        ask = None
+                    if ask is not None:
+                        wave.append((key, plan, ask))
+                        if not ask[1]:
+                            return
                 queue = waiting[key]
-                plan, answer = (queue.popleft() if queue else None), None
+                if not queue:
+                    return
+                plan, answer = queue.popleft(), None
 
         for key, queue in waiting.items():
             advance(key, queue.popleft(), None)
@@ -200,6 +204,8 @@ class Replayer:
                 for _, plan, _ in current:
                     failed(exc)
                     plan.close()
+                for key in dict.fromkeys(key for key, _, _ in current):
+                    advance(key, None, None)  # the replays queued behind them still run
                 continue
             latency = time.perf_counter() - started
             for (key, plan, ask), outcome in zip(current, outcomes, strict=True):
