@@ -27,6 +27,7 @@ from lockapi.spi import (
     BackendUnavailable,
     Call,
     Capability,
+    LockError,
     LockInfo,
     Wake,
     check_calls,
@@ -295,7 +296,10 @@ class RedisBackend(Backend):
         :class:`BackendUnavailable` (it did not run; it is sent in full next time) rather than run out of
         order; a connection lost during the pipeline fails every call of it."""
         check_calls(calls)
-        client = self._client
+        try:
+            client = self._client
+        except LockError as exc:  # closed
+            return [exc] * len(calls)
         if len(calls) < 2 or not isinstance(client, Redis):
             return super().run_calls(calls)
         steps: list[Eval[Any] | Command[Any]] = []

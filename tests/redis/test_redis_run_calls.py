@@ -112,3 +112,10 @@ def test_the_default_runs_the_calls_one_by_one_and_returns_errors() -> None:
         assert isinstance(got[0], Attempt) and not isinstance(got[0], LockError)
     finally:
         be.close()
+
+
+def test_a_closed_backend_fails_every_call(redis_standalone: RedisServer) -> None:
+    be = backend(redis_standalone.url)
+    be.close()
+    got = be.run_calls([("try_acquire", ("c1", "h", 1.0), {}), ("try_acquire", ("c2", "h", 1.0), {})])
+    assert len(got) == 2 and all(isinstance(x, BackendUnavailable) for x in got)
