@@ -38,11 +38,13 @@ from lockapi.errors import (
 )
 
 __all__ = [
+    "CALLS",
     "PAUSE_OPERATIONS",
     "Attempt",
     "Backend",
     "BackendConfig",
     "BackendUnavailable",
+    "Call",
     "Capability",
     "ConfigError",
     "LockError",
@@ -52,8 +54,10 @@ __all__ = [
     "UnsupportedFeature",
     "Wake",
     "Watchers",
+    "check_calls",
     "pause_point",
     "redact_url",
+    "run_call",
     "signal",
     "step",
     "trace_context",
@@ -443,6 +447,31 @@ class BackendConfig:
         return redact_url(self.url)
 
 
+Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""One SPI call as data for :meth:`Backend.run_calls`: (method name, positional arguments, keyword
+arguments), e.g. ``("release", (name, holder, token), {})``."""
+
+CALLS = frozenset({"try_acquire", "release", "extend", "try_acquire_many", "try_acquire_permit",
+                   "release_permit", "extend_permit", "mark_done", "done", "set_fence_floor"})
+"""The methods :meth:`Backend.run_calls` runs."""
+
+
+def run_call(backend: Backend, call: Call) -> Any:
+    """Run one :data:`Call` on ``backend``: its result, or the :class:`LockError` it raised (returned)."""
+    method, args, kwargs = call
+    try:
+        return getattr(backend, method)(*args, **kwargs)
+    except LockError as exc:
+        return exc
+
+
+def check_calls(calls: Sequence[Call]) -> None:
+    """ValueError (before any I/O) for a call :meth:`Backend.run_calls` does not run."""
+    for call in calls:
+        if call[0] not in CALLS:
+            raise ValueError(f"run_calls runs only {', '.join(sorted(CALLS))}, not {call[0]!r}")
+
+
 class Backend(abc.ABC):
     """A connection to one lock store. Implementations are thread-safe.
 
@@ -578,6 +607,21 @@ class Backend(abc.ABC):
     def force_release(self, name: str) -> bool:
         """Free ``name`` whoever holds it; True if it was held. Needs ADMIN."""
         raise UnsupportedFeature(f"{type(self).__name__} cannot force-release locks")
+
+    # -- several calls at once ---------------------------------------------------------------------
+    def run_calls(self, calls: Sequence[Call]) -> list[Any]:
+        """Run ``calls`` (:data:`Call`, methods in :data:`CALLS`) in the order given and return, per call,
+        its result or the :class:`LockError` it raised (returned, not raised: one call's failure does not
+        stop the others). An unknown method is a ValueError before any I/O.
+
+        No call sees another's result before all were sent, so a caller puts in one batch only calls
+        whose arguments do not depend on each other's answers: acquires of different names, or a release
+        and the next acquire of the same name (the store runs them in this order). The default runs them
+        one by one; a backend may send them in one round trip (Redis: one pipeline). Used by the
+        migration shadow's replay, which sends each wave of independent replays as one batch.
+        """
+        check_calls(calls)
+        return [run_call(self, call) for call in calls]
 
     # -- waiting -----------------------------------------------------------------------------------
     def watch(

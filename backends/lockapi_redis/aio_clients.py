@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptError, ResponseError, TimeoutError
 
 from .aio_pool import AsyncBoundedPool, AsyncBoundedSentinelPool
-from .clients import Flavour
+from .clients import Flavour, pack
 from .scripts import Script
 
 ASYNC = Flavour(connection=Connection, ssl_connection=SSLConnection, pool=AsyncBoundedPool,
@@ -35,20 +35,6 @@ ASYNC = Flavour(connection=Connection, ssl_connection=SSLConnection, pool=AsyncB
 
 _BUFFERED = 64 * 1024
 """Bytes left unsent in a connection's buffer after which a write waits for it to drain."""
-
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis (lockapi[redis] installs it) packs a command in C, ten times faster than redis.asyncio
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # hiredis missing, or older than 2.1
-    _hiredis_pack = None
-
-
-def _pack(conn: AbstractConnection, args: tuple[str | int, ...]) -> list[bytes]:
-    if _hiredis_pack is not None:
-        return [_hiredis_pack(args)]
-    packed: list[bytes] = conn.pack_command(*args)
-    return packed
-
 
 def _write(conn: AbstractConnection, packed: list[bytes]) -> bool:
     """Write to a connected connection; False if the kernel left more than :data:`_BUFFERED` bytes
@@ -77,7 +63,7 @@ async def command(pool: AsyncBoundedPool, *args: str | int) -> Any:
     try:
         if conn.health_check_interval:
             await conn.check_health()
-        if not _write(conn, _pack(conn, args)):
+        if not _write(conn, pack(conn, args)):
             await _drain(conn)
         return await conn.read_response()
     finally:

@@ -15,21 +15,26 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from redis import Redis
 from redis.cluster import RedisCluster
 from redis.connection import AbstractConnection
+from redis.exceptions import NoScriptError
 
 from lockapi.spi import (
     Attempt,
     Backend,
     BackendConfig,
     BackendUnavailable,
+    Call,
     Capability,
+    LockError,
     LockInfo,
     Wake,
+    check_calls,
     drive,
 )
 
-from .clients import Client, build, command, no_retry, pubsub_connection, run_script
+from .clients import Client, build, command, no_retry, pipelined, pubsub_connection, run_script
 from .idle import IdleSweeper
 from .operations import (
     CLIENT_ERRORS,
@@ -60,6 +65,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_PIPELINED: dict[str, Callable[..., Any]] = {
+    "try_acquire": lambda ops, name, holder, ttl, *, queue_ttl=None: ops.try_acquire(name, holder, ttl, queue_ttl),
+    "release": Operations.release,
+    "extend": Operations.extend,
+    "try_acquire_permit": Operations.try_acquire_permit,
+    "release_permit": Operations.release_permit,
+    "extend_permit": Operations.extend_permit,
+    "mark_done": Operations.mark_done,
+    "set_fence_floor": lambda ops, name, token, *, semaphore=False: ops.set_fence_floor(name, token, semaphore),
+}
+"""The :meth:`RedisBackend.run_calls` methods that can go into one pipeline (when their operation is one
+script or command: not with ``wait_replicas``)."""
+
+
 class RedisBackend(Backend):
     """Locks on Redis. Thread-safe; one command connection pool and one pub/sub connection (per node)."""
 
@@ -83,6 +102,8 @@ class RedisBackend(Backend):
         self._hub = PubSubHub(sharded=self.settings.sharded_pubsub, timeout=config.timeout,
                               node_for=self._node_for, refresh=self._refresh_topology)
         self._closed = False
+        self._loaded: set[str] = set()
+        """SHA1s of the scripts a pipeline found on the server (sent as EVALSHA; the others as EVAL)."""
         self._last_call = time.monotonic()
         self._sweeper = None if self.settings.idle_timeout <= 0 else IdleSweeper(
             self.settings.idle_timeout, [self._close_idle_commands, self._hub.close_idle])
@@ -266,6 +287,54 @@ class RedisBackend(Backend):
                 yield from flush()
         if batch:
             yield from flush()
+
+    # -- several calls at once --------------------------------------------------------------------
+    def run_calls(self, calls: Sequence[Call]) -> list[Any]:
+        """One pipeline (one write, one connection) on a standalone or sentinel server when every call is
+        one script or command; otherwise one call after the other. A script the server does not have
+        (restarted or flushed since this backend last ran it) fails its own call with
+        :class:`BackendUnavailable` (it did not run; it is sent in full next time) rather than run out of
+        order; a connection lost during the pipeline fails every call of it."""
+        check_calls(calls)
+        try:
+            client = self._client
+        except LockError as exc:  # closed
+            return [exc] * len(calls)
+        if len(calls) < 2 or not isinstance(client, Redis):
+            return super().run_calls(calls)
+        steps: list[Eval[Any] | Command[Any]] = []
+        commands: list[tuple[str | int, ...]] = []
+        for method, args, kwargs in calls:
+            build_step = _PIPELINED.get(method)
+            step = None if build_step is None else build_step(self.ops, *args, **kwargs)
+            if type(step) is Command:
+                commands.append(step.args)
+            elif type(step) is Eval:
+                script = step.script
+                head = ("EVALSHA", script.sha) if script.sha in self._loaded else ("EVAL", script.text)
+                commands.append((*head, len(step.keys), *step.keys, *step.args))
+            else:  # several round trips (wait_replicas, a batch): one call after the other
+                return super().run_calls(calls)
+            steps.append(step)
+        self._last_call = time.monotonic()
+        try:
+            replies = pipelined(client, commands)
+        except CLIENT_ERRORS as exc:
+            return [unavailable(self._where, exc)] * len(calls)
+        results: list[Any] = []
+        for step, reply in zip(steps, replies, strict=True):
+            if isinstance(reply, NoScriptError) and type(step) is Eval:
+                self._loaded.discard(step.script.sha)
+                results.append(BackendUnavailable(
+                    f"redis at {self._where} lost its scripts (restarted or SCRIPT FLUSH): this call did not "
+                    "run; try it again"))
+            elif isinstance(reply, CLIENT_ERRORS):
+                results.append(unavailable(self._where, reply))
+            else:
+                if type(step) is Eval:
+                    self._loaded.add(step.script.sha)
+                results.append(step.decode(reply))
+        return results
 
     # -- administration ---------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, *, semaphore: bool = False) -> None:

@@ -75,8 +75,15 @@ def timed(call: Callable[[], T], decide: Callable[[Any, float], Side]
     try:
         result = call()
     except LockError as exc:
-        return Side(error=clean_error(exc), latency=time.perf_counter() - started), None, exc
+        return outcome_side(exc, time.perf_counter() - started, decide), None, exc
     return decide(result, time.perf_counter() - started), result, None
+
+
+def outcome_side(outcome: Any, latency: float, decide: Callable[[Any, float], Side]) -> Side:
+    """The Side of a call that returned ``outcome`` (or raised it: a :class:`LockError`) after ``latency``."""
+    if isinstance(outcome, LockError):
+        return Side(error=clean_error(outcome), latency=latency)
+    return decide(outcome, latency)
 
 
 def attempt_side(attempt: Attempt, latency: float | None = None) -> Side:

@@ -5,20 +5,24 @@ tasks of one name run in submission order (a shadow release never overtakes its 
 ``submit`` never blocks: when the shard's queue is full the task is dropped, counted, and False is
 returned (the caller records the drop). Each task's backend calls are bounded by the shadow backend's
 own ``timeout`` (see :data:`SHADOW_TIMEOUT`). A task is a function and its arguments; it is called with
-the monotonic time it was submitted at first (to measure how far the replay runs behind).
+the monotonic time it was submitted at first (to measure how far the replay runs behind). A task that is
+a generator function is a replay *plan* (:data:`~lockapi_migration.replay.replayer.Plan`): a worker
+takes everything queued on its shard at once (up to :data:`WAVE`) and has the target's ``drive`` run
+the plans among it together, the shadow calls of different names in one round trip.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import logging
 import queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from lockapi.spi import step, trace_context
 
@@ -31,8 +35,19 @@ Task = Callable[..., None]
 """A replay task: called as ``task(submitted, *args)``."""
 Item = tuple[Task, tuple[Any, ...], float, str, object]
 """(task, args, submitted, key, the caller's trace context)."""
+WAVE = 256
+"""Queued replays a worker thread takes at once: their shadow calls go in batches (see
+:meth:`~lockapi_migration.replay.replayer.Replayer.drive`)."""
+T = TypeVar("T")
 GROUP = 64
 """Names per replay task of a multi-name operation (bounds one task's size and duration)."""
+
+
+def several_names(task: T) -> T:
+    """Mark a replay plan that touches several names (its key is only the first): it runs after every
+    replay queued before it on its shard and before every one after it, never in a wave with them."""
+    task.several_names = True  # type: ignore[attr-defined]
+    return task
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -149,17 +164,58 @@ class ReplayQueue(Replay):
         return done.wait(timeout)
 
     def _run(self, tasks: queue.Queue[Item | None]) -> None:
-        while (item := tasks.get()) is not None:
-            task, args, submitted, key, parent = item
+        stop = False
+        while not stop and (item := tasks.get()) is not None:
+            items = [item]
+            with contextlib.suppress(queue.Empty):  # and whatever else is queued: one batch
+                while len(items) < WAVE:
+                    if (more := tasks.get_nowait()) is None:
+                        stop = True
+                        break
+                    items.append(more)
+            self._run_items(items)
+
+    def _run_items(self, items: list[Item]) -> None:
+        """Run ``items`` in order; consecutive plans (tasks that are generator functions) of one name each
+        as one batch of the target's ``drive`` (a traced plan, or one of :func:`several_names`, on its
+        own)."""
+        plans: list[tuple[str, Any]] = []
+        for task, args, submitted, key, parent in items:
             try:
+                if parent is None and inspect.isgeneratorfunction(task):
+                    if not getattr(task, "several_names", False):
+                        plans.append((key, task(submitted, *args)))
+                        continue
+                    if plans:
+                        self._drive(plans)
+                    plans = []
+                    self._drive([(key, task(submitted, *args))])
+                    continue
+                if plans:
+                    self._drive(plans)
+                    plans = []
                 if parent is None:
                     task(submitted, *args)
                 else:
                     with step(self._step, key, backend="migration", parent=parent, side=self._side):
-                        task(submitted, *args)
-            except Exception:  # a shadow task must never kill its worker
-                self.failed += 1
-                log.exception("lockapi migration: shadow task failed")
+                        if inspect.isgeneratorfunction(task):
+                            self._drive([(key, task(submitted, *args))])
+                        else:
+                            task(submitted, *args)
+            except Exception as exc:  # a shadow task must never kill its worker
+                self._failed(exc)
+        if plans:
+            self._drive(plans)
+
+    def _drive(self, plans: list[tuple[str, Any]]) -> None:
+        try:
+            self._target.drive(plans, self._failed)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failed += 1
+        log.error("lockapi migration: shadow task failed", exc_info=exc)
 
     def close(self, timeout: float = 10.0) -> None:
         self.drain(timeout)

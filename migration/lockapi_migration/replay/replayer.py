@@ -26,10 +26,10 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from lockapi.spi import Backend, LockError
+from lockapi.spi import Backend, Call, LockError
 from lockapi_migration.records.model import (
     ABSENT,
     DENIED,
@@ -44,12 +44,21 @@ from lockapi_migration.records.model import (
     done_side,
     granted_side,
     ok_side,
-    timed,
+    outcome_side,
 )
 from lockapi_migration.replay.lag import LagMeter
+from lockapi_migration.replay.queue import several_names
 from lockapi_migration.strategies.operations import KINDS, LOCK, Kind, Recorder
 from lockapi_migration.strategies.tokens import TokenMap
 
+Ask = tuple[Call, bool]
+"""What a replay plan yields: the shadow call to make next, and whether it is *final* (the plan's last
+call, and the next replay of the same name does not depend on its answer)."""
+Answer = tuple[Any, float]
+"""What a plan is sent back: the call's result or its LockError, and the round trip's seconds."""
+Plan = Generator[Ask, Answer, None]
+"""One replay as a generator (each replay method of :class:`Replayer` returns one; :meth:`Replayer.drive`
+runs them)."""
 Row = tuple[str, Side, Side, str]
 """One recorded name: (name, primary side, shadow side, detail)."""
 
@@ -150,9 +159,70 @@ class Replayer:
         self._lag.observe(delay, stale=stale)
         return delay, stale
 
+    # -- running replays ---------------------------------------------------------------------------
+    def drive(self, plans: Sequence[tuple[str, Plan]], failed: Callable[[BaseException], None]) -> None:
+        """Run replay plans (``(key, plan)`` in submission order; those of one key one after the other)
+        in waves: each wave sends the next shadow call of every running plan as ONE
+        :meth:`~lockapi.spi.Backend.run_calls` batch (one round trip on Redis), then hands each plan its
+        answer. A plan whose call is *final* (its last, and nothing the next replay of its name reads
+        depends on the answer: a release, a marker) lets that next replay start in the same wave, after
+        it in the batch: the shadow runs them in that order. ``failed`` is told of a plan that raised."""
+        waiting: dict[str, collections.deque[Plan]] = {}
+        for key, plan in plans:
+            waiting.setdefault(key, collections.deque()).append(plan)
+        wave: list[tuple[str, Plan, Ask]] = []
+
+        def advance(key: str, plan: Plan | None, answer: Answer | None) -> None:
+            """Hand ``plan`` its answer (None: start it); queue its next call, or start the key's next plan
+            (``plan`` None: just that)."""
+            while True:
+                if plan is not None:
+                    try:
+                        ask = plan.send(answer)  # type: ignore[arg-type]  # None starts a plan
+                    except StopIteration:
+                        ask = None
+                    except Exception as exc:  # a replay must never stop the others
+                        failed(exc)
+                        ask = None
+                    if ask is not None:
+                        wave.append((key, plan, ask))
+                        if not ask[1]:
+                            return
+                queue = waiting[key]
+                if not queue:
+                    return
+                plan, answer = queue.popleft(), None
+
+        for key, queue in waiting.items():
+            advance(key, queue.popleft(), None)
+        while wave:
+            current, wave = wave, []
+            started = time.perf_counter()
+            try:
+                outcomes = self._s.run_calls([ask[0] for _, _, ask in current])
+            except Exception as exc:  # not a LockError (those are outcomes): every plan of the wave failed
+                for _, plan, _ in current:
+                    failed(exc)
+                    plan.close()
+                for key in dict.fromkeys(key for key, _, _ in current):
+                    advance(key, None, None)  # the replays queued behind them still run
+                continue
+            latency = time.perf_counter() - started
+            for (key, plan, ask), outcome in zip(current, outcomes, strict=True):
+                if ask[1]:  # final: the plan ends here, the key's next plan is already running
+                    try:
+                        plan.send((outcome, latency))
+                        failed(RuntimeError("a replay asked for a call after its final one"))
+                    except StopIteration:
+                        pass
+                    except Exception as exc:
+                        failed(exc)
+                else:
+                    advance(key, plan, (outcome, latency))
+
     # -- locks and semaphores ----------------------------------------------------------------------
     def acquire(self, submitted: float, kind_label: str, name: str, holder: str, ttl: float, permits: int,
-                p_side: Side, ts: float) -> None:
+                p_side: Side, ts: float) -> Plan:
         kind = KINDS[kind_label]
         delay, stale = self._start(submitted)
         op = kind.op("acquire")
@@ -161,20 +231,22 @@ class Replayer:
             return
         p_token = p_side.token
         if p_token is not None and self._floor and not self._floors.covers(kind, name, p_token):
-            with contextlib.suppress(LockError):  # the acquire below records the shadow's trouble
-                kind.floor(self._s, name, p_token)
+            floored, _ = yield kind.floor_call(name, p_token), False
+            if not isinstance(floored, LockError):  # else the acquire below records the shadow's trouble
                 self._floors.saw(kind, name, p_token)
-        side, attempt, _ = timed(lambda: kind.acquire(self._s, name, holder, ttl, permits), attempt_side)
-        if attempt is not None and attempt.token is not None:
-            self._floors.saw(kind, name, attempt.token)
-            if p_token is None:
-                kind.undo(self._s, name, holder, attempt.token)
-            else:
-                self.tokens.put((kind.label, name, holder), attempt.token, ttl)
+        attempt, latency = yield kind.acquire_call(name, holder, ttl, permits), False
+        side = outcome_side(attempt, latency, attempt_side)
+        token = None if isinstance(attempt, LockError) else attempt.token
+        if token is not None:
+            self._floors.saw(kind, name, token)
+            if p_token is not None:
+                self.tokens.put((kind.label, name, holder), token, ttl)
         self.record(op, holder, ttl, [(name, p_side, side, "")], ts, delay)
+        if token is not None and p_token is None:
+            yield kind.release_call(name, holder, token), True  # undo; an error leaves it to expire by its ttl
 
     def lease(self, submitted: float, kind_label: str, verb: str, name: str, holder: str, ttl: float | None,
-              p_side: Side, ts: float) -> None:
+              p_side: Side, ts: float) -> Plan:
         """Release or extend (``ttl`` given) with the shadow's own token for the lease."""
         kind = KINDS[kind_label]
         delay, stale = self._start(submitted)
@@ -184,36 +256,40 @@ class Replayer:
             self.record(op, holder, ttl, [(name, p_side, NOT_ASKED, "shadow not held")], ts, delay)
             return
         if ttl is None:
-            side, ok, _ = timed(lambda: kind.release(self._s, name, holder, s_token), bool_side)
+            ok, latency = yield kind.release_call(name, holder, s_token), True
         else:
-            side, ok, _ = timed(lambda: kind.extend(self._s, name, holder, s_token, ttl), bool_side)
-            if ok:
+            ok, latency = yield kind.extend_call(name, holder, s_token, ttl), False
+            if ok is True:
                 self.tokens.put(key, s_token, ttl)
+        side = outcome_side(ok, latency, bool_side)
         self.record(op, holder, ttl, [(name, p_side, side, STALE if stale else "")], ts, delay)
 
     # -- batches -----------------------------------------------------------------------------------
+    @several_names
     def acquire_many(self, submitted: float, names: list[str], holder: str, ttl: float, skip_done: bool,
-                     p_rows: dict[str, Side], ts: float) -> None:
+                     p_rows: dict[str, Side], ts: float) -> Plan:
         delay, stale = self._start(submitted)
         if stale:
             self.record("acquire_many", holder, ttl, [(n, p_rows[n], NOT_ASKED, STALE) for n in names], ts, delay)
             return
         if self._floor:
-            with contextlib.suppress(LockError):
-                for name in names:
-                    token = p_rows[name].token
-                    if token is not None and not self._floors.covers(LOCK, name, token):
-                        LOCK.floor(self._s, name, token)
-                        self._floors.saw(LOCK, name, token)
-        s_side, s_granted, _ = timed(
-            lambda: self._s.try_acquire_many(names, holder, ttl, skip_done=skip_done), granted_side)
-        if s_granted is None:
+            for name in names:
+                token = p_rows[name].token
+                if token is not None and not self._floors.covers(LOCK, name, token):
+                    floored, _ = yield LOCK.floor_call(name, token), False
+                    if isinstance(floored, LockError):
+                        break
+                    self._floors.saw(LOCK, name, token)
+        granted, latency = yield ("try_acquire_many", (names, holder, ttl), {"skip_done": skip_done}), False
+        s_side = outcome_side(granted, latency, granted_side)
+        if isinstance(granted, LockError):
             self.record("acquire_many", holder, ttl, [(n, p_rows[n], s_side, "") for n in names], ts, delay)
             return
+        s_granted: dict[str, int] = granted
         for name, token in s_granted.items():
             self._floors.saw(LOCK, name, token)
             if p_rows[name].token is None:
-                LOCK.undo(self._s, name, holder, token)
+                yield LOCK.release_call(name, holder, token), False  # undo; an error: it expires by its ttl
             else:
                 self.tokens.put((LOCK.label, name, holder), token, ttl)
         differ = [n for n in names if (n in s_granted) != (p_rows[n].token is not None)]
@@ -234,16 +310,20 @@ class Replayer:
         return {name: f"done:{''.join(sorted(labels))}" for name, labels in found.items()}
 
     # -- done markers ------------------------------------------------------------------------------
-    def mark_done(self, submitted: float, name: str, ttl: float, p_side: Side, ts: float) -> None:
+    def mark_done(self, submitted: float, name: str, ttl: float, p_side: Side, ts: float) -> Plan:
         delay, stale = self._start(submitted)  # written even when stale: markers must reach both
-        side, _, _ = timed(lambda: self._s.mark_done(name, ttl), ok_side)
+        outcome, latency = yield ("mark_done", (name, ttl), {}), True
+        side = outcome_side(outcome, latency, ok_side)
         self.record("mark_done", "", ttl, [(name, p_side, side, STALE if stale else "")], ts, delay)
 
-    def done(self, submitted: float, names: list[str], p_side: Side, p_done: set[str], ts: float) -> None:
+    @several_names
+    def done(self, submitted: float, names: list[str], p_side: Side, p_done: set[str], ts: float) -> Plan:
         delay, stale = self._start(submitted)
         if stale:
             rows = done_rows(names, p_side, p_done, NOT_ASKED, None)
             self.record("done", "", None, [(n, p, NOT_ASKED, STALE) for n, p, _, _ in rows], ts, delay)
             return
-        s_side, s_done, _ = timed(lambda: self._s.done(names), done_side)
+        found, latency = yield ("done", (names,), {}), True
+        s_side = outcome_side(found, latency, done_side)
+        s_done = None if isinstance(found, LockError) else found
         self.record("done", "", None, done_rows(names, p_side, p_done, s_side, s_done), ts, delay)

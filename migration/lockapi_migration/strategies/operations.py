@@ -6,7 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from lockapi.spi import Attempt, Backend, LockError, signal
+from lockapi.spi import Attempt, Backend, Call, LockError, signal
 from lockapi_migration.phases import H
 from lockapi_migration.records.model import Record, Side
 from lockapi_migration.records.sink import RecordSink
@@ -55,6 +55,21 @@ class Kind:
     def floor(self, backend: Backend, name: str, token: int) -> None:
         """Make ``backend``'s next token for ``name`` greater than ``token``."""
         backend.set_fence_floor(name, token, semaphore=self.semaphore)
+
+    # the same calls as data, for Backend.run_calls (the shadow's replay sends them in batches)
+    def acquire_call(self, name: str, holder: str, ttl: float, permits: int) -> Call:
+        if self.semaphore:
+            return ("try_acquire_permit", (name, permits, holder, ttl), {})
+        return ("try_acquire", (name, holder, ttl), {})
+
+    def release_call(self, name: str, holder: str, token: int) -> Call:
+        return ("release_permit" if self.semaphore else "release", (name, holder, token), {})
+
+    def extend_call(self, name: str, holder: str, token: int, ttl: float) -> Call:
+        return ("extend_permit" if self.semaphore else "extend", (name, holder, token, ttl), {})
+
+    def floor_call(self, name: str, token: int) -> Call:
+        return ("set_fence_floor", (name, token), {"semaphore": self.semaphore})
 
 
 LOCK = Kind("lock", False)
