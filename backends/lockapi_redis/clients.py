@@ -134,7 +134,7 @@ def command(client: Any, *args: str | int) -> Any:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_command(*args))
+        conn.send_packed_command(pack(conn, args))
         return conn.read_response()
     except ResponseError:
         raise
