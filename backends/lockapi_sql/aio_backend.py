@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -77,9 +78,10 @@ class AsyncSQLBackend(AsyncBackend):
             return
         if self._schema_lock is None:
             self._schema_lock = asyncio.Lock()
+        since = self._sync.schema_tries  # callers queued behind a failing attempt share its failure
         async with self._schema_lock:
             if not self._schema_ready:
-                await asyncio.to_thread(self._sync.ensure_schema)
+                await asyncio.to_thread(functools.partial(self._sync.ensure_schema, waited_since=since))
                 self._schema_ready = self._sync.schema_ready  # create_schema off and no tables: look again
 
     async def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:

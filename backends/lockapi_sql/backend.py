@@ -26,6 +26,7 @@ from lockapi.spi import (
     BackendUnavailable,
     Capability,
     ConfigError,
+    LockError,
     LockInfo,
     Wake,
     drive,
@@ -131,6 +132,9 @@ class SQLBackend(Backend):
         self._acquire_first = self.plans.acquire_first  # bound once: the two calls of every cycle
         self._release_first = self.plans.release_first
         self._schema_lock = threading.Lock()
+        self._schema_failure: LockError | None = None
+        self.schema_tries = 0
+        """Attempts of :meth:`ensure_schema` that failed so far (see its ``waited_since``)."""
         # With create_schema off, a backend whose statements name waited_us (PostgreSQL's marks) looks
         # once that the table has it: a table of an earlier version gets a clear error, not failing releases.
         self._schema_ready = not self._create_schema and not self.sql.notify
@@ -141,24 +145,37 @@ class SQLBackend(Backend):
         operations, see :mod:`lockapi_sql.plans`)."""
 
     # -- plumbing ---------------------------------------------------------------------------------------
-    def ensure_schema(self, *, force: bool = False) -> None:
-        """Create the tables if they are missing; concurrent creators (other processes) are fine.
+    def ensure_schema(self, *, force: bool = False, waited_since: int | None = None) -> None:
+        """Create the tables if they are missing (with ``create_schema`` off: check that they have this
+        version's columns); concurrent creators (other processes) are fine.
 
         Runs on the first operation unless ``create_schema`` is off; ``force`` runs it now regardless.
+        Callers queued behind one attempt share its failure instead of each waiting the ``timeout`` again
+        (a server that never answers): a call that finds an attempt failed while it waited raises that
+        error. ``waited_since``: :attr:`schema_tries` when the caller began to wait, if before this call
+        (the asyncio backend queues its callers itself).
         """
         if self._schema_ready and not force:
             return
+        tries = self.schema_tries if waited_since is None else waited_since
         with self._schema_lock:
             if self._schema_ready and not force:
                 return
+            failure = self._schema_failure
+            if failure is not None and self.schema_tries != tries and not force:
+                raise type(failure)(str(failure)) from failure
             try:
-                if self._create_schema:
-                    self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)
-                elif not self._has_added_columns():
-                    return  # no tables yet: calls fail as on any missing table, and look again next time
-            except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
-                cause = getattr(exc, "orig", None) or exc
-                raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
+                try:
+                    if self._create_schema:
+                        self.tables.create(self.engine, deadline=time.monotonic() + self.config.timeout)
+                    elif not self._has_added_columns():
+                        return  # no tables yet: calls fail as on any missing table, and look again next time
+                except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+                    cause = getattr(exc, "orig", None) or exc
+                    raise self.connections.translate(cause, self.dialect.classify(cause)) from exc
+            except LockError as error:
+                self._schema_failure, self.schema_tries = error, self.schema_tries + 1
+                raise
             self._schema_ready = True
             self._call = self.connections.call  # the hot path: straight to the pool
             self._direct = self.connections.direct

@@ -30,6 +30,7 @@ from lockapi_sql.aio_connections import AsyncSession
 from lockapi_sql.plans import Step
 from lockapi_sql.schema import name_hash
 
+import lockapi
 import lockapi.aio
 from lockapi.spi import BackendUnavailable
 from tests.reliability.targets import signal_tree, start_process, stop_process
@@ -597,13 +598,16 @@ def test_aclose_during_a_call_leaves_no_pooled_connection(server: Any, name: str
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mariadb"])
-def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within_timeout(scheme: str,
-                                                                                        name: str) -> None:
-    """More calls than connections: those waiting for a pooled connection keep the same one deadline."""
+@pytest.mark.parametrize("create_schema", ["true", "false"])
+def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within_timeout(
+        scheme: str, create_schema: str, name: str) -> None:
+    """More calls than connections: those waiting for a pooled connection keep the same one deadline;
+    so do those queued behind the first use's schema step (creating the tables, or with create_schema
+    off on PostgreSQL checking their columns): they share its failure rather than each waiting again."""
     timeout = 1.0
     with black_hole() as port:
         async def main() -> None:
-            mgr = connect(f"{scheme}://u@127.0.0.1:{port}/db", timeout=timeout, create_schema="false",
+            mgr = connect(f"{scheme}://u@127.0.0.1:{port}/db", timeout=timeout, create_schema=create_schema,
                           pool_size=1, max_overflow=1)
             backend = native(mgr)
             started = time.monotonic()
@@ -616,6 +620,36 @@ def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within
             await mgr.aclose()
 
         run(main)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mariadb"])
+def test_threads_queued_behind_the_schema_step_of_a_server_that_never_answers_end_within_timeout(
+        scheme: str, name: str) -> None:
+    """The blocking API: 8 threads' first calls queue behind one schema step (creating the tables) that
+    the server never answers; all fail within the one timeout, not one timeout after another."""
+    import threading
+
+    timeout = 1.0
+    with black_hole() as port, lockapi.connect(f"{scheme}://u@127.0.0.1:{port}/db", timeout=timeout) as mgr:
+        errors: list[BaseException] = []
+        start = threading.Barrier(8)
+
+        def call(i: int) -> None:
+            start.wait(30)
+            try:
+                mgr.try_acquire(f"{name}:{i}")
+            except BaseException as exc:  # checked below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(8)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        elapsed = time.monotonic() - started
+        assert len(errors) == 8 and all(isinstance(e, BackendUnavailable) for e in errors), errors
+        assert elapsed < timeout * 2 + 1.5, f"8 threads' first calls took {elapsed:.2f}s"
 
 
 def test_aclose_on_a_frozen_postgres_with_a_listening_waiter_ends_within_timeout(name: str) -> None:
