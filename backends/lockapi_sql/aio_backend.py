@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from lockapi.aio.spi import AsyncBackend, drive_async
@@ -84,14 +84,21 @@ class AsyncSQLBackend(AsyncBackend):
                 await asyncio.to_thread(functools.partial(self._sync.ensure_schema, waited_since=since))
                 self._schema_ready = self._sync.schema_ready  # create_schema off and no tables: look again
 
-    async def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
-        if not self._schema_ready:
-            await self.ensure_schema()
+    def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """Run ``plan(*args)``: :meth:`AsyncConnections.call`, once the tables exist. This and
+        :meth:`_direct` are plain functions that return the pool's coroutine, as are the hot operations
+        below: a layer that only forwards adds no coroutine frame for each reply to pass through."""
+        if self._schema_ready:
+            return self.connections.call(plan, *args)
+        return self._first_call(plan, *args)
+
+    async def _first_call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+        await self.ensure_schema()
         return await self.connections.call(plan, *args)
 
-    def _direct(self, first: Callable[..., First[T]], *args: Any) -> Awaitable[T]:
+    def _direct(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
         """Run a direct plan (the hot single-statement operations): :meth:`AsyncConnections.direct`, once
-        the tables exist (a plain function: one coroutine fewer per call)."""
+        the tables exist."""
         if self._schema_ready:
             return self.connections.direct(first, *args)
         return self._first_direct(first, *args)
@@ -104,25 +111,26 @@ class AsyncSQLBackend(AsyncBackend):
         return await self._call(*call)
 
     # -- locks ------------------------------------------------------------------------------------------
-    async def try_acquire(self, name: str, holder: str, ttl: float, *, queue_ttl: float | None = None) -> Attempt:
+    def try_acquire(self, name: str, holder: str, ttl: float, *,
+                    queue_ttl: float | None = None) -> Coroutine[Any, Any, Attempt]:
         if queue_ttl is None:
-            return await self._direct(self.plans.acquire_first, name, holder, ttl)
-        return await drive_async(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
+            return self._direct(self.plans.acquire_first, name, holder, ttl)
+        return drive_async(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
 
     async def cancel_wait(self, name: str, holder: str) -> None:
         await self._call(self.plans.cancel_wait, name, holder)
 
-    async def release(self, name: str, holder: str, token: int) -> bool:
-        return await self._direct(self.plans.release_first, name, holder, token)
+    def release(self, name: str, holder: str, token: int) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.release_first, name, holder, token)
 
-    async def extend(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return await self._direct(self.plans.extend_first, name, holder, token, ttl)
+    def extend(self, name: str, holder: str, token: int, ttl: float) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.extend_first, name, holder, token, ttl)
 
     async def inspect(self, name: str) -> LockInfo | None:
         return lock_info(name, await self._call(self.plans.inspect, name))
 
-    async def holds(self, name: str, holder: str, token: int) -> bool:
-        return await self._direct(self.plans.holds_first, name, holder, token)
+    def holds(self, name: str, holder: str, token: int) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.holds_first, name, holder, token)
 
     async def try_acquire_many(
         self, names: Sequence[str], holder: str, ttl: float, *, skip_done: bool = False
@@ -135,14 +143,14 @@ class AsyncSQLBackend(AsyncBackend):
     async def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
         return await self._call(self.plans.acquire_permit, name, permits, holder, ttl)
 
-    async def release_permit(self, name: str, holder: str, token: int) -> bool:
-        return await self._direct(self.plans.release_first, name, holder, token, True)
+    def release_permit(self, name: str, holder: str, token: int) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.release_first, name, holder, token, True)
 
-    async def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return await self._direct(self.plans.extend_first, name, holder, token, ttl, True)
+    def extend_permit(self, name: str, holder: str, token: int, ttl: float) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.extend_first, name, holder, token, ttl, True)
 
-    async def holds_permit(self, name: str, holder: str, token: int) -> bool:
-        return await self._direct(self.plans.holds_first, name, holder, token, True)
+    def holds_permit(self, name: str, holder: str, token: int) -> Coroutine[Any, Any, bool]:
+        return self._direct(self.plans.holds_first, name, holder, token, True)
 
     # -- done markers -----------------------------------------------------------------------------------
     async def mark_done(self, name: str, ttl: float) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import collections
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from lockapi.aio.spi import drive_async
@@ -38,7 +38,8 @@ T = TypeVar("T")
 
 
 class AsyncSession:
-    """One asyncio connection for the duration of one call: runs a plan's steps."""
+    """One pooled asyncio connection, for life: runs a plan's steps. A session goes back to the pool only
+    idle (``in_transaction`` and ``cut`` false); one that is not is dropped with its connection."""
 
     __slots__ = ("_dialect", "_returning", "conn", "cut", "in_transaction")
 
@@ -86,7 +87,7 @@ class AsyncConnections:
         self._limit = size + overflow
         self._timeout = timeout
         self._where = where
-        self._idle: list[Any] = []
+        self._idle: list[AsyncSession] = []
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
@@ -96,75 +97,59 @@ class AsyncConnections:
         """The pool's one deadline timer (see :meth:`_expire`), pending while calls may be in flight."""
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    async def call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
-        """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring."""
+    def call(self, plan: Callable[..., Plan[T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """Run ``plan(*args)`` on a connection within one ``timeout``; see the module docstring. (A plain
+        function returning the call's coroutine: one coroutine frame fewer on every reply's way.)"""
         loop = asyncio.get_running_loop()
-        return await self._call(loop, loop.time() + self._timeout, plan, args)
+        return self._run(loop, loop.time() + self._timeout, None, None, plan, args)
 
-    async def direct(self, first: Callable[..., First[T]], *args: Any) -> T:
+    def direct(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
         """Run direct plan ``first(*args)`` (see :mod:`lockapi_sql.plans`): :meth:`call` of its
         :func:`~lockapi_sql.plans.unfold` (the same retries, errors and deadline), without a generator
         and its driver for its one statement; a :class:`~lockapi_sql.plans.Then` goes on as a call within
         the same deadline."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
         step, finish = first(*args)
+        return self._run(loop, loop.time() + self._timeout, step, finish, None, ())
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, deadline: float, step: Step | None,
+                   finish: Callable[[Any, Step], T | Then] | None, plan: Callable[..., Plan[T]] | None,
+                   args: tuple[Any, ...]) -> T:
+        """The one retry loop of :meth:`call` (``plan`` given) and :meth:`direct` (``step`` and its
+        ``finish``): each attempt on a connection (idle, else checked out), errors to :meth:`_failed`."""
         retries: Retries | None = None
+        calls = self._calls
         while True:
             if self._idle:
-                conn, reused = self._idle.pop(), True
+                session, reused = self._idle.pop(), True
             else:
-                conn, reused = await self._checkout(deadline)
-            session = self._start(loop, conn, deadline)
+                session, reused = await self._checkout(deadline)
+            calls[session] = deadline  # watched by the deadline timer (see _expire)
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
             try:
-                answer = await session.run(step)
+                if plan is None:
+                    answer = await session.run(step)  # type: ignore[arg-type]
+                else:
+                    answer = await drive_async(plan(*args), session.run)
             except BaseException as exc:
                 retries, pause = self._failed(exc, session, reused, retries, loop, deadline)
                 if pause is not None:
                     await asyncio.sleep(pause)
                 continue
-            self._end(session)
-            result = finish(answer, step)
-            if isinstance(result, Then):
-                then: T = await self._call(loop, deadline, result.plan, result.args)
+            calls.pop(session, None)  # succeeded: back to the pool, unless the deadline cut it (and took it out)
+            if session.cut:
+                self._discard(session)
+            else:
+                self._checkin(session)
+            if plan is not None:
+                result: T = answer
+                return result
+            assert finish is not None and step is not None
+            then = finish(answer, step)
+            if not isinstance(then, Then):
                 return then
-            return result
-
-    async def _call(self, loop: asyncio.AbstractEventLoop, deadline: float, plan: Callable[..., Plan[T]],
-                    args: tuple[Any, ...]) -> T:
-        """:meth:`call` with its deadline."""
-        retries: Retries | None = None
-        while True:
-            if self._idle:
-                conn, reused = self._idle.pop(), True
-            else:
-                conn, reused = await self._checkout(deadline)
-            session = self._start(loop, conn, deadline)
-            try:
-                result = await drive_async(plan(*args), session.run)
-            except BaseException as exc:
-                retries, pause = self._failed(exc, session, reused, retries, loop, deadline)
-                if pause is not None:
-                    await asyncio.sleep(pause)
-                continue
-            self._end(session)
-            return result
-
-    def _start(self, loop: asyncio.AbstractEventLoop, conn: Any, deadline: float) -> AsyncSession:
-        """A session on ``conn`` for one attempt, watched by the deadline timer."""
-        session = AsyncSession(self._dialect, conn)
-        self._calls[session] = deadline
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
-        return session
-
-    def _end(self, session: AsyncSession) -> None:
-        """An attempt that succeeded: its connection back to the pool (unless the deadline cut it)."""
-        self._calls.pop(session, None)
-        if session.cut:
-            self._discard(session.conn)
-        else:
-            self._checkin(session.conn)
+            plan, args, retries = then.plan, then.args, None  # the same deadline, as a call
 
     def _failed(self, exc: BaseException, session: AsyncSession, reused: bool, retries: Retries | None,
                 loop: asyncio.AbstractEventLoop, deadline: float) -> tuple[Retries, float | None]:
@@ -172,17 +157,16 @@ class AsyncConnections:
         or ``(retries, pause)``: try again after ``pause`` seconds (None: at once, on a fresh connection)."""
         self._calls.pop(session, None)
         d = self._dialect
-        conn = session.conn
         if not d.is_driver_error(exc):
             # the plan's own error, or the caller cancelled: keep the connection only if it is idle
             keep = not (session.in_transaction or session.cut or isinstance(exc, asyncio.CancelledError))
-            (self._checkin if keep else self._discard)(conn)
+            (self._checkin if keep else self._discard)(session)
             raise exc
         kind = d.classify(exc)
         if retries is None:
             retries = Retries(d, deadline)
         keep, then, pause = retries.after(kind, loop.time(), cut=session.cut, in_transaction=session.in_transaction)
-        (self._checkin if keep else self._discard)(conn)
+        (self._checkin if keep else self._discard)(session)
         if then == AGAIN:
             return retries, pause
         if then == FRESH:
@@ -221,7 +205,7 @@ class AsyncConnections:
             self._timer = None
 
     # -- the pool ---------------------------------------------------------------------------------------
-    async def _checkout(self, deadline: float) -> tuple[Any, bool]:
+    async def _checkout(self, deadline: float) -> tuple[AsyncSession, bool]:
         loop = asyncio.get_running_loop()
         while not self._idle and self._open >= self._limit:
             if loop.time() >= deadline:
@@ -247,7 +231,7 @@ class AsyncConnections:
         d = self._dialect
         try:
             async with asyncio.timeout_at(deadline):
-                return await d.async_connect(max(0.001, deadline - loop.time())), False
+                return AsyncSession(d, await d.async_connect(max(0.001, deadline - loop.time()))), False
         except BaseException as exc:
             self._open -= 1
             self._wake_one()
@@ -265,24 +249,25 @@ class AsyncConnections:
                 waiter.set_result(None)
                 return
 
-    def _checkin(self, conn: Any) -> None:
+    def _checkin(self, session: AsyncSession) -> None:
         if len(self._idle) < self._size and not self._closed:
-            self._idle.append(conn)
-            self._wake_one()
+            self._idle.append(session)
+            if self._waiters:
+                self._wake_one()
             return
-        self._discard(conn)
+        self._discard(session)
 
-    def _discard(self, conn: Any) -> None:
+    def _discard(self, session: AsyncSession) -> None:
         self._open -= 1
         self._wake_one()
         with contextlib.suppress(Exception):
-            self._dialect.async_close(conn)
+            self._dialect.async_close(session.conn)
 
     def _drain(self) -> None:
         idle, self._idle = self._idle, []
         self._open -= len(idle)
-        for conn in idle:
+        for session in idle:
             with contextlib.suppress(Exception):
-                self._dialect.async_close(conn)
+                self._dialect.async_close(session.conn)
         for _ in idle:
             self._wake_one()

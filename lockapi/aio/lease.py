@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +58,12 @@ class AsyncLease(LeaseCore):
         return self._backend.holds(self.name, self.holder, self.token)
 
     # -- public API --------------------------------------------------------------------------------
-    async def release(self, *, keep: float | None = None) -> bool:
-        """Release the lease (see :meth:`lockapi.Lease.release`, ``keep`` included). Completes even if
-        the caller is cancelled: a release cancelled before or while its request is under way is sent
-        (again) by a background task, which the manager's ``aclose`` waits for."""
-        hold = None if keep is None else check_ttl(keep, "keep")
-        return await self._release(hold)
+    def release(self, *, keep: float | None = None) -> Coroutine[Any, Any, bool]:
+        """Release the lease (see :meth:`lockapi.Lease.release`, ``keep`` included): a coroutine to
+        await (``keep`` is checked at the call). Completes even if the caller is cancelled: a release
+        cancelled before or while its request is under way is sent (again) by a background task, which
+        the manager's ``aclose`` waits for."""
+        return self._release(None if keep is None else check_ttl(keep, "keep"))
 
     async def _release(self, hold: float | None) -> bool:
         # Runs in the caller's task (no task per release): a cancellation that reaches it is handed on

@@ -113,12 +113,35 @@ class AsyncLockManager:
     async def try_acquire(self, name: str, *, ttl: float = 30.0, fair: bool = False, auto_renew: bool = False,
                           on_lost: AsyncOnLost | None = None, at_most: float | None = None) -> AsyncLease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
-        request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
-        callback = None if on_lost is None else check_callback(on_lost)
+        reporter = self._reporter
+        if fair or auto_renew or on_lost is not None or at_most is not None or reporter.observers.current is not None:
+            request = check_lock_request(self._backend, name, ttl, fair, auto_renew, at_most)
+            callback = None if on_lost is None else check_callback(on_lost)
+            try:
+                return await self._lock("try_acquire", request, 0.0, fair, auto_renew, callback)
+            except _NotGranted:
+                return None
+        # The plain call with no observer installed, the hot path (as LockManager.try_acquire's): the
+        # same checks (before any I/O), one guarded attempt and the same reports as _lock + _wait, without
+        # their frames, closure, LockRequest and exception on denial.
+        ttl = check_ttl(ttl)
+        name = check_name(name)
+        backend = self._backend
+        holder = new_holder_id()
+        started = time.monotonic()
         try:
-            return await self._lock("try_acquire", request, 0.0, fair, auto_renew, callback)
-        except _NotGranted:
+            token = (await guarded(functools.partial(backend.try_acquire, name, holder, ttl),
+                                   functools.partial(backend.release, name, holder), self._background)).token
+        except LockError as exc:
+            reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
+            raise
+        if token is None:
+            if reporter.down or reporter.listeners.items:
+                reporter.finish(None, "try_acquire", name, started, DENIED, False)
             return None
+        if reporter.down or reporter.listeners.items:
+            reporter.finish(None, "try_acquire", name, started, GRANTED, True, token)
+        return AsyncLease(self, name, holder, token, ttl, started)
 
     def _lock_start(self, op: str, name: str, ttl: float, wait: float | None, fair: bool, auto_renew: bool,
                     on_lost: AsyncOnLost | None, at_most: float | None) -> Callable[[], Awaitable[AsyncLease]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
@@ -161,18 +162,22 @@ async def finish_anyway(work: Awaitable[T], background: Background,
         raise
 
 
-async def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
-                  background: Background, in_flight: list[asyncio.Task[object]] | None = None) -> Attempt:
+def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
+            background: Background, in_flight: list[asyncio.Task[object]] | None = None
+            ) -> Coroutine[Any, Any, Attempt]:
     """Run one attempt so that cancelling the caller cannot lose a grant: the attempt runs on (tracked
     by ``background``), and a grant it returns after the caller was cancelled is given back.
 
     ``in_flight`` collects the background task that finishes such an attempt: whatever must follow the
-    attempt (leaving a fair queue, which the attempt may still be joining) waits for it."""
-    async def orphan(attempt: Attempt) -> None:
-        if attempt.token is not None:
-            await give_back(attempt.token)
+    attempt (leaving a fair queue, which the attempt may still be joining) waits for it. (A plain
+    function returning :func:`finish_anyway`'s coroutine: no frame of its own for the reply to pass.)"""
+    return finish_anyway(attempt(), background, functools.partial(_give_back_grant, give_back), in_flight)
 
-    return await finish_anyway(attempt(), background, orphan, in_flight)
+
+async def _give_back_grant(give_back: GiveBack, attempt: Attempt) -> None:
+    """:func:`guarded`'s orphan: an attempt nobody will see returned ``attempt``; give a grant back."""
+    if attempt.token is not None:
+        await give_back(attempt.token)
 
 
 async def wait_for_grant(

@@ -204,14 +204,18 @@ def test_a_grant_whose_caller_was_cancelled_as_the_reply_came_is_given_back(name
 
 class SlowReleases(AsyncMemoryBackend):
     """The in-memory backend whose release and extend wait for ``go`` before (``applied`` False) or after
-    (True) acting: a caller cancelled while its release is under way, before or after the store did it."""
+    (True) acting: a caller cancelled while its release is under way, before or after the store did it.
+    ``arrived`` is set as each such request reaches it; ``sent`` counts them."""
 
-    go: asyncio.Event
-    applied: bool
-    sent: int
+    def __init__(self, name: str, applied: bool) -> None:
+        super().__init__(lockapi.plugins.backend_config(f"memory://{name}", {}))
+        self.go, self.arrived = asyncio.Event(), asyncio.Event()
+        self.applied = applied
+        self.sent = 0
 
     async def _slow(self, call: Callable[[], Any]) -> Any:
         self.sent += 1
+        self.arrived.set()
         if not self.applied:
             await self.go.wait()
         result = await call()
@@ -226,6 +230,13 @@ class SlowReleases(AsyncMemoryBackend):
         return bool(await self._slow(lambda: super(SlowReleases, self).extend(name, holder, token, ttl)))
 
 
+def slow_releases(name: str, applied: bool = False) -> tuple[SlowReleases, lockapi.aio.AsyncLockManager]:
+    """The set-up of the cancelled-release tests: a :class:`SlowReleases` store and a manager on it (call
+    it inside the test's event loop)."""
+    backend = SlowReleases(name, applied)
+    return backend, lockapi.aio.AsyncLockManager(backend)
+
+
 @pytest.mark.parametrize("keep", [None, 30.0])
 @pytest.mark.parametrize("applied", [False, True], ids=["before-the-store-acted", "after-the-store-acted"])
 def test_a_release_cancelled_while_under_way_still_completes(name: str, applied: bool, keep: float | None) -> None:
@@ -233,16 +244,13 @@ def test_a_release_cancelled_while_under_way_still_completes(name: str, applied:
     not have acted), it is finished by a background task: the lease is released (or kept for ``keep``),
     recorded released once, not lost."""
     async def main() -> None:
-        backend = SlowReleases(lockapi.plugins.backend_config(f"memory://{name}", {}))
-        backend.go, backend.applied, backend.sent = asyncio.Event(), applied, 0
-        mgr = lockapi.aio.AsyncLockManager(backend)
+        backend, mgr = slow_releases(name, applied)
         events: list[Any] = []
         mgr.add_listener(events.append)
         lost: list[Any] = []
         lease = await mgr.acquire(name, ttl=30, on_lost=lost.append)
         task = asyncio.create_task(lease.release(keep=keep))
-        while backend.sent == 0:
-            await asyncio.sleep(0.001)
+        await backend.arrived.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -265,13 +273,10 @@ def test_a_release_cancelled_while_under_way_still_completes(name: str, applied:
 
 def test_a_release_cancelled_while_queued_behind_an_extend_still_completes(name: str) -> None:
     async def main() -> None:
-        backend = SlowReleases(lockapi.plugins.backend_config(f"memory://{name}", {}))
-        backend.go, backend.applied, backend.sent = asyncio.Event(), False, 0
-        mgr = lockapi.aio.AsyncLockManager(backend)
+        backend, mgr = slow_releases(name)
         lease = await mgr.acquire(name, ttl=30)
         extending = asyncio.create_task(lease.extend(30))
-        while backend.sent == 0:
-            await asyncio.sleep(0.001)
+        await backend.arrived.wait()
         task = asyncio.create_task(lease.release())
         await asyncio.sleep(0)  # the release queues behind the extend
         task.cancel()
