@@ -515,7 +515,6 @@ class MySQL(Dialect):
         return {"connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout}
 
 
-@functools.cache
 def _tcp(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to a MySQL/MariaDB server; failing, the error PyMySQL raises for it (an
     ``OperationalError`` 2003, "can't connect"), so it is classified as every other driver error."""
@@ -527,6 +526,7 @@ def _tcp(host: str, port: int, timeout: float) -> socket.socket:
         raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})") from exc
 
 
+@functools.cache
 def _quiet_cursor(base: type) -> type:
     """aiomysql's cursor without its ``SHOW WARNINGS`` round trip after a statement that warned (an
     ``INSERT IGNORE`` of an existing row does, by design); PyMySQL no longer makes it either."""

@@ -238,3 +238,21 @@ def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, ma
                 assert time.monotonic() - started < 2.0 * 2 + 1.0
         finally:
             server.process.signal(signal.SIGCONT)
+
+
+def test_mariadb_connections_each_open_their_own_socket() -> None:
+    """Each connection gets a new TCP socket, also when two connects pass the same host, port and time
+    left (a cached helper handed the first socket, by then in use or closed, to the second)."""
+    import socket
+
+    from lockapi_sql.dialects import _tcp
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        first, second = _tcp("127.0.0.1", port, 1.0), _tcp("127.0.0.1", port, 1.0)
+        try:
+            assert first is not second
+            assert first.getsockname() != second.getsockname()
+        finally:
+            first.close()
+            second.close()
