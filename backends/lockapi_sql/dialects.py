@@ -160,6 +160,12 @@ class Dialect:
             return statement
         return _NAMED.sub(lambda m: f"%({m.group(1)})s", statement)
 
+    def prepared(self, name: str, statement: str) -> str:
+        """A hot statement (``:name`` parameters) as the connections run it: :meth:`compile` of it, or, where
+        the dialect prepares statements server-side (MariaDB), the statement that executes the one
+        prepared as ``name`` on the connection (:meth:`execute` prepares it on first use)."""
+        return self.compile(statement)
+
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -539,8 +545,65 @@ def _quiet_cursor(base: type) -> type:
 
 
 class MariaDB(MySQL):
+    """MariaDB: MySQL's, plus the server-side wait (:mod:`lockapi_sql.waitloop`) and the hot statements
+    (a claim and a lock's release) prepared server-side once per connection and run as ``EXECUTE name
+    USING <literals>`` (MariaDB >= 10.2; MySQL's ``EXECUTE`` takes only user variables, so ``mysql://``
+    runs the plain statements). A prepared statement is parsed once: the claim + release cycle cost
+    about 20 us less server CPU than the same statements sent in full (whose parse grew with their
+    length: about twice the raw anchor's), and the client sends and formats a much shorter text."""
+
     scheme = "mariadb"
     server_wait: ClassVar[bool] = True
+    _UNKNOWN_STATEMENT = 1243  # ER_UNKNOWN_STMT_HANDLER: not prepared on this connection (yet)
+
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
+        super().__init__(url, timeout, options)
+        self._prepare: dict[str, str] = {}
+        """``EXECUTE`` statement -> the ``PREPARE`` that must run first on a connection."""
+
+    def prepared(self, name: str, statement: str) -> str:
+        if not _PREPARED_NAME.fullmatch(name) or any(c in statement for c in "?%\\"):
+            raise ValueError(f"cannot prepare {name!r}: {statement!r}")  # (our own statements: a bug)
+        params = _NAMED.findall(statement)
+        run = f"EXECUTE {name}" + (" USING " + ", ".join(f"%({p})s" for p in params) if params else "")
+        self._prepare[run] = f"PREPARE {name} FROM '{_NAMED.sub('?', statement).replace(chr(39), chr(39) * 2)}'"
+        return run
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        """As :meth:`Dialect.execute`; a prepared statement this connection has not prepared yet (each
+        connection's first use of it) is prepared and run again: no check on the hot path."""
+        cursor = conn.lockapi_cursor
+        try:
+            cursor.execute(statement, params)
+        except Exception as exc:
+            prepare = self._unprepared(exc, statement)
+            if prepare is None:
+                raise
+            cursor.execute(prepare)
+            cursor.execute(statement, params)
+        return cursor
+
+    async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        cursor = await conn.cursor()
+        try:
+            await cursor.execute(statement, params)
+        except Exception as exc:
+            prepare = self._unprepared(exc, statement)
+            if prepare is None:
+                raise
+            await cursor.execute(prepare)
+            await cursor.execute(statement, params)
+        return cursor
+
+    def _unprepared(self, exc: BaseException, statement: str) -> str | None:
+        """The ``PREPARE`` to run if ``exc`` says that ``statement`` is not prepared on its connection."""
+        args = getattr(exc, "args", ())
+        if args and args[0] == self._UNKNOWN_STATEMENT:
+            return self._prepare.get(statement)
+        return None
+
+
+_PREPARED_NAME = re.compile(r"[a-z_]{1,64}")
 
 
 DIALECTS: dict[str, type[Dialect]] = {}

@@ -256,3 +256,25 @@ def test_mariadb_connections_each_open_their_own_socket() -> None:
         finally:
             first.close()
             second.close()
+
+
+def test_mariadb_prepares_its_hot_statements_per_connection(maria_url: str, make_backend: Factory,
+                                                            name: str) -> None:
+    """MariaDB runs a claim and a lock's release as prepared statements (``EXECUTE .. USING``), prepared
+    on each connection's first use, also again when the connection lost them; ``mysql://`` (MySQL's
+    ``EXECUTE`` takes no literals) runs the plain statements."""
+    backend = make_backend(maria_url)
+    assert backend.sql.claim.startswith("EXECUTE ") and backend.sql.release_lock.startswith("EXECUTE ")
+    first = backend.try_acquire(name, "h1", 30)
+    assert first.token == 1 and backend.release(name, "h1", first.token)
+    assert backend.connections._idle, "the call's connection went back to the pool"
+    for conn in backend.connections._idle:  # as if the server had forgotten them
+        conn.lockapi_cursor.execute("DEALLOCATE PREPARE lockapi_claim")
+        conn.lockapi_cursor.execute("DEALLOCATE PREPARE lockapi_release")
+    second = backend.try_acquire(name, "h2", 30)
+    assert second.token == 2 and not backend.try_acquire(name, "h3", 30).granted
+    assert backend.release(name, "h2", second.token) and not backend.release(name, "h2", second.token + 1)
+    mysql = make_backend(maria_url.replace("mariadb+pymysql://", "mysql+pymysql://"))
+    assert mysql.sql.claim.startswith("UPDATE ") and mysql.sql.release_lock.startswith("UPDATE ")
+    third = mysql.try_acquire(name, "h4", 30)
+    assert third.token == 3 and mysql.release(name, "h4", third.token)
