@@ -195,6 +195,22 @@ def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) 
     assert stored == {f"{name}:{a}" for a in AWKWARD}, "names are stored exactly"
 
 
+def test_awkward_holders_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
+    """Holder ids reach the statements as data (MariaDB writes the literals of its prepared statements'
+    EXECUTE itself: letters and digits as they are, anything else escaped by the driver)."""
+    backend = make_backend(sql_url)
+    for i, holder in enumerate(a[:100] for a in AWKWARD):  # (holder ids are at most 128 characters)
+        token = backend.try_acquire(name, holder, 60).token
+        assert token is not None
+        info = backend.inspect(name)
+        assert info is not None and info.holder == holder
+        assert not backend.try_acquire(name, holder + "x", 60).granted
+        again = backend.try_acquire(name, holder, 60).token  # the holder's own retry
+        assert again is not None and again > token
+        assert not backend.release(name, holder + "x", again) and not backend.release(name, holder, token)
+        assert backend.release(name, holder, again), f"holder #{i}"
+
+
 def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -> None:
     backend = make_backend(maria_url)
     [level] = backend.connections.call(one, "SELECT @@SESSION.tx_isolation", {})
@@ -278,3 +294,19 @@ def test_mariadb_prepares_its_hot_statements_per_connection(maria_url: str, make
     assert mysql.sql.claim.startswith("UPDATE ") and mysql.sql.release_lock.startswith("UPDATE ")
     third = mysql.try_acquire(name, "h4", 30)
     assert third.token == 3 and mysql.release(name, "h4", third.token)
+
+
+def test_mariadb_holders_are_data_without_backslash_escapes(maria_url: str, make_backend: Factory,
+                                                            name: str) -> None:
+    """A session in ``NO_BACKSLASH_ESCAPES`` mode (a backslash is an ordinary character): the literals
+    of a prepared statement's EXECUTE follow it."""
+    backend = make_backend(maria_url, pool_size=1)
+    assert backend.release(name, "h", backend.try_acquire(name, "h", 60).token or 0)
+    [conn] = backend.connections._idle
+    conn.lockapi_cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    for holder in ("back\\slash", "\\'; DROP TABLE x; --", "it's\\"):
+        token = backend.try_acquire(name, holder, 60).token
+        info = backend.inspect(name)
+        assert token is not None and info is not None and info.holder == holder
+        assert backend.release(name, holder, token)
+    assert backend.connections._idle == [conn], "all on the one session"
