@@ -393,7 +393,10 @@ class MySQL(Dialect):
     scheme = "mysql"
     driver = "pymysql"
     needs_watchdog = True
-    now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
+    now = "TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
+    """The epoch as a typed literal: a string there was converted to a date on every evaluation
+    (``BENCHMARK``: 0.47 against 0.20 us each). ``UTC_TIMESTAMP`` is the time the statement started,
+    so every read of it in one statement (a claim's SET and WHERE) sees the same time."""
     returning = False
     server_wait: ClassVar[bool] = False
     """Waiters are woken by a server-side wait loop (:mod:`lockapi_sql.waitloop`) by default: MariaDB's
