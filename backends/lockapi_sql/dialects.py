@@ -561,8 +561,9 @@ class MariaDB(MySQL):
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         super().__init__(url, timeout, options)
-        self._prepare: dict[str, str] = {}
-        """``EXECUTE`` statement -> the ``PREPARE`` that must run first on a connection."""
+        self._prepare: dict[str, tuple[str, str]] = {}
+        """``EXECUTE`` statement -> (the ``PREPARE`` that must run first on a connection, the plain
+        statement to run instead when the server can hold no more prepared statements)."""
         self._using: dict[str, tuple[str, tuple[str, ...]]] = {}
         """``EXECUTE`` statement -> (its text up to ``USING``, the parameters it passes, in order)."""
 
@@ -572,7 +573,8 @@ class MariaDB(MySQL):
         params = tuple(_NAMED.findall(statement))
         head = f"EXECUTE {name}" + (" USING " if params else "")
         run = head + ", ".join(f"%({p})s" for p in params)
-        self._prepare[run] = f"PREPARE {name} FROM '{_NAMED.sub('?', statement).replace(chr(39), chr(39) * 2)}'"
+        self._prepare[run] = (f"PREPARE {name} FROM '{_NAMED.sub('?', statement).replace(chr(39), chr(39) * 2)}'",
+                              self.compile(statement))
         self._using[run] = (head, params)
         return run
 
@@ -591,8 +593,14 @@ class MariaDB(MySQL):
                 prepare = self._unprepared(exc, statement)
                 if prepare is None:
                     raise
-                cursor.execute(prepare)
-                cursor.execute(text)
+                try:
+                    cursor.execute(prepare[0])
+                except Exception as full:
+                    if _code(full) != self._TOO_MANY_PREPARED:
+                        raise
+                    cursor.execute(prepare[1], params)  # (prepared again on this connection's next use)
+                else:
+                    cursor.execute(text)
         else:
             cursor.execute(statement, params)
         return cursor
@@ -605,16 +613,31 @@ class MariaDB(MySQL):
             prepare = self._unprepared(exc, statement)
             if prepare is None:
                 raise
-            await cursor.execute(prepare)
-            await cursor.execute(statement, params)
+            try:
+                await cursor.execute(prepare[0])
+            except Exception as full:
+                if _code(full) != self._TOO_MANY_PREPARED:
+                    raise
+                await cursor.execute(prepare[1], params)
+            else:
+                await cursor.execute(statement, params)
         return cursor
 
-    def _unprepared(self, exc: BaseException, statement: str) -> str | None:
-        """The ``PREPARE`` to run if ``exc`` says that ``statement`` is not prepared on its connection."""
-        args = getattr(exc, "args", ())
-        if args and args[0] == self._UNKNOWN_STATEMENT:
+    _TOO_MANY_PREPARED = 1461  # ER_MAX_PREPARED_STMT_COUNT_REACHED (max_prepared_stmt_count, server-wide)
+
+    def _unprepared(self, exc: BaseException, statement: str) -> tuple[str, str] | None:
+        """(``PREPARE``, plain statement) if ``exc`` says that ``statement`` is not prepared on its
+        connection. If the server cannot prepare it (its ``max_prepared_stmt_count`` is reached, by
+        every session together), the call runs the plain statement instead."""
+        if _code(exc) == self._UNKNOWN_STATEMENT:
             return self._prepare.get(statement)
         return None
+
+
+def _code(exc: BaseException) -> Any:
+    """A PyMySQL error's code (its first argument), or None."""
+    args = getattr(exc, "args", ())
+    return args[0] if args else None
 
 
 def _literals(conn: DBAPIConnection, params: dict[str, Any], names: tuple[str, ...]) -> str:

@@ -310,3 +310,21 @@ def test_mariadb_holders_are_data_without_backslash_escapes(maria_url: str, make
         assert token is not None and info is not None and info.holder == holder
         assert backend.release(name, holder, token)
     assert backend.connections._idle == [conn], "all on the one session"
+
+
+def test_mariadb_runs_plain_statements_when_the_server_prepares_no_more(maria_url: str, make_backend: Factory,
+                                                                        name: str) -> None:
+    """At the server's ``max_prepared_stmt_count`` (all sessions together) PREPARE fails: the claim and
+    the release run as plain statements instead, and are prepared again once the server has room."""
+    backend = make_backend(maria_url)
+    with backend.engine.connect() as admin:
+        (limit,) = admin.execute(sa.text("SELECT @@GLOBAL.max_prepared_stmt_count")).one()
+        admin.execute(sa.text("SET GLOBAL max_prepared_stmt_count = 0"))
+        try:
+            token = backend.try_acquire(name, "h", 30).token
+            assert token is not None and not backend.try_acquire(name, "h2", 30).granted
+            assert backend.release(name, "h", token)
+        finally:
+            admin.execute(sa.text(f"SET GLOBAL max_prepared_stmt_count = {int(limit)}"))
+    token = backend.try_acquire(name, "h3", 30).token
+    assert token is not None and backend.release(name, "h3", token)
