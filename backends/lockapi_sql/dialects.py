@@ -160,6 +160,12 @@ class Dialect:
             return statement
         return _NAMED.sub(lambda m: f"%({m.group(1)})s", statement)
 
+    def prepared(self, name: str, statement: str) -> str:
+        """A hot statement (``:name`` parameters) as the connections run it: :meth:`compile` of it, or, where
+        the dialect prepares statements server-side (MariaDB), the statement that executes the one
+        prepared as ``name`` on the connection (:meth:`execute` prepares it on first use)."""
+        return self.compile(statement)
+
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -387,7 +393,10 @@ class MySQL(Dialect):
     scheme = "mysql"
     driver = "pymysql"
     needs_watchdog = True
-    now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
+    now = "TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', UTC_TIMESTAMP(6))"
+    """The epoch as a typed literal: a string there was converted to a date on every evaluation
+    (``BENCHMARK``: 0.47 against 0.20 us each). ``UTC_TIMESTAMP`` is the time the statement started,
+    so every read of it in one statement (a claim's SET and WHERE) sees the same time."""
     returning = False
     server_wait: ClassVar[bool] = False
     """Waiters are woken by a server-side wait loop (:mod:`lockapi_sql.waitloop`) by default: MariaDB's
@@ -515,7 +524,6 @@ class MySQL(Dialect):
         return {"connect_timeout": self.timeout, "read_timeout": self.timeout, "write_timeout": self.timeout}
 
 
-@functools.cache
 def _tcp(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to a MySQL/MariaDB server; failing, the error PyMySQL raises for it (an
     ``OperationalError`` 2003, "can't connect"), so it is classified as every other driver error."""
@@ -527,6 +535,7 @@ def _tcp(host: str, port: int, timeout: float) -> socket.socket:
         raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})") from exc
 
 
+@functools.cache
 def _quiet_cursor(base: type) -> type:
     """aiomysql's cursor without its ``SHOW WARNINGS`` round trip after a statement that warned (an
     ``INSERT IGNORE`` of an existing row does, by design); PyMySQL no longer makes it either."""
@@ -539,8 +548,116 @@ def _quiet_cursor(base: type) -> type:
 
 
 class MariaDB(MySQL):
+    """MariaDB: MySQL's, plus the server-side wait (:mod:`lockapi_sql.waitloop`) and the hot statements
+    (a claim and a lock's release) prepared server-side once per connection and run as ``EXECUTE name
+    USING <literals>`` (MariaDB >= 10.2; MySQL's ``EXECUTE`` takes only user variables, so ``mysql://``
+    runs the plain statements). A prepared statement is parsed once: the claim + release cycle cost
+    about 20 us less server CPU than the same statements sent in full (whose parse grew with their
+    length: about twice the raw anchor's), and the client sends and formats a much shorter text."""
+
     scheme = "mariadb"
     server_wait: ClassVar[bool] = True
+    _UNKNOWN_STATEMENT = 1243  # ER_UNKNOWN_STMT_HANDLER: not prepared on this connection (yet)
+
+    def __init__(self, url: URL, timeout: float, options: Any) -> None:
+        super().__init__(url, timeout, options)
+        self._prepare: dict[str, tuple[str, str]] = {}
+        """``EXECUTE`` statement -> (the ``PREPARE`` that must run first on a connection, the plain
+        statement to run instead when the server can hold no more prepared statements)."""
+        self._using: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """``EXECUTE`` statement -> (its text up to ``USING``, the parameters it passes, in order)."""
+
+    def prepared(self, name: str, statement: str) -> str:
+        if not _PREPARED_NAME.fullmatch(name) or any(c in statement for c in "?%\\"):
+            raise ValueError(f"cannot prepare {name!r}: {statement!r}")  # (our own statements: a bug)
+        params = tuple(_NAMED.findall(statement))
+        head = f"EXECUTE {name}" + (" USING " if params else "")
+        run = head + ", ".join(f"%({p})s" for p in params)
+        self._prepare[run] = (f"PREPARE {name} FROM '{_NAMED.sub('?', statement).replace(chr(39), chr(39) * 2)}'",
+                              self.compile(statement))
+        self._using[run] = (head, params)
+        return run
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        """As :meth:`Dialect.execute`; a prepared statement's ``EXECUTE`` is written here (:func:`_literals`,
+        not PyMySQL's escaping of every parameter: 1-3 us less client CPU a statement), and one this
+        connection has not prepared yet (each connection's first use of it) is prepared and run again:
+        no check on the hot path."""
+        cursor = conn.lockapi_cursor
+        using = self._using.get(statement)
+        if using is not None:
+            text = using[0] + _literals(conn, params, using[1])
+            try:
+                cursor.execute(text)
+            except Exception as exc:
+                prepare = self._unprepared(exc, statement)
+                if prepare is None:
+                    raise
+                try:
+                    cursor.execute(prepare[0])
+                except Exception as full:
+                    if _code(full) != self._TOO_MANY_PREPARED:
+                        raise
+                    cursor.execute(prepare[1], params)  # (prepared again on this connection's next use)
+                else:
+                    cursor.execute(text)
+        else:
+            cursor.execute(statement, params)
+        return cursor
+
+    async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        cursor = await conn.cursor()
+        try:
+            await cursor.execute(statement, params)
+        except Exception as exc:
+            prepare = self._unprepared(exc, statement)
+            if prepare is None:
+                raise
+            try:
+                await cursor.execute(prepare[0])
+            except Exception as full:
+                if _code(full) != self._TOO_MANY_PREPARED:
+                    raise
+                await cursor.execute(prepare[1], params)
+            else:
+                await cursor.execute(statement, params)
+        return cursor
+
+    _TOO_MANY_PREPARED = 1461  # ER_MAX_PREPARED_STMT_COUNT_REACHED (max_prepared_stmt_count, server-wide)
+
+    def _unprepared(self, exc: BaseException, statement: str) -> tuple[str, str] | None:
+        """(``PREPARE``, plain statement) if ``exc`` says that ``statement`` is not prepared on its
+        connection. If the server cannot prepare it (its ``max_prepared_stmt_count`` is reached, by
+        every session together), the call runs the plain statement instead."""
+        if _code(exc) == self._UNKNOWN_STATEMENT:
+            return self._prepare.get(statement)
+        return None
+
+
+def _code(exc: BaseException) -> Any:
+    """A PyMySQL error's code (its first argument), or None."""
+    args = getattr(exc, "args", ())
+    return args[0] if args else None
+
+
+def _literals(conn: DBAPIConnection, params: dict[str, Any], names: tuple[str, ...]) -> str:
+    """``params[name]`` for each of ``names`` as SQL literals, comma-separated: an ``int`` as digits, a
+    string of ASCII letters and digits only (name hashes, lockapi's holder ids) between quotes as it
+    is, anything else by the connection's own escaping (which follows the server's
+    ``NO_BACKSLASH_ESCAPES``)."""
+    out = []
+    for name in names:
+        value = params[name]
+        if type(value) is int:
+            out.append(str(value))
+        elif type(value) is str and value.isascii() and value.isalnum():
+            out.append("'" + value + "'")
+        else:
+            out.append(conn.escape(value))
+    return ", ".join(out)
+
+
+_PREPARED_NAME = re.compile(r"[a-z_]{1,64}")
 
 
 DIALECTS: dict[str, type[Dialect]] = {}

@@ -78,7 +78,7 @@ class Statements:
         claim = (f"UPDATE {L} SET fence = {d.next_fence(L)}, holder = :holder, expires_us = {now} + :ttl "
                  f"WHERE name_hash = :h AND kind = {LOCK} AND slot = 0 AND {claimable}")
         returning = " RETURNING fence" if d.returning else ""
-        self.claim = c(claim + returning)
+        self.claim = d.prepared("lockapi_claim", claim + returning)
         self.claim_fair = c(f"{claim} AND {no_waiters}{returning}")
         # A name's first claim (no row yet, or none this backend has seen): RETURNING dialects claim with
         # an upsert that creates the row (one statement); MariaDB/MySQL with the UPDATE, then ``create``
@@ -97,8 +97,8 @@ class Statements:
         self.remaining = c(f"SELECT expires_us - {now} FROM {L} WHERE name_hash = :h AND kind = {LOCK} "
                            f"AND slot = 0")
 
-        def mine(kind: int | str) -> str:
-            return f"name_hash = :h AND kind = {kind} AND slot >= 0 AND holder = :holder AND fence = :token"
+        def mine(kind: int | str, slot: str = "slot >= 0") -> str:
+            return f"name_hash = :h AND kind = {kind} AND {slot} AND holder = :holder AND fence = :token"
 
         channel = literal(tables.notify_channel)
 
@@ -123,10 +123,13 @@ class Statements:
                 return f" RETURNING CASE WHEN {L}.waited_us > {now} THEN {notify} END"
             return f" RETURNING {notify}"
 
-        def release(kind: int) -> str:
-            return f"UPDATE {L} SET expires_us = 0 WHERE {mine(kind)} AND (expires_us > {now} OR expires_us = 0)"
+        def release(kind: int, slot: str = "slot >= 0") -> str:
+            """A lease's release (a lock's row has slot 0: an equality on the whole key, not a range)."""
+            return (f"UPDATE {L} SET expires_us = 0 WHERE {mine(kind, slot)} "
+                    f"AND (expires_us > {now} OR expires_us = 0)")
 
-        self.release_lock = c(release(LOCK) + announce(LOCK, ":holder", marked=True))
+        self.release_lock = d.prepared("lockapi_release", release(LOCK, "slot = 0")
+                                       + announce(LOCK, ":holder", marked=True))
         self.release_permit = c(release(SEMAPHORE) + announce(SEMAPHORE, None))
         self.extend = c(f"UPDATE {L} SET expires_us = {now} + :ttl WHERE {mine(':kind')} AND expires_us > {now}")
         self.holds = c(f"SELECT 1 FROM {L} WHERE {mine(':kind')} AND expires_us > {now}")

@@ -195,6 +195,22 @@ def test_awkward_names_are_data(sql_url: str, make_backend: Factory, name: str) 
     assert stored == {f"{name}:{a}" for a in AWKWARD}, "names are stored exactly"
 
 
+def test_awkward_holders_are_data(sql_url: str, make_backend: Factory, name: str) -> None:
+    """Holder ids reach the statements as data (MariaDB writes the literals of its prepared statements'
+    EXECUTE itself: letters and digits as they are, anything else escaped by the driver)."""
+    backend = make_backend(sql_url)
+    for i, holder in enumerate(a[:100] for a in AWKWARD):  # (holder ids are at most 128 characters)
+        token = backend.try_acquire(name, holder, 60).token
+        assert token is not None
+        info = backend.inspect(name)
+        assert info is not None and info.holder == holder
+        assert not backend.try_acquire(name, holder + "x", 60).granted
+        again = backend.try_acquire(name, holder, 60).token  # the holder's own retry
+        assert again is not None and again > token
+        assert not backend.release(name, holder + "x", again) and not backend.release(name, holder, token)
+        assert backend.release(name, holder, again), f"holder #{i}"
+
+
 def test_mariadb_engine_reads_committed(maria_url: str, make_backend: Factory) -> None:
     backend = make_backend(maria_url)
     [level] = backend.connections.call(one, "SELECT @@SESSION.tx_isolation", {})
@@ -238,3 +254,77 @@ def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, ma
                 assert time.monotonic() - started < 2.0 * 2 + 1.0
         finally:
             server.process.signal(signal.SIGCONT)
+
+
+def test_mariadb_connections_each_open_their_own_socket() -> None:
+    """Each connection gets a new TCP socket, also when two connects pass the same host, port and time
+    left (a cached helper handed the first socket, by then in use or closed, to the second)."""
+    import socket
+
+    from lockapi_sql.dialects import _tcp
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        first, second = _tcp("127.0.0.1", port, 1.0), _tcp("127.0.0.1", port, 1.0)
+        try:
+            assert first is not second
+            assert first.getsockname() != second.getsockname()
+        finally:
+            first.close()
+            second.close()
+
+
+def test_mariadb_prepares_its_hot_statements_per_connection(maria_url: str, make_backend: Factory,
+                                                            name: str) -> None:
+    """MariaDB runs a claim and a lock's release as prepared statements (``EXECUTE .. USING``), prepared
+    on each connection's first use, also again when the connection lost them; ``mysql://`` (MySQL's
+    ``EXECUTE`` takes no literals) runs the plain statements."""
+    backend = make_backend(maria_url)
+    assert backend.sql.claim.startswith("EXECUTE ") and backend.sql.release_lock.startswith("EXECUTE ")
+    first = backend.try_acquire(name, "h1", 30)
+    assert first.token == 1 and backend.release(name, "h1", first.token)
+    assert backend.connections._idle, "the call's connection went back to the pool"
+    for conn in backend.connections._idle:  # as if the server had forgotten them
+        conn.lockapi_cursor.execute("DEALLOCATE PREPARE lockapi_claim")
+        conn.lockapi_cursor.execute("DEALLOCATE PREPARE lockapi_release")
+    second = backend.try_acquire(name, "h2", 30)
+    assert second.token == 2 and not backend.try_acquire(name, "h3", 30).granted
+    assert backend.release(name, "h2", second.token) and not backend.release(name, "h2", second.token + 1)
+    mysql = make_backend(maria_url.replace("mariadb+pymysql://", "mysql+pymysql://"))
+    assert mysql.sql.claim.startswith("UPDATE ") and mysql.sql.release_lock.startswith("UPDATE ")
+    third = mysql.try_acquire(name, "h4", 30)
+    assert third.token == 3 and mysql.release(name, "h4", third.token)
+
+
+def test_mariadb_holders_are_data_without_backslash_escapes(maria_url: str, make_backend: Factory,
+                                                            name: str) -> None:
+    """A session in ``NO_BACKSLASH_ESCAPES`` mode (a backslash is an ordinary character): the literals
+    of a prepared statement's EXECUTE follow it."""
+    backend = make_backend(maria_url, pool_size=1)
+    assert backend.release(name, "h", backend.try_acquire(name, "h", 60).token or 0)
+    [conn] = backend.connections._idle
+    conn.lockapi_cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    for holder in ("back\\slash", "\\'; DROP TABLE x; --", "it's\\"):
+        token = backend.try_acquire(name, holder, 60).token
+        info = backend.inspect(name)
+        assert token is not None and info is not None and info.holder == holder
+        assert backend.release(name, holder, token)
+    assert backend.connections._idle == [conn], "all on the one session"
+
+
+def test_mariadb_runs_plain_statements_when_the_server_prepares_no_more(maria_url: str, make_backend: Factory,
+                                                                        name: str) -> None:
+    """At the server's ``max_prepared_stmt_count`` (all sessions together) PREPARE fails: the claim and
+    the release run as plain statements instead, and are prepared again once the server has room."""
+    backend = make_backend(maria_url)
+    with backend.engine.connect() as admin:
+        (limit,) = admin.execute(sa.text("SELECT @@GLOBAL.max_prepared_stmt_count")).one()
+        admin.execute(sa.text("SET GLOBAL max_prepared_stmt_count = 0"))
+        try:
+            token = backend.try_acquire(name, "h", 30).token
+            assert token is not None and not backend.try_acquire(name, "h2", 30).granted
+            assert backend.release(name, "h", token)
+        finally:
+            admin.execute(sa.text(f"SET GLOBAL max_prepared_stmt_count = {int(limit)}"))
+    token = backend.try_acquire(name, "h3", 30).token
+    assert token is not None and backend.release(name, "h3", token)
