@@ -171,9 +171,16 @@ def _driver_params(url: URL) -> dict[str, Any]:
 
 
 class _SQLiteConnection(sqlite3.Connection):
-    """sqlite3's connection with room for attributes (``lockapi_cursor``)."""
+    """sqlite3's connection with room for attributes (``lockapi_cursor``) that gives a database file it
+    creates pages of :attr:`SQLite.PAGE_SIZE` bytes (the backend's connections and the engine that creates
+    the tables both use it)."""
 
     lockapi_cursor: sqlite3.Cursor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # no I/O, and no effect on a database that has tables already (its page size is fixed)
+        self.execute(f"PRAGMA page_size = {SQLite.PAGE_SIZE}")
 
 
 class _OnConflict(Dialect):
@@ -213,6 +220,13 @@ class SQLite(_OnConflict):
     paramstyle = "named"
     retry_delay = (0.0001, 0.002)
     SYNCHRONOUS = ("normal", "full")
+    PAGE_SIZE = 1024
+    """The page size of a database file the backend creates (SQLite's default is 4096). Every commit
+    writes the changed page whole to the WAL, checksummed: one lease row's UPDATE writes one table page,
+    so a smaller page is less copying and checksumming per acquire or release (about 4 us of the ~30 us
+    of CPU an acquire+release cycle costs with 4096, a few hundred rows; 3.5 us with 10,000). A row whose
+    name is longer than about 900 bytes spills into an overflow page. A file created with another page
+    size keeps it (SQLite cannot change it in WAL mode) and works as before."""
 
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         super().__init__(url, timeout, options)
@@ -245,7 +259,7 @@ class SQLite(_OnConflict):
         return conn
 
     def ddl_connect_args(self) -> dict[str, Any]:
-        return {"timeout": self.timeout}
+        return {"timeout": self.timeout, "factory": _SQLiteConnection}  # the tables' file gets PAGE_SIZE
 
     def next_fence(self, table: str) -> str:
         return f"MAX({super().next_fence(table)}, {self.now})"
