@@ -173,7 +173,8 @@ class _SQLiteConnection(sqlite3.Connection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # no I/O, and no effect on a database that has tables already (its page size is fixed)
+        # no effect on a database that has tables already (its page size is fixed); like the other set-up
+        # pragmas it may read the schema, within the connection's busy timeout (see SQLite.connect)
         self.execute(f"PRAGMA page_size = {SQLite.PAGE_SIZE}")
 
 
