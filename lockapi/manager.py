@@ -9,12 +9,12 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lockapi.errors import InvalidArgument, LockError, LockTimeout, UnsupportedFeature
 from lockapi.events import Listener
 from lockapi.lease import Lease, OnLost, Permit
-from lockapi.observers import DENIED, ERROR, GRANTED, TIMEOUT, Observer
+from lockapi.observers import DENIED, ERROR, GRANTED, TIMEOUT, Observer, Operation
 from lockapi.reporting import Reporter
 from lockapi.spi import Attempt, Backend, Capability, LockInfo
 from lockapi.validation import (
@@ -194,29 +194,22 @@ class LockManager:
         at_most: float | None = None,
     ) -> Lease | None:
         """Take the lock ``name`` if it is free right now; None otherwise. Never waits."""
-        reporter = self._reporter
-        if fair or auto_renew or on_lost is not None or at_most is not None or reporter.observers.current is not None:
+        if fair or auto_renew or on_lost is not None or at_most is not None:
             try:
                 return self._acquire("try_acquire", name, ttl, 0.0, fair, auto_renew, on_lost, at_most)
             except _NotGranted:
                 return None
-        # The plain call with no observer installed, the hot path: the same checks (before any I/O), one
-        # attempt and the same reports as _acquire + _wait, without their frames, closure and exception.
+        # The plain call, the hot path: the same checks (before any I/O) and the same one attempt as
+        # _acquire's with wait=0 (_once), without the fair/renewal options, the closure or an exception.
         ttl = check_ttl(ttl)
         name = check_name(name)
         holder = new_holder_id()
         started = _monotonic()
-        try:
-            token = self._backend.try_acquire(name, holder, ttl).token
-        except LockError as exc:
-            reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
-            raise
+        reporter = self._reporter
+        observed = None if reporter.observers.observer is None else reporter.start("try_acquire", name, started)
+        token = self._once("try_acquire", name, started, observed, self._backend.try_acquire, name, holder, ttl)
         if token is None:
-            if reporter.down or reporter.listeners.items:
-                reporter.finish(None, "try_acquire", name, started, DENIED, False)
             return None
-        if reporter.down or reporter.listeners.items:
-            reporter.finish(None, "try_acquire", name, started, GRANTED, True, token)
         return Lease(self._backend, self._bus, reporter, name, holder, token, ttl, started)
 
     def _acquire(
@@ -243,17 +236,20 @@ class LockManager:
         name = key[1]
         reporter = self._reporter
         observed = reporter.start(op, name, started) if reporter.observers.observer is not None else None
-        waiting = None
+        if wait == 0.0:
+            try:
+                token = self._once(op, name, started, observed, attempt)
+            except LockError:
+                self._give_up(fair, name, holder)
+                raise
+            if token is None:
+                self._give_up(fair, name, holder)
+                raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
+            return token, started
+        waiting = reporter.waiting_hook(observed, op, name)
         try:
-            if wait == 0.0:
-                token = attempt().token
-                if token is None:
-                    raise _NotGranted(f"{'semaphore' if key[0] else 'lock'} {name!r} is held (wait=0)")
-                sent = started
-            else:
-                waiting = reporter.waiting_hook(observed, op, name)
-                token, sent = wait_for_grant(self._backend, self._bus, key, attempt, wait,
-                                             fair_holder=holder if fair else None, on_wait=waiting)
+            token, sent = wait_for_grant(self._backend, self._bus, key, attempt, wait,
+                                         fair_holder=holder if fair else None, on_wait=waiting)
         except LockError as exc:
             outcome, decision, error = failed(exc)
             reporter.finish(observed, op, name, started, outcome, decision, error=error, waiting=waiting)
@@ -261,6 +257,23 @@ class LockManager:
             raise
         reporter.finish(observed, op, name, started, GRANTED, True, token, waiting=waiting)
         return token, sent
+
+    def _once(self, op: str, name: str, started: float, observed: Operation | None,
+              attempt: Callable[..., Attempt], *args: Any) -> int | None:
+        """One attempt that never waits, ``attempt(*args)``, reported (``observed``: what the observer's
+        start returned): the token if granted, None if denied. The one path of ``try_acquire`` and of every
+        acquire with ``wait=0`` (locks and semaphores); nothing is built for a report nobody receives."""
+        reporter = self._reporter
+        try:
+            token = attempt(*args).token
+        except LockError as exc:
+            outcome, decision, error = failed(exc)
+            reporter.finish(observed, op, name, started, outcome, decision, error=error)
+            raise
+        if observed is not None or reporter.observers.recorders or reporter.down or reporter.listeners.items:
+            granted = token is not None
+            reporter.finish(observed, op, name, started, GRANTED if granted else DENIED, granted, token)
+        return token
 
     def _give_up(self, fair: bool, name: str, holder: str) -> None:
         if fair:
