@@ -130,16 +130,12 @@ class Session:
             self._dialect.command(self._conn, statement)
             self.in_transaction = kind == BEGIN
             return None
-        return run_statement(kind, self._conn, statement, params, self._returning)
+        return read(kind, self._dialect.execute(self._conn, statement, params), self._returning)
 
 
-def run_statement(kind: int, conn: DBAPIConnection, statement: str, params: Any, returning: bool) -> Any:
-    """Run a statement step of ``kind`` on ``conn``'s cursor and return its result (see
-    :mod:`lockapi_sql.plans` for each kind's); ``returning``: the dialect's
-    :attr:`~lockapi_sql.dialects.Dialect.returning`. The one place a sync statement is executed (both
-    runner paths; one Python frame per statement, the hot path of every call)."""
-    cursor = conn.lockapi_cursor
-    cursor.execute(statement, params)
+def read(kind: int, cursor: Any, returning: bool) -> Any:
+    """The result of a statement step of ``kind`` (see :mod:`lockapi_sql.plans`) from the cursor that ran
+    it; ``returning``: the dialect's :attr:`~lockapi_sql.dialects.Dialect.returning`."""
     if kind == TOKEN:
         if returning:
             row = cursor.fetchone()
@@ -193,11 +189,11 @@ class Connections:
             watchdog = self._watchdog
             try:
                 if watchdog is None:
-                    answer = run_statement(kind, conn, statement, params, dialect.returning)
+                    answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
                 else:
                     watch = watchdog.watch(conn.lockapi_fileno, deadline)
                     try:
-                        answer = run_statement(kind, conn, statement, params, dialect.returning)
+                        answer = read(kind, dialect.execute(conn, statement, params), dialect.returning)
                     finally:
                         watchdog.unwatch(watch)  # before a retry's pause: the connection may be pooled by then
             except BaseException as exc:

@@ -117,11 +117,17 @@ class Dialect:
         return "1"
 
     # Every statement of a connection runs on ONE cursor made when it connects (``lockapi_cursor``, set by
-    # :meth:`connect`; :func:`lockapi_sql.connections.run_statement` runs them, on the driver's cursor as DB-API
-    # instrumentation wraps it): a cursor per statement cost 1 us of client CPU each (sqlite3: making one, and
+    # :meth:`connect`): a cursor per statement cost 1 us of client CPU each (sqlite3: making one, and
     # finalising its statement when it is dropped; psycopg: 5-10 us). Results are read to their end
     # (``ONE`` reads all rows), so an idle connection's cursor holds no open statement (SQLite: no
     # read snapshot kept open between calls).
+
+    def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
+        """Run one statement on the connection's cursor and return it (the driver's cursor, as DB-API
+        instrumentation wraps them)."""
+        cursor = conn.lockapi_cursor
+        cursor.execute(statement, params)
+        return cursor
 
     def command(self, conn: DBAPIConnection, statement: str) -> None:
         """Run a statement without parameters (``BEGIN``, ``COMMIT``)."""

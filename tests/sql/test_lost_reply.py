@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lockapi_sql import SQLBackend, connections
+from lockapi_sql import SQLBackend
 
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
@@ -94,14 +94,14 @@ def test_acquire_whose_reply_was_lost_on_a_fresh_connection_is_held_by_the_calle
     warm = backend.try_acquire(name, "warm", 60).token  # the lease row exists: the claim is what grants
     assert warm is not None and backend.release(name, "warm", warm)
     backend.connections._drain()  # no idle connection: the next call opens a fresh one
-    claim, original = backend.plans.sql.claim, connections.run_statement
+    claim, original = backend.plans.sql.claim, backend.dialect.execute
 
-    def run_statement(kind: int, conn: Any, statement: str, params: Any, returning: bool) -> Any:
+    def execute(conn: Any, statement: str, params: dict[str, Any]) -> Any:
         if statement == claim and not proxy.cut.is_set():
             proxy.cut_next_reply()  # the reply to exactly this claim is lost
-        return original(kind, conn, statement, params, returning)
+        return original(conn, statement, params)
 
-    monkeypatch.setattr(connections, "run_statement", run_statement)  # every statement of both runner paths
+    monkeypatch.setattr(backend.dialect, "execute", execute)  # every statement of both runner paths
     token = backend.try_acquire(name, "h", 60).token
     assert proxy.cut.is_set(), "the proxy dropped no reply: the test did not test anything"
     assert token is not None, "the retry found the caller's own grant and refused it (orphaned)"
