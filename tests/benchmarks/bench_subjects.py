@@ -263,13 +263,16 @@ class RawPostgresAsync(AsyncLocker):
 
 class RawSQLite(Locker):
     """The stdlib sqlite3 alone, autocommit, WAL: one conditional UPDATE taking a pre-created row with the
-    database clock and returning ``fence + 1``, one giving it back; ``synchronous`` as given."""
+    database clock and returning ``fence + 1``, one giving it back; ``synchronous`` as given; SQLite's
+    default page size unless ``page_size`` is given (for a new file)."""
 
-    def __init__(self, env: Env, synchronous: str = "FULL") -> None:
+    def __init__(self, env: Env, synchronous: str = "FULL", page_size: int | None = None) -> None:
         import sqlite3
 
-        self.conn = sqlite3.connect(env["sqlite_url"].removeprefix("sqlite:///") + f".raw-{synchronous}",
-                                    isolation_level=None, check_same_thread=False, timeout=10)
+        path = env["sqlite_url"].removeprefix("sqlite:///") + f".raw-{synchronous}-{page_size or 'default'}"
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        if page_size is not None:
+            self.conn.execute(f"PRAGMA page_size = {int(page_size)}")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (name TEXT PRIMARY KEY, holder TEXT, "
@@ -298,6 +301,14 @@ class RawSQLite(Locker):
 class RawSQLiteNormal(RawSQLite):
     def __init__(self, env: Env) -> None:
         super().__init__(env, "NORMAL")
+
+
+class RawSQLiteSmallPages(RawSQLite):
+    """The NORMAL anchor on a file with lockapi's page size (1 KiB): shows how much of lockapi's SQLite
+    cycle against :class:`RawSQLiteNormal` comes from the smaller pages alone."""
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env, "NORMAL", page_size=1024)
 
 
 class RawMariaDB(Locker):
@@ -576,6 +587,8 @@ SUBJECTS: list[Subject] = [
             poll=0.05),
     Subject("raw_sqlite", "raw sqlite3 UPDATE pair (synchronous NORMAL)", "sqlite", "raw", RawSQLiteNormal,
             blocking=False),
+    Subject("raw_sqlite_1k", "raw sqlite3 UPDATE pair (synchronous NORMAL, 1 KiB pages as lockapi's)", "sqlite",
+            "raw", RawSQLiteSmallPages, blocking=False),
     Subject("sqlite_full", "lockapi sqlite synchronous=full", "sqlite", "lockapi",
             _lockapi("sqlite_url", synchronous="full"), poll=0.05, raw="raw_sqlite_full"),
     Subject("raw_sqlite_full", "raw sqlite3 UPDATE pair (synchronous FULL)", "sqlite", "raw", RawSQLite,
