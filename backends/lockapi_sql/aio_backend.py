@@ -70,19 +70,26 @@ class AsyncSQLBackend(AsyncBackend):
             self._listener = AsyncListener(listen_connection, sync.tables.notify_channel, timeout=config.timeout)
         self._schema_lock: asyncio.Lock | None = None
         self._schema_ready = sync.schema_ready
+        self._timeout, self._where = config.timeout, config.redacted_url
 
     # -- plumbing ---------------------------------------------------------------------------------------
     async def ensure_schema(self) -> None:
-        """Create the tables if they are missing (the sync backend's DDL, on a thread, once)."""
+        """Create the tables if they are missing (the sync backend's DDL, on a thread, once), or raise
+        :class:`BackendUnavailable` within the ``timeout``, also while the loop's default executor is
+        busy with other work (the step's thread then ends on its own timeouts)."""
         if self._schema_ready:
             return
         if self._schema_lock is None:
             self._schema_lock = asyncio.Lock()
         since = self._sync.schema_tries  # callers queued behind a failing attempt share its failure
-        async with self._schema_lock:
-            if not self._schema_ready:
-                await asyncio.to_thread(functools.partial(self._sync.ensure_schema, waited_since=since))
-                self._schema_ready = self._sync.schema_ready  # create_schema off and no tables: look again
+        try:
+            async with asyncio.timeout(self._timeout), self._schema_lock:
+                if not self._schema_ready:
+                    await asyncio.to_thread(functools.partial(self._sync.ensure_schema, waited_since=since))
+                    self._schema_ready = self._sync.schema_ready  # create_schema off and no tables: look again
+        except TimeoutError:
+            raise BackendUnavailable(f"{self._where}: no answer within the timeout ({self._timeout:g} s) "
+                                     f"while checking lockapi's tables") from None
 
     def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> Coroutine[Any, Any, T]:
         """Run ``plan(*args)``: :meth:`AsyncConnections.call`, once the tables exist. This and

@@ -3,7 +3,6 @@ cluster does not answer (issue #13 items 3 and 4)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import uuid
@@ -15,6 +14,7 @@ from lockapi_hazelcast import CPBackend
 
 import lockapi
 from lockapi.errors import BackendUnavailable
+from tests.children import CHILDREN
 from tests.reliability.targets import freeze, thaw
 from tests.servers.common import wait_until
 from tests.servers.hazelcast import HazelcastCluster
@@ -99,7 +99,7 @@ def test_release_after_the_cp_session_expired_returns_false(cp_cluster: Hazelcas
     """A holder process is stopped until its CP session expires (the cluster frees the lock: another
     process gets it). Resumed, its extend() and release() return False: they never raise."""
     url, name, out = cp_cluster.url("cp"), f"cp-lost:{uuid.uuid4().hex}", tmp_path / "result.txt"
-    ctx = multiprocessing.get_context("spawn")
+    ctx = CHILDREN
     acquired, go = ctx.Event(), ctx.Event()
     child = ctx.Process(target=hold_then_release, args=(url, name, acquired, go, str(out)))
     child.start()

@@ -3,7 +3,6 @@ backend's entry listener, without any polling, and an expiry wakes it too."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 
 import lockapi
 from lockapi.spi import Capability
+from tests.children import CHILDREN
 from tests.servers.hazelcast import HazelcastCluster
 
 
@@ -28,7 +28,7 @@ def test_release_wakes_a_watch_in_another_process(hazelcast_member: HazelcastClu
     url = hazelcast_member.url("map")
     name = f"wake:{uuid.uuid4().hex}"
     out = tmp_path / "woken.txt"
-    ctx = multiprocessing.get_context("spawn")
+    ctx = CHILDREN
     ready = ctx.Event()
     with lockapi.connect(url) as mgr:
         assert Capability.PUSH_WAKEUP in mgr.capabilities

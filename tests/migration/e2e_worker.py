@@ -1,4 +1,5 @@
-"""One worker of the end-to-end migration fleet (run as ``python -m tests.migration.e2e_worker``).
+"""One worker of the end-to-end migration fleet (run as ``python -m tests.migration.e2e_worker``, or in a
+test's child process through :func:`run_in_child`).
 
 Configured only through the environment, like an application: ``LOCKAPI_URL`` (H) and
 ``LOCKAPI_MIGRATION_TARGET/PHASE/RECORD``; plus ``E2E_LOG`` (append-only event log), ``E2E_WORKER``,
@@ -71,6 +72,16 @@ def main() -> int:
                 time.sleep(0.05)  # an idle scheduler polls, it does not spin
     log(f"X {worker} {generation} {os.getpid()}")
     return 0
+
+
+def run_in_child(env: dict[str, str], err_path: str) -> None:
+    """The same as ``python -m tests.migration.e2e_worker`` with ``env`` added to the environment and
+    stdout and stderr written to ``err_path``, for a child started by :data:`tests.children.CHILDREN`."""
+    os.environ.update(env)
+    with open(err_path, "wb") as err:
+        os.dup2(err.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -3,15 +3,14 @@ at a time into a new phase while the others keep working; and the interval check
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tests.children import CHILDREN
+from tests.migration import e2e_worker
 from tests.servers.common import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 PER_GENERATION = 30
 WAIT = 90.0
 """Seconds allowed for anything a worker fleet must get done (shared 2-core machine)."""
@@ -31,28 +30,29 @@ class Workers:
         self.log = folder / "events.log"
         self.log.touch()
         self.env = env
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.procs: dict[int, Any] = {}
         self.folder = folder
 
     def start(self, worker: int, phase: str, generation: int) -> None:
-        env = {**os.environ, **self.env, "LOCKAPI_MIGRATION_PHASE": phase, "E2E_LOG": str(self.log),
+        env = {**self.env, "LOCKAPI_MIGRATION_PHASE": phase, "E2E_LOG": str(self.log),
                "E2E_WORKER": str(worker), "E2E_GENERATION": str(generation),
-               "E2E_PER_GENERATION": str(PER_GENERATION), "PYTHONPATH": str(ROOT)}
+               "E2E_PER_GENERATION": str(PER_GENERATION)}
         before = len(self.events().ready)
-        err = open(self.folder / f"worker-{worker}-{phase}.err", "wb")  # noqa: SIM115 - owned by the child
-        self.procs[worker] = subprocess.Popen([sys.executable, "-m", "tests.migration.e2e_worker"], cwd=ROOT,
-                                              env=env, stdout=err, stderr=subprocess.STDOUT)
-        err.close()
+        err = self.folder / f"worker-{worker}-{phase}.err"
+        self.procs[worker] = proc = CHILDREN.Process(target=e2e_worker.run_in_child, args=(env, str(err)),
+                                                      daemon=True)
+        proc.start()
         wait_until(lambda: len(self.events().ready) > before or self._died(worker), WAIT, f"worker {worker} ready")
         assert not self._died(worker), (self.folder / f"worker-{worker}-{phase}.err").read_text()
 
     def _died(self, worker: int) -> bool:
-        return self.procs[worker].poll() is not None
+        return not self.procs[worker].is_alive()
 
     def stop(self, worker: int) -> None:
         proc = self.procs.pop(worker)
         proc.terminate()
-        assert proc.wait(WAIT) == 0
+        proc.join(WAIT)
+        assert proc.exitcode == 0, proc.exitcode
 
     def stop_all(self) -> None:
         for worker in list(self.procs):

@@ -10,7 +10,7 @@ Workers append one line per grant: ``start_ns end_ns token outcome pid`` (``time
 system-wide on Linux, so intervals from different processes compare). :func:`verify` reads them all and
 checks: no two grants overlapped, no update was lost, tokens strictly increased in grant order.
 
-Everything a child process runs is a module-level function here, so ``multiprocessing`` "spawn" can
+Everything a child process runs is a module-level function here, so :data:`tests.children.CHILDREN` can
 pickle it.
 """
 
@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import itertools
 import json
-import multiprocessing
 import os
 import threading
 import time
@@ -31,8 +30,7 @@ from typing import Any
 
 import lockapi
 from lockapi import BackendUnavailable, LeaseLost, LockTimeout
-
-SPAWN = multiprocessing.get_context("spawn")
+from tests.children import CHILDREN
 
 
 # -- the protected resource ---------------------------------------------------------------------------
@@ -290,11 +288,11 @@ def start_checker(url: str, options: dict[str, Any], folder: Path, *, name: str,
     folder.mkdir(parents=True, exist_ok=True)
     record = FencedRecord(folder / "record.json").create()
     outs = [folder / f"worker-{i}.txt" for i in range(workers)]
-    go: Any = threading.Event() if threads else SPAWN.Event()
+    go: Any = threading.Event() if threads else CHILDREN.Event()
     procs: list[Any] = []
     for out in outs:
         args = (url, options, name, rounds, str(record.path), str(out), ttl, pause, go, tolerate_unavailable)
-        proc = _ThreadProc(contend, args) if threads else SPAWN.Process(target=contend, args=args)
+        proc = _ThreadProc(contend, args) if threads else CHILDREN.Process(target=contend, args=args)
         proc.start()
         procs.append(proc)
     started = time.monotonic()

@@ -19,7 +19,7 @@ import pytest
 
 import lockapi
 from lockapi import Job
-from tests.reliability.checker import SPAWN
+from tests.children import CHILDREN
 from tests.reliability.exactly_once import JOB, Fault, Ledger, problems, worker
 from tests.reliability.targets import Target
 
@@ -50,7 +50,7 @@ def test_every_element_is_processed_once_under_kills_and_pauses(
     seeds = iter(range(10_000))
 
     def start() -> Any:
-        proc = SPAWN.Process(target=worker, args=(t.url, t.options, str(ledger.path), ttl, next(seeds)))
+        proc = CHILDREN.Process(target=worker, args=(t.url, t.options, str(ledger.path), ttl, next(seeds)))
         proc.start()
         pool.append(proc)
         return proc

@@ -1,6 +1,6 @@
 """Faults of the lock holder: killed (SIGKILL) and paused past its ttl (SIGSTOP), on every shared backend.
 
-The holder is a child process we start (multiprocessing "spawn") and signal by its own pid.
+The holder is a child process we start (:data:`tests.children.CHILDREN`) and signal by its own pid.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import lockapi
-from tests.reliability.checker import SPAWN, FencedRecord, hold_and_hang, paused_holder
+from tests.children import CHILDREN
+from tests.reliability.checker import FencedRecord, hold_and_hang, paused_holder
 from tests.reliability.targets import Target
 
 TTL = 3.0
@@ -38,9 +39,9 @@ def test_killed_holder_frees_the_lock_after_its_ttl_not_before(
     server_target: Target, name: str, tmp_path: Path, children: list[Any]
 ) -> None:
     t = server_target
-    ready = SPAWN.Event()
+    ready = CHILDREN.Event()
     out = tmp_path / "held.txt"
-    holder = SPAWN.Process(target=hold_and_hang, args=(t.url, t.options, name, TTL, str(out), ready))
+    holder = CHILDREN.Process(target=hold_and_hang, args=(t.url, t.options, name, TTL, str(out), ready))
     holder.start()
     children.append(holder)
     assert ready.wait(120), "the holder never got the lock"
@@ -67,9 +68,9 @@ def test_paused_holder_is_fenced_off_and_told(server_target: Target, name: str, 
     t = server_target
     names = [f"{name}:a", f"{name}:b"]
     record = FencedRecord(tmp_path / "record.json").create()
-    ready, go = SPAWN.Event(), SPAWN.Event()
+    ready, go = CHILDREN.Event(), CHILDREN.Event()
     out = tmp_path / "paused.json"
-    holder = SPAWN.Process(target=paused_holder,
+    holder = CHILDREN.Process(target=paused_holder,
                            args=(t.url, t.options, names, TTL, str(record.path), str(out), ready, go))
     holder.start()
     children.append(holder)

@@ -70,13 +70,13 @@ def test_many_processes_open_a_fresh_record_store_at_once(migration_env: pytest.
                                                           redis_standalone: RedisServer, tmp_path: Path) -> None:
     """8 processes open each of 3 fresh record stores at the same moment (a barrier per store): the
     schema creation race. The processes are spawned once (spawning is what took the time)."""
-    from tests.reliability.checker import SPAWN
+    from tests.children import CHILDREN
 
     migration_env.setenv("LOCKAPI_MIGRATION_TARGET", redis_standalone.url)
     migration_env.setenv("LOCKAPI_MIGRATION_PHASE", "shadow")
     records = [f"sqlite:///{tmp_path / f'records{attempt}.db'}" for attempt in range(3)]
-    together, results = SPAWN.Barrier(8), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_connect_to_each_store,
+    together, results = CHILDREN.Barrier(8), CHILDREN.Queue()
+    procs = [CHILDREN.Process(target=_connect_to_each_store,
                            args=(f"sqlite:///{tmp_path / 'h.db'}", records, together, results))
              for _ in range(8)]
     for proc in procs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import lockapi
 from lockapi import Event, LeaseLost, LockManager, RunSkipped
 from lockapi.testing.pauses import pause_at
 from lockapi.testing.suite import WaitingCount
+from tests.children import CHILDREN
 from tests.scheduled import workers
 
 
@@ -230,7 +230,7 @@ def test_key_marked_done_before_release_survives_a_pause_past_the_ttl(manager: L
 
 
 def test_scheduled_processes_run_a_trigger_once(shared_url: str, lock_name: str, tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = CHILDREN
     start = ctx.Event()
     log = tmp_path / "log"
     procs = [ctx.Process(target=workers.fire, args=(shared_url, lock_name, start, str(log), 30.0))

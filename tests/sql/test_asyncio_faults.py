@@ -515,20 +515,34 @@ def test_a_server_that_never_answers_is_unavailable_within_timeout(scheme: str, 
         elapsed = time.monotonic() - started
         assert elapsed < margin, f"{what} took {elapsed:.2f}s with a {timeout}s timeout"
 
+    async def watching(mgr: Any) -> None:
+        async with native(mgr).watch(name, lambda: None):  # the LISTEN task connects to the black hole too
+            await asyncio.sleep(0)
+            await native(mgr).inspect(name)
+
+    calls: dict[str, Callable[[Any], Awaitable[Any]]] = {
+        "try_acquire": lambda mgr: native(mgr).try_acquire(name, "h", 30),
+        "fair try_acquire": lambda mgr: native(mgr).try_acquire(name, "h", 30, queue_ttl=5),
+        "permit": lambda mgr: native(mgr).try_acquire_permit(name, 2, "h", 30),
+        "release": lambda mgr: native(mgr).release(name, "h", 1),
+        "ping": lambda mgr: native(mgr).ping(),
+        "manager acquire": lambda mgr: mgr.acquire(name, ttl=5, wait=0.5),
+        "inspect while watching": watching,
+    }
+
     with black_hole() as port:
-        async def main() -> None:
+        async def each(what: str, call: Callable[[Any], Awaitable[Any]]) -> None:
             mgr = connect(f"{scheme}://u@127.0.0.1:{port}/db", timeout=timeout, create_schema=create_schema)
-            backend = native(mgr)
-            await timed("try_acquire", lambda: backend.try_acquire(name, "h", 30))
-            await timed("fair try_acquire", lambda: backend.try_acquire(name, "h", 30, queue_ttl=5))
-            await timed("permit", lambda: backend.try_acquire_permit(name, 2, "h", 30))
-            await timed("release", lambda: backend.release(name, "h", 1))
-            await timed("ping", backend.ping)
-            await timed("manager acquire", lambda: mgr.acquire(name, ttl=5, wait=0.5))
-            async with backend.watch(name, lambda: None):  # the LISTEN task connects to the black hole too
-                await asyncio.sleep(0)
-                await timed("inspect while watching", lambda: backend.inspect(name))
-            await timed("aclose", mgr.aclose, fails=False)
+            try:
+                await timed(what, lambda: call(mgr))
+                # a manager that has given up on a call gives up on the next one just as fast
+                await timed(f"try_acquire after {what}", lambda: native(mgr).try_acquire(name, "h", 30))
+            finally:
+                await timed(f"aclose after {what}", mgr.aclose, fails=False)
+
+        async def main() -> None:
+            # each call on its own manager, all at once: each must end within the timeout on its own
+            await asyncio.gather(*(each(what, call) for what, call in calls.items()))
 
         run(main)
 
@@ -620,6 +634,47 @@ def test_calls_queued_for_a_connection_to_a_server_that_never_answers_end_within
             await mgr.aclose()
 
         run(main)
+
+
+def test_the_first_call_ends_within_timeout_while_the_default_executor_is_busy(server: Any, name: str) -> None:
+    """The first call's schema step runs on the loop's default executor. While the application keeps
+    every thread of it busy, the call still ends within its timeout (BackendUnavailable); once a thread
+    is free, the next call succeeds. (With 7 fresh managers on a server that never answered, the 7th
+    waited 2 s for a thread, then 2 s for its own step: 4 s with a 1 s timeout.)"""
+    import concurrent.futures
+    import threading
+
+    timeout = 1.0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        executor = concurrent.futures.ThreadPoolExecutor(1)
+        loop.set_default_executor(executor)
+        busy, running = threading.Event(), threading.Event()
+
+        def occupy() -> None:
+            running.set()
+            busy.wait(60)
+
+        occupied = loop.run_in_executor(None, occupy)
+        assert running.wait(30)
+        mgr = connect(server.url, timeout=timeout)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="within the timeout"):
+                await mgr.try_acquire(name, ttl=30)
+            elapsed = time.monotonic() - started
+            assert elapsed < timeout + 1.5, f"the first call took {elapsed:.2f}s with a {timeout}s timeout"
+            busy.set()
+            await occupied
+            lease = await mgr.try_acquire(name, ttl=30)
+            assert lease is not None and await lease.release()
+        finally:
+            busy.set()
+            await mgr.aclose()
+            executor.shutdown(wait=True)
+
+    run(main)
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mariadb"])
