@@ -57,8 +57,9 @@ class KnownCounters:
         """``confirmed`` was just confirmed on counter ``key`` (ignored for a distrusted counter)."""
         with self._lock:
             if key in self._values:
-                if self._values[key] is not None:
-                    self._values[key] = confirmed
+                known = self._values[key]
+                if known is not None:  # max: threads of this process may learn out of order
+                    self._values[key] = max(known, confirmed)
                 return
             if len(self._values) >= self._size:
                 del self._values[next(iter(self._values))]
