@@ -3,7 +3,8 @@
 
 A grant is three round trips: read the fencing counter (and the entry: a held name is refused right
 there), ``put_if_absent`` the lease entry with the proposed token, confirm the token on the counter
-(:mod:`.fences`); extension is :mod:`.extension`, fair queues :mod:`.fair`. Every write is conditional
+(:mod:`.fences`); two when this process confirmed the name's last token (the read is skipped, see
+:meth:`MapProtocol._take`); extension is :mod:`.extension`, fair queues :mod:`.fair`. Every write is conditional
 on what was read, so a holder stopped between two round trips (:data:`PAUSE_POINTS`) never overwrites
 another holder's lease.
 
@@ -100,6 +101,8 @@ class MapProtocol:
     def __init__(self, settings: Settings, where: str) -> None:
         self.timeout = settings.timeout
         self.where = where
+        self.known = fences.KnownCounters()
+        """Lock fence counters this backend instance confirmed last (proposals that skip a read)."""
 
     # -- locks -------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl: float, queue_ttl: float | None, deadline: float
@@ -122,26 +125,37 @@ class MapProtocol:
     def _take(self, name: str, holder: str, ttl: float, deadline: float, operation: str) -> Plan[Attempt]:
         """Grant the lease if the entry is free: propose the next token, put, confirm the counter.
 
-        The counter is read together with the entry: a held name is refused at once (one round trip),
-        without writing anything. (Sending the put and the confirm together would save a round trip,
-        but a put delayed past another grant could then land with a lower token than that grant's.)
+        The proposal comes from :attr:`known` when this process confirmed the name's last token itself
+        (two round trips: put, confirm; the confirm alone decides whether the token is above every
+        confirmed one, see :mod:`.fences`). Otherwise the counter is read first, together with the
+        entry: a held name is refused at once (one round trip), without writing anything; a grant then
+        takes three. A confirm that finds the proposal stale withdraws the entry, and the name is read
+        first from then on (another process takes it too). (Sending the put and the confirm together
+        would save a round trip, but a put delayed past another grant could then land with a lower
+        token than that grant's.)
         """
         fence_key = f"lock:{name}"
+        seen = self.known.proposal(fence_key)
         for _ in range(STALE_RETRIES):
-            fence, view = yield Together(
-                (fences.read_call(fence_key), Call(LOCKS, "get_entry_view", (name,))), "read lock")
-            if view is not None:
-                return Attempt(None, _soonest([view]))
-            seen = fences.value_of(fence)
-            pause_point(f"{operation}:fence-read")
+            if seen is None:
+                fence, view = yield Together(
+                    (fences.read_call(fence_key), Call(LOCKS, "get_entry_view", (name,))), "read lock")
+                if view is not None:
+                    return Attempt(None, _soonest([view]))
+                seen = fences.value_of(fence)
+                pause_point(f"{operation}:fence-read")
             token = seen + 1
             value = _value(token, holder)
             if (yield Call(LOCKS, "put_if_absent", (name, value, ttl + TTL_SLACK), what="acquire")) is not None:
+                self.known.forget(fence_key)
                 return Attempt(None, (yield from self._remaining(LOCKS, [name])))
             pause_point(f"{operation}:placed")
             if (yield from fences.confirm(fence_key, seen, token, deadline, self.where)):
+                self.known.learn(fence_key, token)
                 return Attempt(token)
-            # Our read was stale: a grant with a token >= ours was confirmed meanwhile. Withdraw ours.
+            # Our proposal was stale: a grant with a token >= ours was confirmed meanwhile. Withdraw ours.
+            self.known.distrust(fence_key)
+            seen = None
             yield Call(LOCKS, "remove_if_same", (name, value), what="withdraw a stale grant")
         return Attempt(None, 0.0)
 
@@ -239,6 +253,7 @@ class MapProtocol:
     # -- administration ----------------------------------------------------------------------------
     def set_fence_floor(self, name: str, token: int, semaphore: bool, deadline: float) -> Plan[None]:
         key, floor = (f"semaphore:{name}", token >> SLOT_BITS) if semaphore else (f"lock:{name}", token)
+        self.known.forget(key)
         yield from fences.raise_floor(key, floor, deadline, self.where)
 
     def force_release(self, name: str) -> Plan[bool]:

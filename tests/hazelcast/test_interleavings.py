@@ -5,6 +5,7 @@ extension's key lock belongs to an asyncio task instead of a thread."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -176,3 +177,60 @@ def test_holds_and_inspect_see_a_lease_whose_extension_is_under_way(hazelcast_me
                 seen = reader.outcome()
             assert seen is True or (seen is not None and seen.holder == a.holder), seen
         assert a.release() is True
+
+
+def test_two_processes_taking_turns_get_increasing_tokens(
+        managers: tuple[lockapi.LockManager, lockapi.LockManager]) -> None:
+    """Each backend proposes from the counter it confirmed last (fences.KnownCounters), which the other's
+    grants make stale: the confirm refuses a stale proposal, so tokens still strictly increase, and a
+    backend that found its proposal stale reads the counter first from then on."""
+    a_mgr, b_mgr = managers
+    name = f"turns:{uuid.uuid4().hex}"
+    tokens: list[int] = []
+    for _ in range(4):
+        for mgr in (a_mgr, b_mgr):
+            lease = mgr.acquire(name, ttl=30, wait=15)
+            tokens.append(lease.token)
+            assert lease.release() is True
+    assert all(x < y for x, y in itertools.pairwise(tokens)), tokens
+    assert b_mgr.backend._protocol.known.proposal(f"lock:{name}") is None  # type: ignore[attr-defined]
+
+
+def test_a_lost_counter_does_not_repeat_a_warm_backend_s_tokens(
+        hazelcast_member: HazelcastCluster, managers: tuple[lockapi.LockManager, lockapi.LockManager]) -> None:
+    """The counter entry vanishes (a member lost its data): a backend that knows the last token it
+    confirmed goes on above it (a backend that does not restarts at 1, see docs: Member loss)."""
+    a_mgr, b_mgr = managers
+    name = f"lost:{uuid.uuid4().hex}"
+    first = a_mgr.acquire(name, ttl=30)
+    assert first.release() is True
+    fences = b_mgr.backend._holder.session().maps["fences"]  # type: ignore[attr-defined]
+    assert fences.blocking().remove(f"lock:{name}") == str(first.token)
+    second = a_mgr.acquire(name, ttl=30)
+    assert second.token > first.token
+    assert second.release() is True
+
+
+def test_a_warm_proposal_stopped_past_its_ttl_never_repeats_the_successor_s_token(
+        managers: tuple[lockapi.LockManager, lockapi.LockManager]) -> None:
+    """A proposes from what it confirmed last (no read), places its entry and stops past the entry's
+    ttl; B is granted meanwhile with the very token A proposed. When A resumes, its confirm fails: A
+    withdraws (never B's entry), finds B holding and is refused; B's lease is untouched."""
+    a_mgr, b_mgr = managers
+    name = f"warm-stale:{uuid.uuid4().hex}"
+    warm = a_mgr.acquire(name, ttl=30)
+    assert warm.release() is True
+    run = Paused(lambda: a_mgr.try_acquire(name, ttl=1))
+    with pause_at("acquire:placed", thread=run) as pause:
+        run.start()
+        pause.wait_reached(30)
+        b = b_mgr.acquire(name, ttl=30, wait=15)  # granted once A's entry expired
+        assert b.token == warm.token + 1
+    a = run.outcome()
+    assert a is None or a.token > b.token, (a, b)
+    if a is not None:  # only if B's lease ended meanwhile (it has 30 s)
+        assert a.release() is True
+    else:
+        info = b_mgr.inspect(name)
+        assert info is not None and (info.holder, info.token) == (b.holder, b.token), info
+    assert b.release() is (a is None)
