@@ -503,8 +503,7 @@ class MySQL(Dialect):
         conn.close()  # closes the transport; ensure_closed() would wait for the server
 
     def classify(self, exc: BaseException) -> str | None:
-        args = getattr(exc, "args", ())
-        code = args[0] if args and isinstance(args[0], int) else None
+        code = mysql_error_code(exc)
         if code in self._RETRY:
             return RETRY
         if code in self._CONFIG:
@@ -611,7 +610,7 @@ class MariaDB(MySQL):
                 try:
                     cursor.execute(prepare[0])
                 except Exception as full:
-                    if _code(full) != self._TOO_MANY_PREPARED:
+                    if mysql_error_code(full) != self._TOO_MANY_PREPARED:
                         raise
                     cursor.execute(prepare[1], params)  # (prepared again on this connection's next use)
                 else:
@@ -631,7 +630,7 @@ class MariaDB(MySQL):
             try:
                 await cursor.execute(prepare[0])
             except Exception as full:
-                if _code(full) != self._TOO_MANY_PREPARED:
+                if mysql_error_code(full) != self._TOO_MANY_PREPARED:
                     raise
                 await cursor.execute(prepare[1], params)
             else:
@@ -644,15 +643,15 @@ class MariaDB(MySQL):
         """(``PREPARE``, plain statement) if ``exc`` says that ``statement`` is not prepared on its
         connection. If the server cannot prepare it (its ``max_prepared_stmt_count`` is reached, by
         every session together), the call runs the plain statement instead."""
-        if _code(exc) == self._UNKNOWN_STATEMENT:
+        if mysql_error_code(exc) == self._UNKNOWN_STATEMENT:
             return self._prepare.get(statement)
         return None
 
 
-def _code(exc: BaseException) -> Any:
-    """A PyMySQL error's code (its first argument), or None."""
+def mysql_error_code(exc: BaseException) -> int | None:
+    """A PyMySQL/aiomysql error's server error code (its first argument), or None."""
     args = getattr(exc, "args", ())
-    return args[0] if args else None
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _literals(conn: DBAPIConnection, params: dict[str, Any], names: tuple[str, ...]) -> str:

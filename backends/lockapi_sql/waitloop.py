@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from lockapi.spi import Wake, Watchers
+from lockapi_sql.dialects import mysql_error_code
 from lockapi_sql.listener import keep_connected
 from lockapi_sql.statements import RowKey, WaitStatements, WatchedKey, fired, payload
 from lockapi_sql.watchdog import cut
@@ -191,7 +192,7 @@ class WaitLoop:
             try:
                 self._connect_and_wait()
             except Exception as exc:  # any failure: poll, reconnect; the thread lives on
-                if _code(exc) == PARSE_ERROR:
+                if mysql_error_code(exc) == PARSE_ERROR:
                     self.unsupported = True
         while self.unsupported and not self._stopping.is_set():
             self._watchers.wake_all()
@@ -264,8 +265,3 @@ class WaitLoop:
                 if got != 1:
                     raise RuntimeError(f"user lock {self._guard_name} is taken")
                 self._guard_held = True
-
-
-def _code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
