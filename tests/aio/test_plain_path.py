@@ -16,8 +16,8 @@ from lockapi_memory import AsyncMemoryBackend
 import lockapi
 import lockapi.aio
 import lockapi.plugins
-from lockapi.observers import EndRecord, Observer, Record
 from lockapi.spi import Attempt, BackendUnavailable
+from tests.core.recording import OutcomeRecorder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,25 +68,11 @@ def test_listeners_see_every_plain_decision_and_release(tmp_path: Path, scheme: 
     asyncio.run(main())
 
 
-class _Recorder(Observer):
-    records_only = True
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[str, str]] = []
-        self.ends: list[str] = []
-
-    def record(self, record: Record) -> None:
-        self.ops.append((str(record[0]), str(record[3])))
-
-    def record_end(self, record: EndRecord) -> None:
-        self.ends.append(str(record[5]))
-
-
 def test_an_observer_installed_on_a_manager_sees_what_the_plain_path_skips() -> None:
     async def main() -> None:
         async with lockapi.aio.connect(f"memory://plain-{uuid.uuid4().hex}") as mgr:
             before = await mgr.try_acquire("seen", ttl=30)  # granted before the observer came: no end told
-            recorder = _Recorder()
+            recorder = OutcomeRecorder()
             mgr.add_observer(recorder)
             lease = await mgr.try_acquire("seen:2", ttl=30)
             assert lease is not None and before is not None

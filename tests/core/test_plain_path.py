@@ -12,7 +12,7 @@ import pytest
 
 import lockapi
 from lockapi.manager import _HolderIds
-from lockapi.observers import EndRecord, Observer, Record
+from tests.core.recording import OutcomeRecorder
 from tests.servers.redis import RedisServer, redis_server
 
 
@@ -77,25 +77,11 @@ def test_a_lease_lost_on_the_plain_path_is_found_out(sqlite: tuple[lockapi.LockM
     assert other.release() and not other.lost
 
 
-class _Recorder(Observer):
-    records_only = True
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[str, str]] = []
-        self.ends: list[str] = []
-
-    def record(self, record: Record) -> None:
-        self.ops.append((str(record[0]), str(record[3])))
-
-    def record_end(self, record: EndRecord) -> None:
-        self.ends.append(str(record[5]))
-
-
 def test_an_observer_installed_on_a_manager_sees_what_the_plain_path_skips(
         sqlite: tuple[lockapi.LockManager, Path]) -> None:
     mgr, _ = sqlite
     before = mgr.try_acquire("seen", ttl=30)  # granted before the observer came: its end is not reported
-    recorder = _Recorder()
+    recorder = OutcomeRecorder()
     mgr.add_observer(recorder)
     lease = mgr.try_acquire("seen:2", ttl=30)
     assert lease is not None and before is not None
