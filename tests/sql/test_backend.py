@@ -4,6 +4,7 @@ administration, awkward names, isolation level, and an unreachable server."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -254,6 +255,72 @@ def test_stopped_server_is_backend_unavailable_within_timeout(maria_url: str, ma
                 assert time.monotonic() - started < 2.0 * 2 + 1.0
         finally:
             server.process.signal(signal.SIGCONT)
+
+
+def test_stopped_postgres_fails_a_prepared_claim_and_release_within_timeout(make_backend: Factory,
+                                                                           name: str) -> None:
+    """PostgreSQL's claim and lock release run on libpq directly (``PQexecPrepared``, which blocks in C):
+    against a server that accepts but never answers (SIGSTOP) the watchdog still cuts them, they fail
+    as ``BackendUnavailable`` within the timeout, and the backend works again once the server does."""
+    from tests.reliability.targets import freeze, thaw
+    from tests.servers.postgres import postgres_server
+
+    with postgres_server() as server:
+        backend = make_backend(server.url, timeout=1.0)
+        first = backend.try_acquire(name, "h1", 30)
+        assert first.token == 1 and backend.release(name, "h1", first.token)
+        held = backend.try_acquire(name, "h2", 30)  # the prepared claim (the row is known now)
+        assert held.token == 2
+        freeze(server.process)  # the postmaster and its backends
+        try:
+            for what, call in (("claim", lambda: backend.try_acquire(name, "h3", 30)),
+                               ("release", lambda: backend.release(name, "h2", 2))):
+                started = time.monotonic()
+                with pytest.raises(BackendUnavailable):
+                    call()
+                elapsed = time.monotonic() - started
+                assert elapsed < 1.0 * 2 + 1.0, f"{what} took {elapsed:.2f}s with a 1 s timeout"
+        finally:
+            thaw(server.process)
+        wait_until(lambda: _answers(backend, name), 30, "the backend to work again after the thaw")
+        assert backend.release(name, "h2", 2)
+        third = backend.try_acquire(name, "h4", 30)
+        assert third.token == 3 and backend.release(name, "h4", 3)
+
+
+def _answers(backend: Any, name: str) -> bool:
+    try:
+        return backend.inspect(name) is not None
+    except BackendUnavailable:
+        return False
+
+
+def test_postgres_prepares_its_hot_statements_per_connection(pg_url: str, make_backend: Factory,
+                                                             name: str) -> None:
+    """PostgreSQL runs a claim and a lock's release as statements prepared on each connection's first
+    use of them, also again when the connection lost them (``DEALLOCATE``); the asyncio path keeps the
+    text; holders are data (quotes, backslashes, non-ASCII), and a server error is psycopg's exception,
+    classified as on the cursor path."""
+    backend = make_backend(pg_url)
+    assert backend.sql.claim.startswith("UPDATE ") and "%(holder)s" in backend.sql.claim
+    first = backend.try_acquire(name, "h1", 30)
+    assert first.token == 1 and backend.release(name, "h1", first.token)
+    first = backend.try_acquire(name, "h1", 30)  # the prepared claim (the row is known now)
+    assert first.token == 2 and backend.release(name, "h1", first.token)
+    assert backend.connections._idle, "the call's connection went back to the pool"
+    for conn in backend.connections._idle:
+        names = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
+        assert {"lockapi_claim", "lockapi_release"} <= names
+        conn.execute("DEALLOCATE lockapi_claim")
+        conn.execute("DEALLOCATE lockapi_release")
+    awkward = "h'2\\ \u00fc\u6f22 --"
+    second = backend.try_acquire(name, awkward, 30)
+    assert second.token == 3 and not backend.try_acquire(name, "h3", 30).granted
+    assert backend.try_acquire(name, awkward, 30).token == 4  # a retry by the holder: granted again
+    assert backend.inspect(name).holder == awkward  # type: ignore[union-attr]
+    assert not backend.release(name, awkward, 3) and backend.release(name, awkward, 4)
+    assert backend.release(name, awkward, 4)  # a retried release finds the lease it ended
+    assert not backend.release(name, "h1", 2**63)  # beyond bigint: psycopg's path (numeric), no error
 
 
 def test_mariadb_connections_each_open_their_own_socket() -> None:
