@@ -546,9 +546,6 @@ class MySQL(Dialect):
     def __init__(self, url: URL, timeout: float, options: Any) -> None:
         super().__init__(url, timeout, options)
         self.params = _driver_params(self.url)
-        self._hot: dict[str, tuple[bytes, bytes, tuple[str, ...]]] = {}
-        """A hot statement (as :meth:`prepared` returns it) -> (its server-side name, its text with
-        ``$n`` parameters, the parameters' names in ``$n`` order): see :meth:`execute`."""
 
     def _session(self, remaining: float) -> dict[str, Any]:
         """Connect arguments both drivers take (aiomysql's are PyMySQL's)."""
