@@ -16,8 +16,10 @@ view), except the few whose work happens in child processes that speak the sync 
 ``sync_only`` in :mod:`lockapi.testing.suite`). Tests synchronise on events, never on sleeps: a waiter
 counts as blocked once core's ``Observer.waiting`` hook fired for it (``WaitingCount``).
 
-Class attributes tune timing for slow backends (``short_ttl``, ``margin``). Tests that need a capability
-the backend does not declare (multi-process, fair) check that the backend refuses cleanly instead.
+Class attributes tune timing for slow backends (``short_ttl``, ``margin``) and where the multi-process
+checks start their children (``process_context``: "spawn" by default, or a warm "forkserver"). Tests that
+need a capability the backend does not declare (multi-process, fair) check that the backend refuses
+cleanly instead.
 """
 
 from lockapi.testing.suite import LockConformance

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from multiprocessing.context import ForkServerContext, SpawnContext
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,15 @@ class LockConformance(InterleavingConformance):
     """ttl (seconds) for expiry tests; raise it for backends with coarse expiry."""
     margin = 1.5
     """Extra seconds allowed for anything timed (the test machine may be slow and shared)."""
+    process_context: SpawnContext | ForkServerContext = multiprocessing.get_context("spawn")
+    """Where the multi-process checks get their child processes and events (``test_1_processes_never_overlap``,
+    ``test_2_killed_holders_lease_expires_after_its_ttl``, ``test_6_waiter_in_another_process_granted_promptly``):
+    a "spawn" or "forkserver" :mod:`multiprocessing` context. The default, "spawn", starts each child as a
+    fresh interpreter that imports lockapi and the backend again (1-3 s per child on a busy machine) and
+    inherits nothing from the test process. A "forkserver" context whose ``set_forkserver_preload`` lists
+    your backend's modules forks children in milliseconds and is just as clean: the server process never
+    runs a test or opens a connection. Plain "fork" is not accepted: it would copy pytest's threads and open
+    connections into the child. Children run :mod:`lockapi.testing.workers` functions (picklable by name)."""
 
     # -- fixtures ----------------------------------------------------------------------------------
     @pytest.fixture
@@ -166,7 +176,7 @@ class LockConformance(InterleavingConformance):
                                        lock_options: dict[str, Any], name: str, tmp_path: Path) -> None:
         if Capability.MULTI_PROCESS not in manager.capabilities:
             pytest.skip("backend is in-process only (no MULTI_PROCESS capability)")
-        ctx = multiprocessing.get_context("spawn")
+        ctx = self.process_context
         outs = [tmp_path / f"w{i}.txt" for i in range(4)]
         procs = [ctx.Process(target=workers.contend, args=(lock_url, lock_options, name, 15, str(out), 30.0))
                  for out in outs]
@@ -220,7 +230,7 @@ class LockConformance(InterleavingConformance):
         if Capability.BACKEND_EXPIRY not in manager.capabilities:
             pytest.skip("backend frees a dead holder's lease later than its ttl (no BACKEND_EXPIRY): see its docs")
         ttl = max(self.short_ttl, 2.0)
-        ctx = multiprocessing.get_context("spawn")
+        ctx = self.process_context
         ready, out = ctx.Event(), tmp_path / "held.txt"
         proc = ctx.Process(target=workers.hold_forever, args=(lock_url, lock_options, name, ttl, ready, str(out)))
         proc.start()
@@ -360,7 +370,7 @@ class LockConformance(InterleavingConformance):
     ) -> None:
         if Capability.MULTI_PROCESS not in manager.capabilities:
             pytest.skip("backend is in-process only (no MULTI_PROCESS capability)")
-        ctx = multiprocessing.get_context("spawn")
+        ctx = self.process_context
         ready = ctx.Event()
         out = tmp_path / "granted.txt"
         lease = manager.acquire(name, ttl=30)

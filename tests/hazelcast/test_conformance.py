@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from lockapi.testing import LockConformance
+from tests.conformance import Conformance
 from tests.servers.hazelcast import HazelcastCluster
 
 
-class TestMapConformance(LockConformance):
+class TestMapConformance(Conformance):
     # Members keep entry times with one-second resolution: a lease ends between ttl and ttl + 1 s.
     margin = 2.5
 
@@ -18,7 +18,7 @@ class TestMapConformance(LockConformance):
         return hazelcast_member.url("map")
 
 
-class TestCPConformance(LockConformance):
+class TestCPConformance(Conformance):
     margin = 2.5
 
     @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 import lockapi
 from lockapi import BackendUnavailable, LockManager, LockTimeout
-from lockapi.testing import LockConformance
+from tests.conformance import Conformance
 from tests.servers.redis import RedisServer
 
 HALF_EXTENDED = ("extend:h-extended", "permit_extend:h-extended")
@@ -37,7 +37,7 @@ def _h_ahead(source: str, name: str) -> None:
         h.close()
 
 
-class _TwoBackendLease(LockConformance):
+class _TwoBackendLease(Conformance):
     # Dual's re-floor path runs only while R's counter is behind H's for the name. The declaration check
     # moves H ahead for its workload's names first, so every declared point is passed.
     """Dual: a lease is two leases, and a holder stopped between extending the first and the second has
@@ -81,7 +81,7 @@ class _TwoBackendLease(LockConformance):
         assert c.release(), point
 
 
-class _MemoryMigration(LockConformance):
+class _MemoryMigration(Conformance):
     phase = "off"
     short_ttl = 0.5
     margin = 1.0

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from lockapi.testing import LockConformance
+from tests.conformance import Conformance
 from tests.servers.redis import RedisCluster, RedisServer
 
 
-class TestRedisConformance(LockConformance):
+class TestRedisConformance(Conformance):
     @pytest.fixture
     def lock_url(self, redis_standalone: RedisServer) -> str:
         return redis_standalone.url
 
 
 @pytest.mark.slow
-class TestRedisClusterConformance(LockConformance):
+class TestRedisClusterConformance(Conformance):
     @pytest.fixture
     def lock_url(self, redis_cluster_nodes: RedisCluster) -> str:
         return redis_cluster_nodes.url

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 
 from lockapi.testing import LockConformance
+from tests.conformance import Conformance
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 
 
 class TestSQLiteConformance(LockConformance):
+    """Keeps the suite's default process context ("spawn"): the run a third-party backend gets."""
+
     @pytest.fixture(scope="class")
     @classmethod
     def lock_url(cls, tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -19,14 +22,14 @@ class TestSQLiteConformance(LockConformance):
         return f"sqlite:///{path}"
 
 
-class TestPostgresConformance(LockConformance):
+class TestPostgresConformance(Conformance):
     @pytest.fixture(scope="class")
     @classmethod
     def lock_url(cls, pg: PostgresServer) -> str:
         return pg.url
 
 
-class TestMariaDBConformance(LockConformance):
+class TestMariaDBConformance(Conformance):
     @pytest.fixture(scope="class")
     @classmethod
     def lock_url(cls, maria: MariaDBServer) -> str:
