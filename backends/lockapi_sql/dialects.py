@@ -14,6 +14,7 @@ import re
 import socket
 import sqlite3
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from lockapi.errors import ConfigError
+from lockapi.spi import drive
 
 DBAPIConnection = Any
 """An open connection of the dialect's driver, in autocommit mode."""
@@ -716,28 +718,18 @@ class MariaDB(MySQL):
     def execute(self, conn: DBAPIConnection, statement: str, params: dict[str, Any]) -> Any:
         """As :meth:`Dialect.execute`; a prepared statement's ``EXECUTE`` is written here (:func:`_literals`,
         not PyMySQL's escaping of every parameter: 1-3 us less client CPU a statement), and one this
-        connection has not prepared yet (each connection's first use of it) is prepared and run again:
-        no check on the hot path."""
+        connection has not prepared yet (each connection's first use of it) is prepared and run again
+        (:meth:`_recovery`): no check on the hot path."""
         cursor = conn.lockapi_cursor
         using = self._using.get(statement)
-        if using is not None:
-            text = using[0] + _literals(conn, params, using[1])
-            try:
-                cursor.execute(text)
-            except Exception as exc:
-                prepare = self._unprepared(exc, statement)
-                if prepare is None:
-                    raise
-                try:
-                    cursor.execute(prepare[0])
-                except Exception as full:
-                    if mysql_error_code(full) != self._TOO_MANY_PREPARED:
-                        raise
-                    cursor.execute(prepare[1], params)  # (prepared again on this connection's next use)
-                else:
-                    cursor.execute(text)
-        else:
+        if using is None:
             cursor.execute(statement, params)
+            return cursor
+        text = using[0] + _literals(conn, params, using[1])
+        try:
+            cursor.execute(text)
+        except Exception as exc:
+            drive(self._recovery(exc, statement, (text, None), params), lambda step: cursor.execute(*step))
         return cursor
 
     async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
@@ -745,28 +737,32 @@ class MariaDB(MySQL):
         try:
             await cursor.execute(statement, params)
         except Exception as exc:
-            prepare = self._unprepared(exc, statement)
-            if prepare is None:
-                raise
-            try:
-                await cursor.execute(prepare[0])
-            except Exception as full:
-                if mysql_error_code(full) != self._TOO_MANY_PREPARED:
-                    raise
-                await cursor.execute(prepare[1], params)
-            else:
-                await cursor.execute(statement, params)
+            from lockapi.aio.spi import drive_async  # (not imported by sync-only users)
+
+            await drive_async(self._recovery(exc, statement, (statement, params), params),
+                              lambda step: cursor.execute(*step))
         return cursor
 
     _TOO_MANY_PREPARED = 1461  # ER_MAX_PREPARED_STMT_COUNT_REACHED (max_prepared_stmt_count, server-wide)
 
-    def _unprepared(self, exc: BaseException, statement: str) -> tuple[str, str] | None:
-        """(``PREPARE``, plain statement) if ``exc`` says that ``statement`` is not prepared on its
-        connection. If the server cannot prepare it (its ``max_prepared_stmt_count`` is reached, by
-        every session together), the call runs the plain statement instead."""
-        if mysql_error_code(exc) == self._UNKNOWN_STATEMENT:
-            return self._prepare.get(statement)
-        return None
+    def _recovery(self, exc: Exception, statement: str, again: tuple[str, Any],
+                  params: dict[str, Any] | None) -> Generator[tuple[str, Any], Any, None]:
+        """What follows ``exc``, the failure of ``statement`` (as :meth:`prepared` returned it), as
+        ``(statement, params)`` steps for either API's runner to run (:func:`lockapi.spi.drive`): if the
+        connection had not prepared it, ``PREPARE`` it and run ``again``; if the server can hold no more
+        prepared statements (``max_prepared_stmt_count``, counted over every session), the plain
+        statement instead (prepared again on the connection's next use). Any other failure is raised."""
+        if mysql_error_code(exc) != self._UNKNOWN_STATEMENT or statement not in self._prepare:
+            raise exc
+        prepare, plain = self._prepare[statement]
+        try:
+            yield prepare, None
+        except Exception as full:
+            if mysql_error_code(full) != self._TOO_MANY_PREPARED:
+                raise
+            yield plain, params
+        else:
+            yield again
 
 
 def mysql_error_code(exc: BaseException) -> int | None:

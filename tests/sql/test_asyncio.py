@@ -233,3 +233,33 @@ def test_a_frozen_server_is_backend_unavailable_within_timeout(kind: str, name: 
                         await asyncio.sleep(0.1)
 
         run(main)
+
+
+# -- MariaDB's prepared statements on the asyncio driver ------------------------------------------------------
+def test_mariadb_asyncio_prepares_on_first_use_and_runs_plain_statements_at_the_server_limit(
+        maria: MariaDBServer, name: str) -> None:
+    """aiomysql connections run the hot statements as MariaDB's do on PyMySQL: ``EXECUTE``, prepared on a
+    connection's first use of it; when the server can prepare no more (``max_prepared_stmt_count``, all
+    sessions together) a fresh connection runs the plain statement instead, and prepares again once
+    the server has room."""
+    admin = sa.create_engine(maria.url, poolclass=sa.pool.NullPool)
+
+    async def cycle(holder: str) -> int:
+        async with lockapi.aio.connect(maria.url) as mgr:  # a new manager: new, unprepared connections
+            lease = await mgr.try_acquire(name, ttl=30)
+            assert lease is not None and await mgr.try_acquire(name, ttl=30) is None, holder
+            token = lease.token
+            await lease.release()
+            return token
+
+    with admin.connect() as conn:
+        (limit,) = conn.execute(sa.text("SELECT @@GLOBAL.max_prepared_stmt_count")).one()
+        first = run(lambda: cycle("prepared"))
+        conn.execute(sa.text("SET GLOBAL max_prepared_stmt_count = 0"))
+        try:
+            second = run(lambda: cycle("plain"))
+        finally:
+            conn.execute(sa.text(f"SET GLOBAL max_prepared_stmt_count = {int(limit)}"))
+        third = run(lambda: cycle("prepared again"))
+    admin.dispose()
+    assert first < second < third
