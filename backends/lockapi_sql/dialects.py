@@ -395,15 +395,70 @@ def _dropping_async_connection() -> Any:
     had open when the connection ends. Doing it here, in the one method every one of psycopg's
     asyncio round trips goes through, costs nothing per call (a task per call that kept the
     cancellation away from psycopg cost three loop iterations, about 12 us a call).
+
+    A connection marked settling (:meth:`PostgreSQL.async_settle`, for the calls of
+    :meth:`lockapi_sql.aio_connections.AsyncConnections.settled`) waits with ``_settling_wait``
+    instead: a cancellation neither interrupts the statement nor drops the connection.
     """
     import asyncio
     import inspect
 
     import psycopg
-    from psycopg import waiting
+    from psycopg import errors, waiting
+    from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
     interval = inspect.signature(psycopg.AsyncConnection.wait).parameters["interval"].default
     # psycopg's own default (0.1 s): wait_async's (0) would wake the loop at once, a busy wait
+
+    async def _settling_wait(gen: Any, fileno: int, interval: float) -> Any:
+        """psycopg's ``wait_async`` (drive the generator ``gen`` of one round trip on ``fileno``), except
+        that a cancellation does not interrupt it: the same statement's reply is read on and returned,
+        and the cancellation is left to the caller to find (``Task.cancelling()``), as
+        :attr:`lockapi.aio.spi.AsyncBackend.settles_cancelled_attempts` says. It still ends when the
+        socket breaks: the pool's deadline timer shuts it down (an ``OperationalError``, as psycopg
+        raises). Every ``interval`` the generator is polled with no readiness, as psycopg does."""
+        loop = asyncio.get_running_loop()
+        ready = 0
+        fut: asyncio.Future[None] | None = None
+
+        def wakeup(state: int) -> None:
+            nonlocal ready
+            ready |= state
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+        try:
+            state = next(gen)
+            while True:
+                ready = 0
+                reader, writer = state & WAIT_R, state & WAIT_W
+                if reader:
+                    loop.add_reader(fileno, wakeup, READY_R)
+                if writer:
+                    loop.add_writer(fileno, wakeup, READY_W)
+                try:
+                    while True:
+                        fut = loop.create_future()
+                        timer = loop.call_later(interval, _resolve, fut)
+                        try:
+                            await fut
+                            break
+                        except asyncio.CancelledError:  # settle: wait on for this statement's reply
+                            if ready:
+                                break
+                        finally:
+                            timer.cancel()
+                            fut = None
+                finally:
+                    if reader:
+                        loop.remove_reader(fileno)
+                    if writer:
+                        loop.remove_writer(fileno)
+                state = gen.send(ready)
+        except OSError as exc:
+            raise errors.OperationalError("connection socket closed") from exc
+        except StopIteration as stop:
+            return stop.value
 
     class DroppingAsyncConnection(psycopg.AsyncConnection[Any]):
         lockapi_settle = False
@@ -419,62 +474,6 @@ def _dropping_async_connection() -> Any:
                 raise
 
     return DroppingAsyncConnection
-
-
-async def _settling_wait(gen: Any, fileno: int, interval: float) -> Any:
-    """psycopg's ``wait_async`` (drive the generator ``gen`` of one round trip on ``fileno``), except that a
-    cancellation does not interrupt it: the same statement's reply is read on and returned, and the
-    cancellation is left to the caller to find (``Task.cancelling()``), as
-    :attr:`lockapi.aio.spi.AsyncBackend.settles_cancelled_attempts` says. It still ends when the socket
-    breaks: the pool's deadline timer shuts it down (an ``OperationalError``, as psycopg raises).
-    Every ``interval`` the generator is polled with no readiness, as psycopg does."""
-    import asyncio
-
-    from psycopg import errors
-    from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
-
-    loop = asyncio.get_running_loop()
-    ready = 0
-    fut: asyncio.Future[None] | None = None
-
-    def wakeup(state: int) -> None:
-        nonlocal ready
-        ready |= state
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    try:
-        state = next(gen)
-        while True:
-            ready = 0
-            reader, writer = state & WAIT_R, state & WAIT_W
-            if reader:
-                loop.add_reader(fileno, wakeup, READY_R)
-            if writer:
-                loop.add_writer(fileno, wakeup, READY_W)
-            try:
-                while True:
-                    fut = loop.create_future()
-                    timer = loop.call_later(interval, _resolve, fut)
-                    try:
-                        await fut
-                        break
-                    except asyncio.CancelledError:  # settle: wait on for this statement's reply
-                        if ready:
-                            break
-                    finally:
-                        timer.cancel()
-                        fut = None
-            finally:
-                if reader:
-                    loop.remove_reader(fileno)
-                if writer:
-                    loop.remove_writer(fileno)
-            state = gen.send(ready)
-    except OSError as exc:
-        raise errors.OperationalError("connection socket closed") from exc
-    except StopIteration as stop:
-        return stop.value
 
 
 def _resolve(fut: Any) -> None:
