@@ -53,6 +53,9 @@ class AsyncSQLBackend(AsyncBackend):
         self.pause_points = sync.pause_points
         self.contended_pause_points = sync.contended_pause_points
         self.plans = Plans(sync.dialect, sync.tables, sync.sql)
+        # PostgreSQL (psycopg) can finish a cancelled statement (dialect.async_settle): its plain attempt
+        # settles, so core runs it without a task of its own
+        self.settles_cancelled_attempts = self.dialect.async_settles
         self.connections = AsyncConnections(sync.dialect, size=sync.pool_size, overflow=sync.max_overflow,
                                             timeout=config.timeout, where=config.redacted_url)
         self._listener = None
@@ -103,6 +106,16 @@ class AsyncSQLBackend(AsyncBackend):
         await self.ensure_schema()
         return await self.connections.call(plan, *args)
 
+    def _settled(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """:meth:`_direct`, settling (:meth:`AsyncConnections.settled`), once the tables exist."""
+        if self._schema_ready:
+            return self.connections.settled(first, *args)
+        return self._first_settled(first, *args)
+
+    async def _first_settled(self, first: Callable[..., First[T]], *args: Any) -> T:
+        await self.ensure_schema()
+        return await self.connections.settled(first, *args)
+
     def _direct(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
         """Run a direct plan (the hot single-statement operations): :meth:`AsyncConnections.direct`, once
         the tables exist."""
@@ -121,6 +134,8 @@ class AsyncSQLBackend(AsyncBackend):
     def try_acquire(self, name: str, holder: str, ttl: float, *,
                     queue_ttl: float | None = None) -> Coroutine[Any, Any, Attempt]:
         if queue_ttl is None:
+            if self.settles_cancelled_attempts:
+                return self._settled(self.plans.acquire_first, name, holder, ttl)
             return self._direct(self.plans.acquire_first, name, holder, ttl)
         return drive_async(self.plans.acquire_fair(name, holder, ttl, queue_ttl), self._call_step)
 

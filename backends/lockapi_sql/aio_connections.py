@@ -37,6 +37,19 @@ from lockapi_sql.watchdog import cut
 T = TypeVar("T")
 
 
+async def _settling(checkout: Coroutine[Any, Any, T]) -> T:
+    """Await ``checkout`` to its end although the caller is cancelled meanwhile (the cancellation is
+    left for the caller to find, as a settling call's): the retry of a statement whose fate is unknown
+    must find out what it did. A task, so that the cancellation does not reach the connect under way."""
+    task = asyncio.ensure_future(checkout)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+
+
 class AsyncSession:
     """One pooled asyncio connection, for life: runs a plan's steps. A session goes back to the pool only
     idle (``in_transaction`` and ``cut`` false); one that is not is dropped with its connection."""
@@ -112,31 +125,56 @@ class AsyncConnections:
         step, finish = first(*args)
         return self._run(loop, loop.time() + self._timeout, step, finish, None, ())
 
+    def settled(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """:meth:`direct`, settling (the dialect must have ``async_settles``): a cancellation does not
+        interrupt a statement of the call, whose replies are read on and the result returned (the
+        deadline still ends it); it interrupts the call only where nothing it sent can have taken
+        effect: while checking out the first connection, while pausing before a retry after an error,
+        or before the statement that follows a denial. After a connection died with a statement's fate
+        unknown, the retry on a fresh connection settles too (it finds out what happened)."""
+        loop = asyncio.get_running_loop()
+        step, finish = first(*args)
+        return self._run(loop, loop.time() + self._timeout, step, finish, None, (), settle=True)
+
     async def _run(self, loop: asyncio.AbstractEventLoop, deadline: float, step: Step | None,
                    finish: Callable[[Any, Step], T | Then] | None, plan: Callable[..., Plan[T]] | None,
-                   args: tuple[Any, ...]) -> T:
-        """The one retry loop of :meth:`call` (``plan`` given) and :meth:`direct` (``step`` and its
-        ``finish``): each attempt on a connection (idle, else checked out), errors to :meth:`_failed`."""
+                   args: tuple[Any, ...], *, settle: bool = False) -> T:
+        """The one retry loop of :meth:`call` (``plan`` given), :meth:`direct` (``step`` and its
+        ``finish``) and :meth:`settled` (``settle``): each attempt on a connection (idle, else checked
+        out), errors to :meth:`_failed`."""
         retries: Retries | None = None
         calls = self._calls
+        unknown = False  # settling, a statement's fate is unknown (its connection died): settle the retry
         while True:
             if self._idle:
                 session, reused = self._idle.pop(), True
+            elif unknown:
+                session, reused = await _settling(self._checkout(deadline))
             else:
                 session, reused = await self._checkout(deadline)
             calls[session] = deadline  # watched by the deadline timer (see _expire)
             if self._timer is None or self._timer_loop is not loop:
                 self._timer, self._timer_loop = loop.call_at(deadline, self._expire), loop
+            if settle:
+                self._dialect.async_settle(session.conn, True)
             try:
                 if plan is None:
                     answer = await session.run(step)  # type: ignore[arg-type]
                 else:
                     answer = await drive_async(plan(*args), session.run)
             except BaseException as exc:
+                if settle:
+                    self._dialect.async_settle(session.conn, False)
                 retries, pause = self._failed(exc, session, reused, retries, loop, deadline)
-                if pause is not None:
+                if pause is None:
+                    unknown = settle
+                elif unknown:
+                    await _settling(asyncio.sleep(pause))
+                else:
                     await asyncio.sleep(pause)
                 continue
+            if settle:
+                self._dialect.async_settle(session.conn, False)
             calls.pop(session, None)  # succeeded: back to the pool, unless the deadline cut it (and took it out)
             if session.cut:
                 self._discard(session)

@@ -156,6 +156,16 @@ class Dialect:
         """Close an asyncio connection at once, without a round trip (it may be stuck)."""
         raise NotImplementedError
 
+    async_settles: ClassVar[bool] = False
+    """Whether :meth:`async_settle` works: the asyncio driver can finish a statement whose caller was
+    cancelled, instead of dropping the connection."""
+
+    def async_settle(self, conn: Any, settle: bool) -> None:
+        """From now on, a statement on ``conn`` interrupted by a cancellation (``settle``) finishes: its
+        reply is read on the same connection and returned as if nothing happened (the deadline still
+        cuts the socket); or (not ``settle``) the connection is dropped, the default."""
+        raise NotImplementedError
+
     def compile(self, statement: str) -> str:
         """``statement`` (``:name`` parameters) in the driver's parameter style."""
         if self.paramstyle == "named":
@@ -385,6 +395,11 @@ class PostgreSQL(_OnConflict):
     def async_close(self, conn: Any) -> None:
         conn.pgconn.finish()  # AsyncConnection.close() is a coroutine; finishing libpq's side is enough
 
+    async_settles = True
+
+    def async_settle(self, conn: Any, settle: bool) -> None:
+        conn.lockapi_settle = settle
+
     def ddl_connect_args(self) -> dict[str, Any]:
         return {"connect_timeout": max(1, math.ceil(self.timeout))}
 
@@ -503,25 +518,90 @@ def _dropping_async_connection() -> Any:
     had open when the connection ends. Doing it here, in the one method every one of psycopg's
     asyncio round trips goes through, costs nothing per call (a task per call that kept the
     cancellation away from psycopg cost three loop iterations, about 12 us a call).
+
+    A connection marked settling (:meth:`PostgreSQL.async_settle`, for the calls of
+    :meth:`lockapi_sql.aio_connections.AsyncConnections.settled`) waits with ``_settling_wait``
+    instead: a cancellation neither interrupts the statement nor drops the connection.
     """
     import asyncio
     import inspect
 
     import psycopg
-    from psycopg import waiting
+    from psycopg import errors, waiting
+    from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W
 
     interval = inspect.signature(psycopg.AsyncConnection.wait).parameters["interval"].default
     # psycopg's own default (0.1 s): wait_async's (0) would wake the loop at once, a busy wait
 
+    async def _settling_wait(gen: Any, fileno: int, interval: float) -> Any:
+        """psycopg's ``wait_async`` (drive the generator ``gen`` of one round trip on ``fileno``), except
+        that a cancellation does not interrupt it: the same statement's reply is read on and returned,
+        and the cancellation is left to the caller to find (``Task.cancelling()``), as
+        :attr:`lockapi.aio.spi.AsyncBackend.settles_cancelled_attempts` says. It still ends when the
+        socket breaks: the pool's deadline timer shuts it down (an ``OperationalError``, as psycopg
+        raises). Every ``interval`` the generator is polled with no readiness, as psycopg does."""
+        loop = asyncio.get_running_loop()
+        ready = 0
+        fut: asyncio.Future[None] | None = None
+
+        def wakeup(state: int) -> None:
+            nonlocal ready
+            ready |= state
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+        try:
+            state = next(gen)
+            while True:
+                ready = 0
+                reader, writer = state & WAIT_R, state & WAIT_W
+                if reader:
+                    loop.add_reader(fileno, wakeup, READY_R)
+                if writer:
+                    loop.add_writer(fileno, wakeup, READY_W)
+                try:
+                    while True:
+                        fut = loop.create_future()
+                        timer = loop.call_later(interval, _resolve, fut)
+                        try:
+                            await fut
+                            break
+                        except asyncio.CancelledError:  # settle: wait on for this statement's reply
+                            if ready:
+                                break
+                        finally:
+                            timer.cancel()
+                            fut = None
+                finally:
+                    if reader:
+                        loop.remove_reader(fileno)
+                    if writer:
+                        loop.remove_writer(fileno)
+                state = gen.send(ready)
+        except OSError as exc:
+            raise errors.OperationalError("connection socket closed") from exc
+        except StopIteration as stop:
+            return stop.value
+
     class DroppingAsyncConnection(psycopg.AsyncConnection[Any]):
+        lockapi_settle = False
+        """Set by :meth:`PostgreSQL.async_settle`: a cancellation does not interrupt a statement."""
+
         async def wait(self, gen: Any, interval: float = interval, *args: Any, **kwargs: Any) -> Any:
             try:
+                if self.lockapi_settle:
+                    return await _settling_wait(gen, self.pgconn.socket, interval)
                 return await waiting.wait_async(gen, self.pgconn.socket, interval, *args, **kwargs)
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 self.pgconn.finish()
                 raise
 
     return DroppingAsyncConnection
+
+
+def _resolve(fut: Any) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class MySQL(Dialect):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lockapi.aio.lease import AsyncLease, AsyncOnLost, AsyncPermit
 from lockapi.aio.spi import AsyncBackend
-from lockapi.aio.waiting import Background, Turns, finish_anyway, guarded, once, wait_for_grant
+from lockapi.aio.waiting import Background, Turns, attempts, finish_anyway, guarded, once, settled, wait_for_grant
 from lockapi.errors import LockError
 from lockapi.events import Listener
 from lockapi.manager import LockRequest, _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
@@ -130,8 +130,9 @@ class AsyncLockManager:
         holder = new_holder_id()
         started = time.monotonic()
         try:
-            token = (await guarded(functools.partial(backend.try_acquire, name, holder, ttl),
-                                   functools.partial(backend.release, name, holder), self._background)).token
+            token = (await (settled if backend.settles_cancelled_attempts else guarded)(
+                functools.partial(backend.try_acquire, name, holder, ttl),
+                functools.partial(backend.release, name, holder), self._background)).token
         except LockError as exc:
             reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
             raise
@@ -176,7 +177,8 @@ class AsyncLockManager:
         waiting = None
         try:
             if wait == 0.0:
-                token = (await guarded(attempt, give_back, self._background, in_flight)).token
+                run = attempts(self._backend, semaphore=key[0], fair=fair)
+                token = (await run(attempt, give_back, self._background, in_flight)).token
                 if token is None:
                     raise _NotGranted(f"{what} {name!r} is held (wait=0)")
                 sent = started

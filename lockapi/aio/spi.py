@@ -73,6 +73,14 @@ class AsyncBackend(abc.ABC):
     pause_points: frozenset[str] = frozenset()
     contended_pause_points: frozenset[str] = frozenset()
     max_permits: int = 2**31 - 1
+    settles_cancelled_attempts: bool = False
+    """Whether :meth:`try_acquire` without ``queue_ttl`` is cancel-safe by itself: an attempt interrupted
+    by a cancellation completes (within ``config.timeout``, as any call) and returns its result, or
+    raises a :class:`LockError`; it raises :class:`asyncio.CancelledError` only where nothing can have
+    been granted (before its request was sent, or after a failed one). Core then runs it in the
+    caller's task, gives back a grant whose caller was cancelled meanwhile, and re-raises the caller's
+    cancellation (its count, ``Task.cancelling()``, grew during the attempt). False (the default): core
+    runs each attempt in a task of its own, which a cancellation of the caller does not reach."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config

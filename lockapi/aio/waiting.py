@@ -8,7 +8,9 @@ Two things differ from the sync API:
   not a thousand. Fair waiters are the exception: each joins the backend's fair queue when it arrives
   (a backend with push wake-ups wakes only the head), so that arrival order holds across managers.
 * **Cancellation never orphans a grant.** An attempt in flight when its task is cancelled is left to
-  finish; if it was granted, the grant is given back in the background.
+  finish; if it was granted, the grant is given back in the background. A backend whose plain attempt
+  settles by itself (:attr:`~lockapi.aio.spi.AsyncBackend.settles_cancelled_attempts`) runs it in the
+  caller's task instead (:func:`settled`): no task per attempt.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hasha
 from typing import Any, TypeVar
 
 from lockapi.aio.spi import AsyncBackend
+from lockapi.errors import LockError
 from lockapi.spi import Attempt, Capability, pause_point
 from lockapi.waiting import Backoff, BusKey, LocalBus, timed_out
 
@@ -174,6 +177,41 @@ def guarded(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
     return finish_anyway(attempt(), background, functools.partial(_give_back_grant, give_back), in_flight)
 
 
+async def settled(attempt: Callable[[], Awaitable[Attempt]], give_back: GiveBack,
+                  background: Background, in_flight: list[asyncio.Task[object]] | None = None) -> Attempt:
+    """:func:`guarded`'s guarantee for an attempt that settles by itself
+    (:attr:`AsyncBackend.settles_cancelled_attempts`), without its task: the attempt runs in the
+    caller's task; if the caller was cancelled meanwhile (its ``cancelling()`` count grew), a grant is
+    given back (in this task, or in ``background`` if cancelled again meanwhile) and the cancellation
+    is raised, also over the attempt's own error, so ``asyncio.timeout`` and ``TaskGroup`` see it.
+    (``in_flight``: nothing runs on after this returns or raises.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    before = task.cancelling()
+    try:
+        result = await attempt()
+    except LockError as exc:
+        if task.cancelling() > before:
+            raise asyncio.CancelledError from exc
+        raise
+    if task.cancelling() > before:
+        if result.token is not None:
+            with contextlib.suppress(LockError):
+                await finish_anyway(give_back(result.token), background)
+        raise asyncio.CancelledError
+    return result
+
+
+def attempts(backend: AsyncBackend, *, semaphore: bool = False, fair: bool = False) -> Callable[
+        [Callable[[], Awaitable[Attempt]], GiveBack, Background, list[asyncio.Task[object]] | None],
+        Awaitable[Attempt]]:
+    """How core runs an attempt: :func:`settled` for a plain lock attempt on a backend whose attempt
+    settles, else :func:`guarded` (fair attempts, permits, every other backend)."""
+    if backend.settles_cancelled_attempts and not (semaphore or fair):
+        return settled
+    return guarded
+
+
 async def _give_back_grant(give_back: GiveBack, attempt: Attempt) -> None:
     """:func:`guarded`'s orphan: an attempt nobody will see returned ``attempt``; give a grant back."""
     if attempt.token is not None:
@@ -202,11 +240,12 @@ async def wait_for_grant(
     """
     # As the sync API: a free lock is granted without subscribing; a denied caller subscribes and
     # then checks again, so a release between the two checks is never missed.
+    semaphore, name = key
+    run = attempts(backend, semaphore=semaphore, fair=fair_holder is not None)
     sent = time.monotonic()
-    result = await guarded(attempt, give_back, background, in_flight)
+    result = await run(attempt, give_back, background, in_flight)
     if result.token is not None:
         return result.token, sent
-    semaphore, name = key
     what = "semaphore" if semaphore else "lock"
     if deadline is not None and time.monotonic() >= deadline:
         raise timed_out(what, name, wait)
@@ -231,7 +270,7 @@ async def wait_for_grant(
             while True:
                 woken.clear()
                 sent = time.monotonic()
-                result = await guarded(attempt, give_back, background, in_flight)
+                result = await run(attempt, give_back, background, in_flight)
                 if result.token is not None:
                     return result.token, sent
                 now = time.monotonic()

@@ -1,7 +1,9 @@
 """The plain asyncio ``try_acquire`` (no fair/auto_renew/on_lost/at_most, no observer installed) runs a
 shorter path than the generic one (as the sync API's, tests/core/test_plain_path.py): it keeps every
 guarantee of the generic path. Its one await, the guarded attempt, is covered for cancellation by
-tests/aio/test_aio_api.py (a caller cancelled before the reply, and as the reply came)."""
+tests/aio/test_aio_api.py (a caller cancelled before the reply, and as the reply came); the settled
+attempt that replaces it on a backend declaring ``settles_cancelled_attempts`` by tests/aio/test_settled.py
+and, on PostgreSQL, tests/sql/test_asyncio_faults.py."""
 
 from __future__ import annotations
 

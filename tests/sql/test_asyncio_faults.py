@@ -5,6 +5,9 @@ PostgreSQL and MariaDB servers (issues 13 and 15):
    that grants, releases or commits): the retry on a fresh connection reports what really happened;
 2. a caller cancelled while each statement of a multi-statement call is in flight: no lease, permit, queue
    entry or open transaction (row lock) is left to block another manager, and the pool stays usable;
+   PostgreSQL's plain attempt, which settles instead (``settles_cancelled_attempts``), cancelled at each
+   of its awaits: connecting, its statements in flight (once, twice), the retry after a lost reply, a
+   server that never answers;
 3. a PostgreSQL restart while waiters wait (the LISTEN connection is lost): each still gets the lock within
    its ``wait``;
 4. a server that accepts TCP and never answers: every call, and ``aclose()``, ends within the timeout.
@@ -425,6 +428,215 @@ def test_a_release_cancelled_while_its_statement_is_in_flight_still_completes(se
     run(main)
 
 
+# -- 2b. PostgreSQL's plain attempt settles (AsyncBackend.settles_cancelled_attempts): each of its awaits -------
+async def plain_try(mgr: lockapi.aio.AsyncLockManager, n: str) -> Any:
+    return await mgr.try_acquire(n, ttl=30)
+
+
+async def plain_wait(mgr: lockapi.aio.AsyncLockManager, n: str) -> Any:
+    return await mgr.acquire(n, ttl=30, wait=30)
+
+
+PLAIN = {"try_acquire": plain_try, "acquire(wait=)": plain_wait}
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+@pytest.mark.parametrize("held", [False, True])
+@pytest.mark.parametrize("call", list(PLAIN))
+def test_a_plain_acquire_cancelled_while_its_statement_is_in_flight_settles(pg: PostgresServer, steps: Steps,
+                                                                             name: str, call: str, held: bool,
+                                                                             cancels: int) -> None:
+    """Cancelled (once, or again while settling) while the claim (or, on a held lock, the read after the
+    denial) is in flight: the statement is finished on its connection, which stays pooled (not dropped);
+    a grant is given back before the cancellation reaches the caller; nothing is left held."""
+    async def main() -> None:
+        async with connect(pg.url, timeout=10.0) as mgr, connect(pg.url, timeout=10.0) as peer:
+            backend, other = native(mgr), native(peer)
+            assert backend.settles_cancelled_attempts
+            for at in range(2 if held else 1):
+                target = f"{name}:{at}"
+                holding = (await other.try_acquire(target, "x", 60)).token if held else None
+                await backend.ping()  # one pooled connection
+                sessions = list(backend.connections._idle)
+                task: asyncio.Task[Any] = asyncio.create_task(PLAIN[call](mgr, target))
+
+                def action(index: int, step: Step, task: asyncio.Task[Any] = task, at: int = at) -> None:
+                    if index == at:
+                        task.cancel()
+                        for _ in range(cancels - 1):  # lands while the first one is being settled
+                            asyncio.get_running_loop().call_soon(task.cancel)
+
+                steps.arm(action)
+                with pytest.raises(asyncio.CancelledError):
+                    async with asyncio.timeout(15):
+                        lease = await task
+                        await lease.release()
+                assert task.cancelled()
+                assert len(steps.seen) > at, steps.seen
+                steps.disarm()
+                assert not mgr._background._tasks, "the grant was given back in the background, not before"
+                pool_is_consistent(backend)
+                assert backend.connections._idle == sessions, "the cancelled statement's connection was dropped"
+                if holding is not None:
+                    info = await other.inspect(target)
+                    assert info is not None and info.holder == "x"
+                    assert await other.release(target, "x", holding)
+                async with asyncio.timeout(5):
+                    attempt = await other.try_acquire(target, "y", 5)
+                assert attempt.token is not None, f"{call} cancelled at statement {at}: still held"
+
+    run(main)
+
+
+@pytest.mark.parametrize("call", list(PLAIN))
+def test_a_plain_acquire_cancelled_while_connecting_leaves_nothing(pg: PostgresServer, name: str, call: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while its connection is being opened (an empty pool): nothing was sent, the cancellation
+    goes on at once."""
+    from lockapi_sql.aio_connections import AsyncConnections
+
+    original = AsyncConnections._checkout
+    checkouts: list[int] = []
+
+    async def checkout(pool: AsyncConnections, deadline: float) -> Any:
+        checkouts.append(1)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # delivered at the connect's first wait
+        return await original(pool, deadline)
+
+    async def main() -> None:
+        async with connect(pg.url, timeout=10.0) as mgr, connect(pg.url, timeout=10.0) as peer:
+            backend, other = native(mgr), native(peer)
+            await backend.ping()
+            backend.connections._drain()
+            monkeypatch.setattr(AsyncConnections, "_checkout", checkout)
+            with pytest.raises(asyncio.CancelledError):
+                await PLAIN[call](mgr, name)
+            monkeypatch.setattr(AsyncConnections, "_checkout", original)
+            assert checkouts == [1]
+            pool_is_consistent(backend)
+            assert (await other.try_acquire(name, "y", 5)).token is not None, "granted although never sent"
+
+    run(main)
+
+
+def test_a_plain_acquire_cancelled_during_the_retry_of_a_lost_reply_gives_the_grant_back(
+        pg: PostgresServer, steps: Steps, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim's reply is lost (the server granted), and the caller is cancelled while the retry opens
+    its fresh connection: the retry settles too, finds the caller's grant, and core gives it back."""
+    from lockapi_sql.aio_connections import AsyncConnections
+
+    original = AsyncConnections._checkout
+    checkouts: list[int] = []
+    caller: list[asyncio.Task[Any]] = []
+
+    async def checkout(pool: AsyncConnections, deadline: float) -> Any:
+        checkouts.append(1)
+        caller[0].cancel()  # the caller's task (the retry's connect may run in a task of its own)
+        await asyncio.sleep(0)  # delivered to the caller while the connect is under way
+        return await original(pool, deadline)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        caller.append(task)
+        async with proxied(pg) as (backend, proxy):
+            await existing_row(backend, name)
+            mgr = lockapi.aio.AsyncLockManager(backend)
+            cut_before(steps, proxy, backend.plans.sql.claim)
+            monkeypatch.setattr(AsyncConnections, "_checkout", checkout)
+            with pytest.raises(asyncio.CancelledError):
+                await mgr.try_acquire(name, ttl=60)
+            monkeypatch.setattr(AsyncConnections, "_checkout", original)
+            assert_cut(steps, proxy)
+            assert checkouts, "the retry opened no connection: the test did not test anything"
+            await mgr._background.drain()
+            assert await backend.inspect(name) is None, "the grant found by the settled retry is still held"
+            pool_is_consistent(backend)
+
+    run(main)
+
+
+def test_a_plain_acquire_cancelled_while_pausing_before_a_retry_after_a_lost_reply_gives_the_grant_back(
+        pg: PostgresServer, steps: Steps, name: str) -> None:
+    """The claim's reply is lost (the server granted), its retry meets a deadlock (made up here), and the
+    caller is cancelled during the pause before the next retry: that pause settles too, the next retry
+    finds the caller's grant, and core gives it back."""
+    import psycopg
+
+    async def main() -> None:
+        caller = asyncio.current_task()
+        assert caller is not None
+        async with proxied(pg) as (backend, proxy):
+            await existing_row(backend, name)
+            mgr = lockapi.aio.AsyncLockManager(backend)
+            claims: list[int] = []
+
+            def action(index: int, step: Step) -> None:
+                if step[1] != backend.plans.sql.claim:
+                    return
+                claims.append(index)
+                if len(claims) == 1:
+                    proxy.cut_next_reply()
+                elif len(claims) == 2:
+                    caller.cancel()  # delivered in the pause before the next retry
+                    raise psycopg.errors.DeadlockDetected("a deadlock (test)")
+
+            proxy.cut.clear()
+            steps.arm(action)
+            with pytest.raises(asyncio.CancelledError):
+                await mgr.try_acquire(name, ttl=60)
+            assert_cut(steps, proxy)
+            assert len(claims) == 3, claims
+            await mgr._background.drain()
+            assert await backend.inspect(name) is None, "the grant found after the pause is still held"
+            pool_is_consistent(backend)
+
+    run(main)
+
+
+def test_a_plain_acquire_cancelled_while_the_server_never_answers_ends_within_the_timeout(name: str) -> None:
+    """Settling does not outlive the call's deadline: the socket is cut, and the caller's cancellation
+    (a task cancelled, an ``asyncio.timeout``) is raised within the timeout; the pool stays usable."""
+    timeout = 3.0
+    with postgres_launcher.postgres_server() as server:
+        async def main() -> None:
+            async with connect(server.url, timeout=timeout, listen="false") as mgr:
+                backend = native(mgr)
+                await backend.ping()
+                signal_tree(server.process, signal.SIGSTOP)
+                try:
+                    for how in ("cancel", "asyncio.timeout", "double cancel"):
+                        started = time.monotonic()
+                        if how == "asyncio.timeout":
+                            with pytest.raises(TimeoutError):
+                                async with asyncio.timeout(0.2):
+                                    await mgr.try_acquire(name, ttl=30)
+                        else:
+                            task = asyncio.create_task(mgr.try_acquire(name, ttl=30))
+                            while len(steps_in_flight(backend)) == 0:
+                                await asyncio.sleep(0.01)
+                            await asyncio.sleep(0.2)  # the statement is on the wire (the server is frozen)
+                            task.cancel()
+                            if how == "double cancel":
+                                await asyncio.sleep(0.2)
+                                task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await asyncio.wait_for(asyncio.shield(task), timeout + 10)
+                            assert task.cancelled(), f"{how}: {task!r}"
+                        elapsed = time.monotonic() - started
+                        assert elapsed < timeout + 2.0, f"{how} took {elapsed:.2f}s (timeout {timeout:g} s)"
+                        pool_is_consistent(backend)
+                        assert not mgr._background._tasks
+                finally:
+                    signal_tree(server.process, signal.SIGCONT)
+                async with asyncio.timeout(10):
+                    await backend.ping()
+
+        run(main)
+
+
 # -- 3. a restart while waiters wait ---------------------------------------------------------------------------
 def test_waiters_get_the_lock_within_wait_across_a_postgres_restart(name: str) -> None:
     """Waiters that were waiting when the server went down end within their ``wait``: granted, or
@@ -562,10 +774,11 @@ def test_a_call_cancelled_while_the_server_never_answers_ends_at_once(scheme: st
                 signal_tree(server.process, signal.SIGSTOP)
                 try:
                     calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-                        ("try_acquire", lambda: backend.try_acquire(name, "h2", 30)),
                         ("fair try_acquire", lambda: backend.try_acquire(name, "h3", 30, queue_ttl=5)),
                         ("permit", lambda: backend.try_acquire_permit(name, 2, "h", 30)),
                     ]
+                    if not backend.settles_cancelled_attempts:  # PostgreSQL's settles within the timeout
+                        calls.append(("try_acquire", lambda: backend.try_acquire(name, "h2", 30)))
                     for what, call in calls:
                         task = asyncio.create_task(call())
                         while len(steps_in_flight(backend)) == 0:
