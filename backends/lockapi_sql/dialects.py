@@ -300,8 +300,8 @@ class SQLite(_OnConflict):
 
 class PostgreSQL(_OnConflict):
     """PostgreSQL through psycopg 3. ``clock_timestamp()`` is the wall clock (``now()`` is the
-    transaction's start). Statements are prepared server-side after their first uses (psycopg); the sync
-    claim and lock release run on libpq directly (:meth:`execute`)."""
+    transaction's start). Statements are prepared server-side after their first uses (psycopg); the
+    claim and lock release run on libpq directly (:meth:`execute`, :meth:`async_execute`)."""
 
     scheme = "postgresql"
     aliases = ("postgres",)
