@@ -300,8 +300,8 @@ class SQLite(_OnConflict):
 
 class PostgreSQL(_OnConflict):
     """PostgreSQL through psycopg 3. ``clock_timestamp()`` is the wall clock (``now()`` is the
-    transaction's start). Statements are prepared server-side after their first uses (psycopg); the sync
-    claim and lock release run on libpq directly (:meth:`execute`)."""
+    transaction's start). Statements are prepared server-side after their first uses (psycopg); the
+    claim and lock release run on libpq directly (:meth:`execute`, :meth:`async_execute`)."""
 
     scheme = "postgresql"
     aliases = ("postgres",)
@@ -346,8 +346,8 @@ class PostgreSQL(_OnConflict):
         return conn
 
     def prepared(self, name: str, statement: str) -> str:
-        """:meth:`compile` of ``statement``, which the sync connections run as the statement prepared
-        server-side as ``name`` (:meth:`execute`); the asyncio path runs the returned text as it is."""
+        """:meth:`compile` of ``statement``, which the connections run as the statement prepared
+        server-side as ``name`` (:meth:`execute`, :meth:`async_execute`)."""
         if not _PREPARED_NAME.fullmatch(name) or "$" in statement:
             raise ValueError(f"cannot prepare {name!r}: {statement!r}")  # (our own statements: a bug)
         order = tuple(dict.fromkeys(_NAMED.findall(statement)))
@@ -384,9 +384,18 @@ class PostgreSQL(_OnConflict):
         conn = await _dropping_async_connection().connect(**self.connect_params(remaining),
                                                           options=self._session_options(), autocommit=True)
         conn.lockapi_cursor = conn.cursor()
+        conn.lockapi_encoding = conn.info.encoding
         return conn
 
     async def async_execute(self, conn: Any, statement: str, params: dict[str, Any] | None) -> Any:
+        """As :meth:`execute`, on libpq's non-blocking API (:func:`_round_trip`) driven by the
+        connection's ``wait``: a settling connection settles the hot statements too, and the pool's
+        deadline cuts them the same way. Its result's ``fetchone``/``fetchall`` are awaited."""
+        hot = self._hot.get(statement)
+        if hot is not None and params is not None and conn.pgconn.transaction_status == _IDLE:
+            values = _text_params(params, hot[2], conn.lockapi_encoding)
+            if values is not None:
+                return _AsyncPreparedResult(await _async_exec_prepared(conn, hot, values))
         return await conn.lockapi_cursor.execute(statement, params)
 
     def async_fileno(self, conn: Any) -> int:
@@ -453,23 +462,79 @@ _IDLE = 0
 """libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus``): no transaction open."""
 
 
-def _exec_prepared(conn: DBAPIConnection, hot: tuple[bytes, bytes, tuple[str, ...]], values: list[bytes]) -> Any:
-    """The result of the statement prepared as ``hot[0]`` on ``conn`` (preparing it first if the
-    connection has not), or psycopg's exception for its failure."""
-    pgconn = conn.pgconn
-    result = pgconn.exec_prepared(hot[0], values)  # (a connection already broken raises OperationalError)
-    if result.status == _TUPLES_OK or result.status == _COMMAND_OK:
-        return result
+_WAIT_R, _WAIT_RW, _READY_R = 1, 3, 1
+"""psycopg's ``Wait.R``/``Wait.RW``/``Ready.R`` (``psycopg.waiting``): what a round trip's generator
+yields to its connection's ``wait``, and the readiness sent back (0: none, the wait's poll interval)."""
+
+
+def _succeeded(result: Any) -> bool:
+    return bool(result.status == _TUPLES_OK or result.status == _COMMAND_OK)
+
+
+def _recovery(conn: Any, result: Any) -> Generator[bool, Any, Any]:
+    """What follows ``result``, a hot statement's failed first run on ``conn``, as steps for either API's
+    runner (:func:`lockapi.spi.drive`, :func:`lockapi.aio.spi.drive_async`; a step is True: run the
+    prepared statement again, False: prepare it; the answer is libpq's result): if the connection had
+    not prepared it (SQLSTATE 26000: its first use, or lost by ``DEALLOCATE``), prepare it (one that
+    exists meanwhile is fine) and run it again. Returns the successful result; a failure is raised as
+    psycopg's exception (:func:`_pg_error`)."""
     from psycopg import pq
 
     if result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT:
-        made = pgconn.prepare(hot[0], hot[1])
+        made = yield False
         if made.status != _COMMAND_OK and made.error_field(pq.DiagnosticField.SQLSTATE) != _DUPLICATE_STATEMENT:
             raise _pg_error(conn, made)
-        result = pgconn.exec_prepared(hot[0], values)
-        if result.status == _TUPLES_OK or result.status == _COMMAND_OK:
+        result = yield True
+        if _succeeded(result):
             return result
     raise _pg_error(conn, result)
+
+
+def _exec_prepared(conn: DBAPIConnection, hot: tuple[bytes, bytes, tuple[str, ...]], values: list[bytes]) -> Any:
+    """The result of the statement prepared as ``hot[0]`` on ``conn`` (preparing it first if the
+    connection has not: :func:`_recovery`), or psycopg's exception for its failure. Blocking libpq."""
+    pgconn = conn.pgconn
+    result = pgconn.exec_prepared(hot[0], values)  # (a connection already broken raises OperationalError)
+    if _succeeded(result):
+        return result
+    return drive(_recovery(conn, result),
+                 lambda run: pgconn.exec_prepared(hot[0], values) if run else pgconn.prepare(hot[0], hot[1]))
+
+
+async def _async_exec_prepared(conn: Any, hot: tuple[bytes, bytes, tuple[str, ...]], values: list[bytes]) -> Any:
+    """:func:`_exec_prepared` on an asyncio connection: each round trip is :func:`_round_trip` driven by
+    the connection's own ``wait`` (so a settling connection settles it, and the deadline's cut of the
+    socket ends it, as on psycopg's path)."""
+    result = await conn.wait(_round_trip(conn.pgconn, hot, values, True))
+    if _succeeded(result):
+        return result
+    from lockapi.aio.spi import drive_async  # (not imported by sync-only users)
+
+    return await drive_async(_recovery(conn, result),
+                             lambda run: conn.wait(_round_trip(conn.pgconn, hot, values, run)))
+
+
+def _round_trip(pgconn: Any, hot: tuple[bytes, bytes, tuple[str, ...]], values: list[bytes],
+                run: bool) -> Generator[int, int, Any]:
+    """One round trip on libpq's non-blocking API, as a psycopg wait generator: send the statement
+    prepared as ``hot[0]`` with ``values`` (``run``), or prepare it; flush; read until libpq has the whole
+    reply; return its result. A broken connection raises psycopg's ``OperationalError`` (libpq's)."""
+    if run:
+        pgconn.send_query_prepared(hot[0], values)
+    else:
+        pgconn.send_prepare(hot[0], hot[1])
+    while pgconn.flush():  # (1: more to send; the server may be sending meanwhile)
+        if (yield _WAIT_RW) & _READY_R:
+            pgconn.consume_input()
+    result = None
+    while True:  # every result up to the end of the reply (get_result's None): the connection is idle again
+        while pgconn.is_busy():
+            if (yield _WAIT_R) & _READY_R:
+                pgconn.consume_input()
+        last = pgconn.get_result()
+        if last is None:
+            return result
+        result = last
 
 
 def _pg_error(conn: DBAPIConnection, result: Any) -> Exception:
@@ -505,6 +570,18 @@ class _PreparedResult:
     def fetchall(self) -> list[tuple[Any, ...]]:
         result = self._result
         return [tuple(result.get_value(r, i) for i in range(result.nfields)) for r in range(result.ntuples)]
+
+
+class _AsyncPreparedResult(_PreparedResult):
+    """:class:`_PreparedResult` as :class:`lockapi_sql.aio_connections.AsyncSession` reads it (awaited)."""
+
+    __slots__ = ()
+
+    async def fetchone(self) -> tuple[Any, ...] | None:  # type: ignore[override]
+        return _PreparedResult.fetchone(self)
+
+    async def fetchall(self) -> list[tuple[Any, ...]]:  # type: ignore[override]
+        return _PreparedResult.fetchall(self)
 
 
 @functools.cache

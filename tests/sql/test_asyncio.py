@@ -263,3 +263,46 @@ def test_mariadb_asyncio_prepares_on_first_use_and_runs_plain_statements_at_the_
         third = run(lambda: cycle("prepared again"))
     admin.dispose()
     assert first < second < third
+
+
+# -- PostgreSQL's hot statements on libpq ----------------------------------------------------------------------
+def test_postgres_asyncio_prepares_its_hot_statements_per_connection(pg: PostgresServer, name: str) -> None:
+    """The asyncio pool's PostgreSQL connections run a claim and a lock's release as the sync ones do:
+    statements prepared on each connection's first use of them (named, not psycopg's own), also again
+    when the connection lost them (``DEALLOCATE``); holders are data (quotes, backslashes, non-ASCII),
+    and a parameter beyond ``bigint`` takes psycopg's path."""
+    async def prepared(backend: AsyncSQLBackend) -> list[set[str]]:
+        out = []
+        for session in backend.connections._idle:
+            cursor = await session.conn.execute("SELECT name FROM pg_prepared_statements")
+            out.append({row[0] for row in await cursor.fetchall()})
+        return out
+
+    async def main() -> None:
+        async with lockapi.aio.connect(pg.url, listen="false") as mgr:
+            backend = mgr.backend
+            assert isinstance(backend, AsyncSQLBackend)
+            first = await backend.try_acquire(name, "h1", 30)
+            assert first.token == 1 and await backend.release(name, "h1", first.token)
+            first = await backend.try_acquire(name, "h1", 30)  # the prepared claim (the row is known now)
+            assert first.token == 2 and await backend.release(name, "h1", first.token)
+            names = await prepared(backend)
+            assert names, "the call's connection went back to the pool"
+            for made in names:
+                assert {"lockapi_claim", "lockapi_release"} <= made
+            for session in backend.connections._idle:
+                await session.conn.execute("DEALLOCATE lockapi_claim")
+                await session.conn.execute("DEALLOCATE lockapi_release")
+            assert not any(made & {"lockapi_claim", "lockapi_release"} for made in await prepared(backend))
+            awkward = "h'2\\ \u00fc\u6f22 --"
+            second = await backend.try_acquire(name, awkward, 30)
+            assert second.token == 3 and not (await backend.try_acquire(name, "h3", 30)).granted
+            assert (await backend.try_acquire(name, awkward, 30)).token == 4  # the holder's retry: granted again
+            assert (await backend.inspect(name)).holder == awkward  # type: ignore[union-attr]
+            assert not await backend.release(name, awkward, 3) and await backend.release(name, awkward, 4)
+            assert await backend.release(name, awkward, 4)  # a retried release finds the lease it ended
+            for made in await prepared(backend):
+                assert {"lockapi_claim", "lockapi_release"} <= made, "prepared again after DEALLOCATE"
+            assert not await backend.release(name, "h1", 2**63)  # beyond bigint: psycopg's path, no error
+
+    run(main)

@@ -488,6 +488,38 @@ def test_a_plain_acquire_cancelled_while_its_statement_is_in_flight_settles(pg: 
     run(main)
 
 
+def test_a_plain_acquire_cancelled_while_its_claim_is_prepared_again_settles(pg: PostgresServer, steps: Steps,
+                                                                            name: str) -> None:
+    """Cancelled while the claim is in flight on a connection that lost it (``DEALLOCATE``): the settling
+    wait carries the whole libpq recovery (the failed run, the new prepare, the run again), the
+    connection stays pooled with the claim prepared, the grant is given back, nothing is held."""
+    async def prepared(session: AsyncSession) -> set[str]:
+        cursor = await session.conn.execute("SELECT name FROM pg_prepared_statements")
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def main() -> None:
+        async with connect(pg.url, timeout=10.0) as mgr:
+            backend = native(mgr)
+            await existing_row(backend, name)  # the claim is the statement that grants
+            await existing_row(backend, name)  # ... and it has run (prepared on the connection)
+            sessions = list(backend.connections._idle)
+            assert len(sessions) == 1 and "lockapi_claim" in await prepared(sessions[0])
+            await sessions[0].conn.execute("DEALLOCATE lockapi_claim")
+            task: asyncio.Task[Any] = asyncio.create_task(plain_try(mgr, name))
+            steps.arm(lambda index, step: task.cancel() if index == 0 else None)
+            with pytest.raises(asyncio.CancelledError):
+                async with asyncio.timeout(15):
+                    await task
+            assert task.cancelled() and steps.seen, steps.seen
+            steps.disarm()
+            pool_is_consistent(backend)
+            assert backend.connections._idle == sessions, "the cancelled statement's connection was dropped"
+            assert "lockapi_claim" in await prepared(sessions[0]), "the settled claim was not prepared again"
+            assert await backend.inspect(name) is None, "the settled grant is still held"
+
+    run(main)
+
+
 @pytest.mark.parametrize("call", list(PLAIN))
 def test_a_plain_acquire_cancelled_while_connecting_leaves_nothing(pg: PostgresServer, name: str, call: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
