@@ -298,9 +298,10 @@ def _answers(backend: Any, name: str) -> bool:
 def test_postgres_prepares_its_hot_statements_per_connection(pg_url: str, make_backend: Factory,
                                                              name: str) -> None:
     """PostgreSQL runs a claim and a lock's release as statements prepared on each connection's first
-    use of them, also again when the connection lost them (``DEALLOCATE``); the asyncio path keeps the
-    text; holders are data (quotes, backslashes, non-ASCII), and a server error is psycopg's exception,
-    classified as on the cursor path."""
+    use of them, also again when the connection lost them (``DEALLOCATE``); the statement text stays
+    the lookup key (the asyncio path has its own test in tests/sql/test_asyncio.py); holders are data
+    (quotes, backslashes, non-ASCII), and a server error is psycopg's exception, classified as on the
+    cursor path."""
     backend = make_backend(pg_url)
     assert backend.sql.claim.startswith("UPDATE ") and "%(holder)s" in backend.sql.claim
     first = backend.try_acquire(name, "h1", 30)
