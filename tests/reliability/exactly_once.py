@@ -94,6 +94,12 @@ class Ledger:
         with self._locked() as state:
             return [e for e, record in state.items() if record["committed"] is None]
 
+    def pending(self) -> list[str]:
+        """What :meth:`uncommitted` returns, read without the lock (the file is replaced atomically, so
+        any version read is whole): for the test, which must never wait on a worker it has SIGSTOPped
+        inside the lock, since only the test can SIGCONT it."""
+        return [e for e, record in self.state().items() if record["committed"] is None]
+
     def state(self) -> dict[str, dict[str, Any]]:
         return dict(json.loads(self.path.read_text())["records"])
 

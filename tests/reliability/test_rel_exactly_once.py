@@ -2,7 +2,9 @@
 
 Four worker processes share 400 elements of one job with short ttls (see tests/reliability/exactly_once.py
 for the fenced ledger and what counts as a bug). The test injects a fault every few hundred milliseconds:
-SIGKILL (the worker is replaced by a new one) or SIGSTOP for longer than the ttl, then SIGCONT.
+SIGKILL (the worker is replaced by a new one) or SIGSTOP for longer than the ttl, then SIGCONT at its due
+time while the faults go on (a kill or stop of another worker may fall inside a stop). A worker may be
+stopped inside the ledger's flock, so the test itself never takes it while anyone is stopped.
 """
 
 from __future__ import annotations
@@ -57,14 +59,29 @@ def test_every_element_is_processed_once_under_kills_and_pauses(
 
     live = [start() for _ in range(WORKERS)]
     faults: list[Fault] = []
+    stopped: dict[Any, tuple[int, float]] = {}
+    """Workers under SIGSTOP: when it was sent (monotonic ns) and when SIGCONT is due (monotonic s)."""
+
+    def resume(proc: Any) -> None:
+        started, _ = stopped.pop(proc)
+        os.kill(proc.pid, signal.SIGCONT)
+        faults.append(Fault(proc.pid, started, time.monotonic_ns()))
+
+    injected = 0
     deadline = time.monotonic() + 200  # within the test's timeout (300 s), so a stuck run explains itself
-    while len(faults) < FAULTS and ledger.uncommitted():
+    while injected < FAULTS and ledger.pending():  # never ledger.uncommitted() here: see pending()
         assert time.monotonic() < deadline, "the chaos phase did not finish"
         time.sleep(rng.uniform(0.2, 0.5))
-        running = [proc for proc in live if proc.is_alive()]
+        for proc, (_, due) in list(stopped.items()):
+            if time.monotonic() >= due:
+                resume(proc)
+        running = [proc for proc in live if proc.is_alive() and proc not in stopped]
         if not running:
-            break  # every worker found nothing left to do
+            if not stopped:
+                break  # every worker found nothing left to do
+            continue  # all stopped: the next fault waits for one to be resumed
         victim = rng.choice(running)
+        injected += 1
         if rng.random() < 0.5:
             started = time.monotonic_ns()
             os.kill(victim.pid, signal.SIGKILL)
@@ -72,11 +89,13 @@ def test_every_element_is_processed_once_under_kills_and_pauses(
             faults.append(Fault(victim.pid, started, None))
             live[live.index(victim)] = start()
         else:
-            started = time.monotonic_ns()
+            # The fault under test: stopped past its ttl. The faults go on meanwhile (a kill or a stop of
+            # another worker may fall inside this one), and SIGCONT comes at the due time.
+            stopped[victim] = (time.monotonic_ns(), time.monotonic() + rng.uniform(1.5, 2.5) * ttl)
             os.kill(victim.pid, signal.SIGSTOP)
-            time.sleep(rng.uniform(1.5, 2.5) * ttl)  # the fault under test: stopped past its ttl
-            os.kill(victim.pid, signal.SIGCONT)
-            faults.append(Fault(victim.pid, started, time.monotonic_ns()))
+    for proc in list(stopped):  # every stop lasts its full time, past the ttl, however the run ended
+        time.sleep(max(stopped[proc][1] - time.monotonic(), 0))
+        resume(proc)
     for proc in live:
         proc.join(max(deadline - time.monotonic(), 1))
     stuck = [proc for proc in live if proc.is_alive()]
