@@ -930,15 +930,17 @@ def mysql_error_code(exc: BaseException) -> int | None:
 
 def _literals(conn: DBAPIConnection, params: dict[str, Any], names: tuple[str, ...]) -> str:
     """``params[name]`` for each of ``names`` as SQL literals, comma-separated: an ``int`` as digits, a
-    string of ASCII letters and digits only (name hashes, lockapi's holder ids) between quotes as it
-    is, anything else by the connection's own escaping (which follows the server's
-    ``NO_BACKSLASH_ESCAPES``)."""
+    string of printable ASCII without a quote or a backslash (name hashes, lockapi's holder ids such as
+    ``host:pid:3f2a..:7``: nothing in it is special inside a quoted literal, whatever the sql_mode or
+    the connection's character set) between quotes as it is, anything else by the connection's own
+    escaping (which follows the server's ``NO_BACKSLASH_ESCAPES``)."""
     out = []
     for name in names:
         value = params[name]
         if type(value) is int:
             out.append(str(value))
-        elif type(value) is str and value.isascii() and value.isalnum():
+        elif type(value) is str and value.isascii() and value.isprintable() and "'" not in value \
+                and "\\" not in value:
             out.append("'" + value + "'")
         else:
             out.append(conn.escape(value))

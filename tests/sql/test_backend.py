@@ -370,6 +370,12 @@ def test_mariadb_holders_are_data_without_backslash_escapes(maria_url: str, make
     of a prepared statement's EXECUTE follow it."""
     backend = make_backend(maria_url, pool_size=1)
     assert backend.release(name, "h", backend.try_acquire(name, "h", 60).token or 0)
+    # printable ASCII without quote or backslash is written as it is: none of it is special in a literal
+    for holder in ('vm-1.example:4242:0a71:7', 'a"b', "100%s %", "x; DROP TABLE y; -- ?", "`tick`", " "):
+        token = backend.try_acquire(name, holder, 60).token
+        info = backend.inspect(name)
+        assert token is not None and info is not None and info.holder == holder
+        assert backend.release(name, holder, token)
     [conn] = backend.connections._idle
     conn.lockapi_cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
     for holder in ("back\\slash", "\\'; DROP TABLE x; --", "it's\\"):
