@@ -94,38 +94,29 @@ class AsyncSQLBackend(AsyncBackend):
             raise BackendUnavailable(f"{self._where}: no answer within the timeout ({self._timeout:g} s) "
                                      f"while checking lockapi's tables") from None
 
-    def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> Coroutine[Any, Any, T]:
-        """Run ``plan(*args)``: :meth:`AsyncConnections.call`, once the tables exist. This and
-        :meth:`_direct` are plain functions that return the pool's coroutine, as are the hot operations
-        below: a layer that only forwards adds no coroutine frame for each reply to pass through."""
+    def _ready(self, run: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """``run(*args)`` (one of the pool's calls), once the tables exist. This and the three below are
+        plain functions that return the pool's coroutine, as are the hot operations: a layer that only
+        forwards adds no coroutine frame for each reply to pass through."""
         if self._schema_ready:
-            return self.connections.call(plan, *args)
-        return self._first_call(plan, *args)
+            return run(*args)
+        return self._after_schema(run, *args)
 
-    async def _first_call(self, plan: Callable[..., Plan[T]], *args: Any) -> T:
+    async def _after_schema(self, run: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         await self.ensure_schema()
-        return await self.connections.call(plan, *args)
+        return await run(*args)
+
+    def _call(self, plan: Callable[..., Plan[T]], *args: Any) -> Coroutine[Any, Any, T]:
+        """Run ``plan(*args)``: :meth:`AsyncConnections.call`."""
+        return self._ready(self.connections.call, plan, *args)
 
     def _settled(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
-        """:meth:`_direct`, settling (:meth:`AsyncConnections.settled`), once the tables exist."""
-        if self._schema_ready:
-            return self.connections.settled(first, *args)
-        return self._first_settled(first, *args)
-
-    async def _first_settled(self, first: Callable[..., First[T]], *args: Any) -> T:
-        await self.ensure_schema()
-        return await self.connections.settled(first, *args)
+        """:meth:`_direct`, settling (:meth:`AsyncConnections.settled`)."""
+        return self._ready(self.connections.settled, first, *args)
 
     def _direct(self, first: Callable[..., First[T]], *args: Any) -> Coroutine[Any, Any, T]:
-        """Run a direct plan (the hot single-statement operations): :meth:`AsyncConnections.direct`, once
-        the tables exist."""
-        if self._schema_ready:
-            return self.connections.direct(first, *args)
-        return self._first_direct(first, *args)
-
-    async def _first_direct(self, first: Callable[..., First[T]], *args: Any) -> T:
-        await self.ensure_schema()
-        return await self.connections.direct(first, *args)
+        """Run a direct plan (the hot single-statement operations): :meth:`AsyncConnections.direct`."""
+        return self._ready(self.connections.direct, first, *args)
 
     async def _call_step(self, call: tuple[Any, ...]) -> Any:
         return await self._call(*call)
