@@ -95,8 +95,18 @@ class LockConformance(InterleavingConformance):
     fresh interpreter that imports lockapi and the backend again (1-3 s per child on a busy machine) and
     inherits nothing from the test process. A "forkserver" context whose ``set_forkserver_preload`` lists
     your backend's modules forks children in milliseconds and is just as clean: the server process never
-    runs a test or opens a connection. Plain "fork" is not accepted: it would copy pytest's threads and open
-    connections into the child. Children run :mod:`lockapi.testing.workers` functions (picklable by name)."""
+    runs a test or opens a connection. Plain "fork" is refused (a ``TypeError`` before any child starts):
+    it would copy pytest's threads and open connections into the child. Children run
+    :mod:`lockapi.testing.workers` functions (picklable by name)."""
+
+    def _children(self) -> SpawnContext | ForkServerContext:
+        """:attr:`process_context`, refused with a clear error if it is not "spawn" or "forkserver"."""
+        ctx = self.process_context
+        if ctx.get_start_method() not in ("spawn", "forkserver"):
+            raise TypeError(f"{type(self).__name__}.process_context starts children by "
+                            f"{ctx.get_start_method()!r}: use multiprocessing.get_context('spawn') or a "
+                            f"'forkserver' context (a forked child would inherit pytest's threads and connections)")
+        return ctx
 
     # -- fixtures ----------------------------------------------------------------------------------
     @pytest.fixture
@@ -176,7 +186,7 @@ class LockConformance(InterleavingConformance):
                                        lock_options: dict[str, Any], name: str, tmp_path: Path) -> None:
         if Capability.MULTI_PROCESS not in manager.capabilities:
             pytest.skip("backend is in-process only (no MULTI_PROCESS capability)")
-        ctx = self.process_context
+        ctx = self._children()
         outs = [tmp_path / f"w{i}.txt" for i in range(4)]
         procs = [ctx.Process(target=workers.contend, args=(lock_url, lock_options, name, 15, str(out), 30.0))
                  for out in outs]
@@ -230,7 +240,7 @@ class LockConformance(InterleavingConformance):
         if Capability.BACKEND_EXPIRY not in manager.capabilities:
             pytest.skip("backend frees a dead holder's lease later than its ttl (no BACKEND_EXPIRY): see its docs")
         ttl = max(self.short_ttl, 2.0)
-        ctx = self.process_context
+        ctx = self._children()
         ready, out = ctx.Event(), tmp_path / "held.txt"
         proc = ctx.Process(target=workers.hold_forever, args=(lock_url, lock_options, name, ttl, ready, str(out)))
         proc.start()
@@ -370,7 +380,7 @@ class LockConformance(InterleavingConformance):
     ) -> None:
         if Capability.MULTI_PROCESS not in manager.capabilities:
             pytest.skip("backend is in-process only (no MULTI_PROCESS capability)")
-        ctx = self.process_context
+        ctx = self._children()
         ready = ctx.Event()
         out = tmp_path / "granted.txt"
         lease = manager.acquire(name, ttl=30)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import lockapi
 from lockapi.testing import LockConformance
@@ -41,3 +44,15 @@ def test_a_multi_process_check_takes_its_children_from_process_context(tmp_path:
         Suite().test_6_waiter_in_another_process_granted_promptly(manager, url, {}, f"ctx:{uuid.uuid4().hex}",
                                                                   tmp_path)
     assert _Counted.started == 1
+
+
+def test_a_fork_context_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """Plain "fork" would copy pytest's threads and connections into the child: the checks refuse it
+    before starting anything."""
+    class Suite(LockConformance):
+        process_context = multiprocessing.get_context("fork")  # type: ignore[assignment]
+
+    url = f"sqlite:///{tmp_path / 'locks.db'}"
+    with lockapi.connect(url) as manager, pytest.raises(TypeError, match="process_context starts children by 'fork'"):
+        Suite().test_6_waiter_in_another_process_granted_promptly(manager, url, {}, f"ctx:{uuid.uuid4().hex}",
+                                                                  tmp_path)
