@@ -69,6 +69,10 @@ class Settling(AsyncMemoryBackend):
             raise BackendUnavailable("the reply was lost (test)")
         return attempt
 
+    async def try_acquire_permit(self, name: str, permits: int, holder: str, ttl: float) -> Attempt:
+        self.tasks.append(asyncio.current_task())
+        return await super().try_acquire_permit(name, permits, holder, ttl)
+
     async def release(self, name: str, holder: str, token: int) -> bool:
         self.releasing.set()
         await self.release_gate.wait()
@@ -79,7 +83,7 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(main())  # type: ignore[arg-type]
 
 
-def start(name: str) -> tuple[Settling, lockapi.aio.AsyncLockManager]:
+def start() -> tuple[Settling, lockapi.aio.AsyncLockManager]:
     backend = Settling(lockapi.plugins.backend_config(f"memory://{uuid.uuid4().hex}", {}))
     backend.setup()
     return backend, lockapi.aio.AsyncLockManager(backend)
@@ -111,7 +115,7 @@ async def reach(backend: Settling, where: str) -> None:
 @pytest.mark.parametrize("call", list(CALLS))
 def test_the_attempt_runs_in_the_callers_task(call: str) -> None:
     async def main() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         backend.before.set()
         backend.reply.set()
         lease = await CALLS[call](mgr, "n")
@@ -126,7 +130,7 @@ def test_the_attempt_runs_in_the_callers_task(call: str) -> None:
 @pytest.mark.parametrize("call", list(CALLS))
 def test_cancelled_before_the_request_was_sent(call: str) -> None:
     async def main() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         task = asyncio.create_task(CALLS[call](mgr, "n"))
         await reach(backend, "before")
         task.cancel()
@@ -143,7 +147,7 @@ def test_cancelled_before_the_request_was_sent(call: str) -> None:
 @pytest.mark.parametrize("call", list(CALLS))
 def test_cancelled_while_in_flight_settles_and_gives_the_grant_back(call: str, cancels: int) -> None:
     async def main() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         backend.before.set()
         task = asyncio.create_task(CALLS[call](mgr, "n"))
         await reach(backend, "in flight")
@@ -165,7 +169,7 @@ def test_cancelled_while_in_flight_settles_and_gives_the_grant_back(call: str, c
 def test_cancelled_again_while_the_grant_is_given_back() -> None:
     """The give-back runs on in the background; aclose() waits for it."""
     async def main() -> None:
-        backend, mgr = start("n")
+        backend, mgr = start()
         backend.before.set()
         backend.release_gate.clear()
         task = asyncio.create_task(mgr.try_acquire("n", ttl=30))
@@ -190,7 +194,7 @@ def test_cancelled_again_while_the_grant_is_given_back() -> None:
 def test_cancelled_as_the_reply_came(call: str) -> None:
     """The reply is in hand, but the cancellation comes before the caller's task wakes up to take it."""
     async def main() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         backend.before.set()
         task = asyncio.create_task(CALLS[call](mgr, "n"))
         await reach(backend, "in flight")
@@ -212,7 +216,7 @@ def test_asyncio_timeout_and_taskgroup_see_the_settled_cancellation(call: str) -
         backend.reply.set()
 
     async def main_later() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         backend.before.set()
         later = asyncio.create_task(settle_later(backend))
         with pytest.raises(TimeoutError):
@@ -244,7 +248,7 @@ def test_asyncio_timeout_and_taskgroup_see_the_settled_cancellation(call: str) -
 @pytest.mark.parametrize("call", list(CALLS))
 def test_an_attempt_that_fails_after_the_cancellation_raises_the_cancellation(call: str) -> None:
     async def main() -> None:
-        backend, mgr = start(call)
+        backend, mgr = start()
         backend.before.set()
         backend.fail = True
         task = asyncio.create_task(CALLS[call](mgr, "n"))
@@ -262,13 +266,18 @@ def test_an_attempt_that_fails_after_the_cancellation_raises_the_cancellation(ca
 
 def test_fair_attempts_and_permits_keep_the_guard() -> None:
     async def main() -> None:
-        backend, mgr = start("n")
+        backend, mgr = start()
         backend.before.set()
         backend.reply.set()
         lease = await mgr.try_acquire("n", ttl=30, fair=True)
         assert lease is not None
-        assert backend.tasks and backend.tasks[0] is not asyncio.current_task()
+        assert backend.tasks and backend.tasks[0] is not asyncio.current_task(), "a fair attempt lost its guard"
         await lease.release()
+        backend.tasks.clear()
+        permit = await mgr.semaphore("s", permits=2).try_acquire(ttl=30)
+        assert permit is not None
+        assert backend.tasks and backend.tasks[0] is not asyncio.current_task(), "a permit attempt lost its guard"
+        await permit.release()
         await mgr.aclose()
 
     run(main)
