@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lockapi.aio.lease import AsyncLease, AsyncOnLost, AsyncPermit
 from lockapi.aio.spi import AsyncBackend
-from lockapi.aio.waiting import Background, Turns, attempts, finish_anyway, guarded, once, settled, wait_for_grant
+from lockapi.aio.waiting import Background, Turns, attempts, finish_anyway, once, wait_for_grant
 from lockapi.errors import LockError
 from lockapi.events import Listener
 from lockapi.manager import LockRequest, _NotGranted, check_lock_request, check_semaphore, failed, new_holder_id
@@ -122,17 +122,17 @@ class AsyncLockManager:
             except _NotGranted:
                 return None
         # The plain call with no observer installed, the hot path (as LockManager.try_acquire's): the
-        # same checks (before any I/O), one guarded attempt and the same reports as _lock + _wait, without
-        # their frames, closure, LockRequest and exception on denial.
+        # same checks (before any I/O), one attempt (run as waiting.attempts chooses) and the same reports
+        # as _lock + _wait, without their frames, closure, LockRequest and exception on denial.
         ttl = check_ttl(ttl)
         name = check_name(name)
         backend = self._backend
         holder = new_holder_id()
         started = time.monotonic()
         try:
-            token = (await (settled if backend.settles_cancelled_attempts else guarded)(
-                functools.partial(backend.try_acquire, name, holder, ttl),
-                functools.partial(backend.release, name, holder), self._background)).token
+            token = (await attempts(backend)(functools.partial(backend.try_acquire, name, holder, ttl),
+                                             functools.partial(backend.release, name, holder),
+                                             self._background, None)).token
         except LockError as exc:
             reporter.finish(None, "try_acquire", name, started, ERROR, None, error=exc)
             raise
