@@ -386,6 +386,38 @@ def test_mariadb_holders_are_data_without_backslash_escapes(maria_url: str, make
     assert backend.connections._idle == [conn], "all on the one session"
 
 
+def test_mariadb_reads_its_prepared_statements_ok_packets(maria_url: str, make_backend: Factory,
+                                                         name: str) -> None:
+    """The prepared claim and release are read from their OK packets by lockapi itself: the row count and
+    ``LAST_INSERT_ID`` (the fence) at every width of the protocol's length-encoded integers, a server
+    error raised as PyMySQL's own exception with the connection still in step, and a reply with rows
+    (never from the statements it prepares) refused as a connection out of sync, which is discarded."""
+    import pymysql
+    from lockapi_sql.dialects import DEAD, _command
+
+    backend = make_backend(maria_url, pool_size=1)
+    c = backend.tables.leases.c
+    first = backend.try_acquire(name, "h", 60).token
+    assert first == 1 and backend.release(name, "h", first)
+    for fence in (249, 250, 251, 65_535, 65_536, 2**24 - 1, 2**24, 2**40, 2**62):  # 1, 3, 4 and 9 bytes
+        with backend.engine.begin() as conn:
+            conn.execute(sa.update(backend.tables.leases).where(c.name == name).values(fence=fence - 1))
+        token = backend.try_acquire(name, "h", 60).token
+        assert token == fence
+        assert not backend.try_acquire(name, "h2", 60).granted
+        assert not backend.release(name, "h", token + 1) and backend.release(name, "h", token)
+    [conn] = backend.connections._idle
+    with pytest.raises(pymysql.err.ProgrammingError) as missing:
+        _command(conn, "UPDATE lockapi_no_such_table SET x = 1")
+    assert missing.value.args[0] == 1146 and backend.dialect.classify(missing.value) is None
+    assert _command(conn, "DO 1").rowcount == 0, "the connection is still in step after the error"
+    with pytest.raises(pymysql.err.OperationalError) as rows:
+        _command(conn, "SELECT 1")
+    assert rows.value.args[0] == 2014 and backend.dialect.classify(rows.value) == DEAD
+    with pytest.raises(ValueError, match="cannot prepare"):
+        backend.dialect.prepared("lockapi_select", "SELECT 1 FROM t WHERE a = :a")
+
+
 def test_mariadb_runs_plain_statements_when_the_server_prepares_no_more(maria_url: str, make_backend: Factory,
                                                                         name: str) -> None:
     """At the server's ``max_prepared_stmt_count`` (all sessions together) PREPARE fails: the claim and
