@@ -157,7 +157,8 @@ def stop_process(process: ServerProcess, stop_signal: int = signal.SIGTERM) -> N
 
 
 def start_process(process: ServerProcess, *, user: str | None = None) -> ServerProcess:
-    return ServerProcess(process.argv, log=process.log, user=user)
+    """``process`` started again (same command, log and stop signal)."""
+    return ServerProcess(process.argv, log=process.log, user=user, stop_signal=process.stop_signal)
 
 
 def process_tree(root: int) -> list[int]:

@@ -18,7 +18,7 @@ import lockapi
 from lockapi.integrations.apscheduler import LockedExecutor, trigger_key
 
 ROOT = Path(__file__).resolve().parents[2]
-COUNT, INTERVAL = 4, 2.0
+COUNT, INTERVAL = 4, 1.0
 
 
 def run_schedulers(url: str, log: Path, mode: str, processes: int = 3) -> list[str]:

@@ -113,8 +113,11 @@ class ServerProcess:
     """One server child process, with its output in ``log`` for error messages."""
 
     def __init__(self, argv: Sequence[str], *, log: Path, cwd: Path | None = None,
-                 env: dict[str, str] | None = None, user: str | None = None) -> None:
+                 env: dict[str, str] | None = None, user: str | None = None,
+                 stop_signal: int = signal.SIGTERM) -> None:
         self.argv = list(argv)
+        self.stop_signal = stop_signal
+        """What :meth:`stop` sends first: the server's own "shut down now, disconnecting clients"."""
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **(env or {})}
@@ -163,9 +166,9 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds. Idempotent."""
+        """:attr:`stop_signal`, then SIGKILL after ``grace`` seconds. Idempotent."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            self.signal(self.stop_signal)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import os
 import pwd
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def postgres_server(max_connections: int = 300) -> Iterator[PostgresServer]:
              "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
             log=log, user=SYSTEM_USER,
+            stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM's smart one waits for every client to leave
         )
         try:
             process.wait_ready(lambda: _ready(port), 120, f"postgres on port {port}")
